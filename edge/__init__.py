@@ -1,0 +1,1 @@
+"""The HTTP edge: OpenAI-compatible routes in front of the NATS pipeline."""

@@ -1,0 +1,69 @@
+"""Builds the edge's ASGI application (``create_app(settings)``; no work at import)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import msgspec
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from pydantic.json_schema import models_json_schema
+
+import llmaas
+from edge import errors, responses
+from edge.context import EdgeContext
+from edge.metrics import EdgeMetrics
+from edge.middleware import Envelope
+from edge.pipeline import Pipeline
+from edge.routes import embeddings, generation, models, ops
+from edge.routes.docs import REF, response_schemas
+from edge.schemas import REQUEST_MODELS
+from edge.settings import EdgeSettings
+
+RESPONSE_TYPES: list[type[msgspec.Struct]] = [
+    responses.ChatCompletion,
+    responses.ChatCompletionChunk,
+    responses.TextCompletion,
+    responses.EmbeddingList,
+    responses.ModelList,
+    responses.Model,
+    responses.ErrorEnvelope,
+]
+
+
+def create_app(settings: EdgeSettings) -> FastAPI:
+    metrics = EdgeMetrics()
+    edge = EdgeContext(settings=settings, metrics=metrics, pipeline=Pipeline(settings, metrics))
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await edge.pipeline.start()
+        yield
+        await edge.pipeline.stop()
+
+    app = FastAPI(
+        title="LLMaaS",
+        version=llmaas.__version__,
+        summary="OpenAI-compatible API of a sovereign LLM-as-a-service platform",
+        lifespan=lifespan,
+    )
+    app.state.edge = edge
+    for module in (generation, embeddings, models, ops):
+        app.include_router(module.router)
+    errors.install(app)
+    app.add_middleware(Envelope, metrics=metrics)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            spec = get_openapi(title=app.title, version=app.version, summary=app.summary, routes=app.routes)
+            _, requests = models_json_schema([(m, "validation") for m in REQUEST_MODELS], ref_template=REF)
+            schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+            schemas.update(requests.get("$defs", {}))
+            schemas.update(response_schemas(RESPONSE_TYPES))
+            app.openapi_schema = spec
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app

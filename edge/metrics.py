@@ -1,0 +1,41 @@
+"""Prometheus metrics of the edge (labels bounded: route, status class, model served by a worker)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+
+@dataclass
+class EdgeMetrics:
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.requests = Counter(
+            "llmaas_edge_requests", "HTTP requests answered", ["route", "status_class"], registry=r
+        )
+        self.duration = Histogram(
+            "llmaas_edge_request_duration_seconds",
+            "From request to last byte",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.ttft = Histogram(
+            "llmaas_edge_time_to_first_token_seconds",
+            "From request to first generated text",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.tokens = Counter("llmaas_edge_tokens", "Tokens served", ["model", "kind"], registry=r)
+        self.in_flight = Gauge("llmaas_edge_in_flight", "Requests in progress", ["route"], registry=r)
+        self.errors = Counter("llmaas_edge_errors", "Error responses, by code", ["code"], registry=r)
+        self.disconnects = Counter(
+            "llmaas_edge_client_disconnects", "Clients gone before the answer was complete", registry=r
+        )
+        self.nats_connected = Gauge("llmaas_edge_nats_connected", "1 while connected to NATS", registry=r)

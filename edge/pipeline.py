@@ -1,0 +1,231 @@
+"""The edge's side of NATS: submit jobs, route reply frames to waiting requests, cancel, watch workers.
+
+One wildcard subscription receives the frames of every request this edge process has in flight;
+the last token of the reply subject says which request a frame belongs to.
+A watchdog fails, with one error frame, any request whose worker vanished, that no worker accepted
+in time, or whose worker went silent; so no client ever hangs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.errors import ConnectionClosedError, MaxPayloadError, OutboundBufferLimitError
+
+from edge.metrics import EdgeMetrics
+from edge.settings import EdgeSettings
+from llmaas import codec, natsconn, subjects
+from llmaas.errors import (
+    ClientClosed,
+    LlmaasError,
+    PayloadTooLarge,
+    ServerError,
+    Unavailable,
+    UpstreamFailed,
+)
+from llmaas.fleet import Fleet
+from llmaas.wire import Accepted, Cancel, Failed, Frame, Job
+
+log = logging.getLogger(__name__)
+
+WORKER_GRACE_S = 3.0
+"""How long a stream may run on a worker the edge has not yet heard a heartbeat from."""
+
+_NO_RESPONDERS = Failed(
+    error=Unavailable(
+        "No pipeline stage is consuming requests right now (guard, scheduler or worker down); retry shortly.",
+        code="no_consumer",
+        retry_after_s=1,
+    ).to_wire()
+)
+_GARBLED = Failed(error=ServerError("A pipeline stage sent an unreadable frame.").to_wire())
+
+
+class Stream:
+    """The frames of one request, in arrival order."""
+
+    __slots__ = ("accepted_at", "last_frame_at", "opened_at", "queue", "request_id", "worker_id")
+
+    def __init__(self, request_id: str, now: float) -> None:
+        self.request_id = request_id
+        self.queue: asyncio.Queue[Frame] = asyncio.Queue()
+        self.worker_id: str | None = None
+        self.opened_at = now
+        self.accepted_at = now
+        self.last_frame_at = now
+
+    async def next(self) -> Frame:
+        return await self.queue.get()
+
+
+class Pipeline:
+    def __init__(self, settings: EdgeSettings, metrics: EdgeMetrics) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.edge_id = secrets.token_hex(6)
+        self.fleet = Fleet()
+        self._nc: Client | None = None
+        self._streams: dict[str, Stream] = {}
+        self._orphans: dict[str, float] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._background: list[asyncio.Task[None]] = []
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Return at once; the connection is made (and remade) in the background."""
+        self._background = [asyncio.create_task(self._connect()), asyncio.create_task(self._watch())]
+
+    async def stop(self) -> None:
+        for task in self._background:
+            task.cancel()
+        self._fail_all(Unavailable("The edge is shutting down.", retry_after_s=1))
+        if self._nc is not None:
+            await natsconn.close(self._nc)
+
+    async def _connect(self) -> None:
+        nc = await natsconn.connect(self.settings.nats_url, f"edge:{self.edge_id}", on_down=self._on_down)
+        await nc.subscribe(subjects.reply_prefix(self.edge_id) + ".*", cb=self._on_frame)
+        await nc.subscribe(subjects.HEARTBEATS, cb=self._on_heartbeat)
+        await nc.flush()
+        self._nc = nc
+
+    @property
+    def connected(self) -> bool:
+        return self._nc is not None and self._nc.is_connected
+
+    # --- requests -----------------------------------------------------------------------------
+
+    async def submit(self, job: Job) -> Stream:
+        """Publish ``job`` into the pipeline and return the stream its frames will arrive on.
+
+        Raises ``Unavailable`` when NATS is unreachable and ``PayloadTooLarge`` when the job
+        exceeds what the NATS server accepts.
+        """
+        nc = self._nc
+        if nc is None or not nc.is_connected:
+            raise Unavailable(
+                "The platform's message bus is unreachable; retry shortly.",
+                retry_after_s=self.settings.retry_after_s,
+            )
+        rid = job.request_id
+        stream = Stream(rid, time.monotonic())
+        self._streams[rid] = stream
+        try:
+            await nc.publish(subjects.GUARD, codec.encode(job), reply=subjects.reply(self.edge_id, rid))
+        except MaxPayloadError:
+            self._streams.pop(rid, None)
+            raise PayloadTooLarge("The request is larger than the platform accepts.") from None
+        except (ConnectionClosedError, OutboundBufferLimitError):
+            self._streams.pop(rid, None)
+            raise Unavailable(
+                "The platform's message bus is unreachable; retry shortly.",
+                retry_after_s=self.settings.retry_after_s,
+            ) from None
+        return stream
+
+    def finish(self, request_id: str) -> None:
+        """The request ended normally (its last frame was read)."""
+        self._streams.pop(request_id, None)
+
+    def cancel(self, request_id: str) -> None:
+        """The client went away: stop the worker generating for it (now, or once one accepts it)."""
+        stream = self._streams.get(request_id)
+        if stream is None:
+            return
+        self._fail(stream, ClientClosed("The client closed the connection."))
+        if stream.worker_id is not None:
+            self._send_cancel(stream.worker_id, request_id)
+        else:
+            self._orphans[request_id] = time.monotonic() + self.settings.accept_timeout_s
+
+    def _send_cancel(self, worker_id: str, request_id: str) -> None:
+        nc = self._nc
+        if nc is None or not nc.is_connected:
+            return
+        payload = codec.encode(Cancel(request_id=request_id))
+        task = asyncio.create_task(nc.publish(subjects.worker_cancel(worker_id), payload))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # --- subscriptions ------------------------------------------------------------------------
+
+    async def _on_frame(self, msg: Msg) -> None:
+        rid = subjects.request_id_of_reply(msg.subject)
+        frame: Frame
+        if msg.headers and msg.headers.get("Status") == "503":
+            frame = _NO_RESPONDERS
+        else:
+            try:
+                frame = codec.frame_decoder.decode(msg.data)
+            except codec.DecodeError:
+                frame = _GARBLED
+        stream = self._streams.get(rid)
+        if stream is None:
+            # A worker accepted a request whose client already left: tell it to stop.
+            if type(frame) is Accepted and self._orphans.pop(rid, None) is not None:
+                self._send_cancel(frame.worker_id, rid)
+            return
+        now = time.monotonic()
+        if type(frame) is Accepted:
+            stream.worker_id = frame.worker_id
+            stream.accepted_at = now
+        stream.last_frame_at = now
+        stream.queue.put_nowait(frame)
+
+    async def _on_heartbeat(self, msg: Msg) -> None:
+        try:
+            beat = codec.heartbeat_decoder.decode(msg.data)
+        except codec.DecodeError:
+            return
+        self.fleet.observe(beat, time.monotonic())
+
+    async def _on_down(self) -> None:
+        # Frames published while we are cut off are lost for good: end those streams now, clearly.
+        self.metrics.nats_connected.set(0)
+        self._fail_all(Unavailable("Lost the connection to the platform's message bus.", retry_after_s=1))
+
+    # --- watchdog -----------------------------------------------------------------------------
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.watchdog_interval_s)
+            self.metrics.nats_connected.set(1 if self.connected else 0)
+            self.sweep(time.monotonic())
+
+    def sweep(self, now: float) -> None:
+        """Fail the streams that can no longer end by themselves; forget stale orphans."""
+        self.fleet.expire(now)
+        s = self.settings
+        for stream in list(self._streams.values()):
+            error: LlmaasError | None = None
+            wid = stream.worker_id
+            if wid is None:
+                if now - stream.opened_at > s.accept_timeout_s:
+                    error = Unavailable(
+                        f"No worker accepted the request within {s.accept_timeout_s:g} s; retry shortly.",
+                        code="timeout",
+                        retry_after_s=s.retry_after_s,
+                    )
+            elif not self.fleet.is_alive(wid, now) and now - stream.accepted_at > WORKER_GRACE_S:
+                error = UpstreamFailed(f"The worker serving this request ({wid}) stopped responding.")
+            elif now - stream.last_frame_at > s.idle_timeout_s:
+                error = UpstreamFailed(f"The worker sent nothing for {s.idle_timeout_s:g} s.", code="timeout")
+                self._send_cancel(wid, stream.request_id)
+            if error is not None:
+                self._fail(stream, error)
+        for rid in [rid for rid, deadline in self._orphans.items() if deadline < now]:
+            del self._orphans[rid]
+
+    def _fail(self, stream: Stream, error: LlmaasError) -> None:
+        self._streams.pop(stream.request_id, None)
+        stream.queue.put_nowait(Failed(error=error.to_wire()))
+
+    def _fail_all(self, error: LlmaasError) -> None:
+        for stream in list(self._streams.values()):
+            self._fail(stream, error)

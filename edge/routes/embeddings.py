@@ -1,0 +1,74 @@
+"""POST /v1/embeddings, through the same pipeline as generation."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+from array import array
+
+from fastapi import APIRouter
+from starlette.requests import Request
+from starlette.responses import Response
+
+from edge import body, context
+from edge import responses as r
+from edge.jobs import embed_job
+from edge.routes.docs import json_body, reply
+from edge.schemas import EmbeddingRequest
+from edge.sse import wait_disconnect
+from llmaas.errors import RemoteError, ServerError
+from llmaas.wire import Accepted, Embeddings, Failed, Frame
+
+router = APIRouter()
+
+
+def _as_base64(vector: list[float]) -> str:
+    """OpenAI's base64 encoding: little-endian float32 values."""
+    values = array("f", vector)
+    if values.itemsize != 4:  # pragma: no cover - every platform we run on has 4-byte floats
+        raise ServerError("float32 encoding unavailable")
+    return base64.b64encode(values.tobytes()).decode()
+
+
+def _expect_result(frame: Frame) -> Embeddings:
+    if isinstance(frame, Failed):
+        raise RemoteError(frame.error)
+    if not isinstance(frame, Embeddings):
+        raise ServerError("A worker sent frames out of order.")
+    return frame
+
+
+@router.post(
+    "/v1/embeddings",
+    summary="Create embeddings",
+    openapi_extra=json_body(EmbeddingRequest),
+    responses=reply("EmbeddingList"),
+    response_class=Response,
+)
+async def create_embeddings(request: Request) -> Response:
+    edge = context.of(request)
+    req = await body.parse(request, EmbeddingRequest, edge.settings.max_body_bytes)
+    rid = context.request_id(request)
+    job = embed_job(req, rid, int(time.time()))
+    frames = await edge.pipeline.submit(job)
+    watcher = asyncio.create_task(wait_disconnect(request.receive, lambda: edge.pipeline.cancel(rid)))
+    try:
+        first = await frames.next()
+        if type(first) is not Accepted:
+            _expect_result(first)
+        result = _expect_result(await frames.next())
+    finally:
+        watcher.cancel()
+        edge.pipeline.finish(rid)
+    edge.metrics.tokens.labels(req.model, "prompt").inc(result.usage.prompt_tokens)
+    encode_b64 = req.encoding_format == "base64"
+    data = [
+        r.Embedding(index=i, embedding=_as_base64(v) if encode_b64 else v)
+        for i, v in enumerate(result.vectors)
+    ]
+    tokens = result.usage.prompt_tokens
+    body_out = r.EmbeddingList(
+        data=data, model=req.model, usage=r.EmbeddingUsage(prompt_tokens=tokens, total_tokens=tokens)
+    )
+    return Response(r.encode(body_out), media_type="application/json")

@@ -1,0 +1,21 @@
+"""Settings of an edge process."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from llmaas.settings import ServiceSettings
+
+
+class EdgeSettings(ServiceSettings):
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1024)
+    accept_timeout_s: float = Field(
+        default=10.0, gt=0, description="how long a job may wait for a worker to accept it before a 503"
+    )
+    idle_timeout_s: float = Field(
+        default=300.0, gt=0, description="longest silence from a worker in the middle of an answer"
+    )
+    watchdog_interval_s: float = Field(default=0.25, gt=0)
+    retry_after_s: int = Field(default=1, ge=0, description="Retry-After when NATS is unreachable")

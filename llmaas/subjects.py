@@ -1,0 +1,54 @@
+"""Every NATS subject and queue group the platform uses, built here and nowhere else."""
+
+from __future__ import annotations
+
+import re
+
+ROOT = "llmaas.v1"
+
+GUARD = f"{ROOT}.guard"
+"""Jobs from the edge (and batch publishers) enter here; consumed by the guard queue group."""
+GUARD_QUEUE = "guard"
+
+SCHEDULER = f"{ROOT}.schedule"
+"""Jobs that passed the guard; consumed by the scheduler queue group."""
+SCHEDULER_QUEUE = "scheduler"
+
+HEARTBEATS = f"{ROOT}.fleet.heartbeat.*"
+"""Wildcard for every worker's heartbeat."""
+
+_TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_REPLY_ROOT = "_INBOX.llmaas"
+
+
+def check_token(value: str) -> str:
+    """Return ``value`` if it is safe as one subject token, else raise ValueError."""
+    if not _TOKEN.match(value):
+        raise ValueError(f"{value!r} must be 1-64 characters of [A-Za-z0-9_-] to be used in a NATS subject")
+    return value
+
+
+def heartbeat(worker_id: str) -> str:
+    return f"{ROOT}.fleet.heartbeat.{worker_id}"
+
+
+def worker_jobs(worker_id: str) -> str:
+    return f"{ROOT}.worker.{worker_id}.jobs"
+
+
+def worker_cancel(worker_id: str) -> str:
+    return f"{ROOT}.worker.{worker_id}.cancel"
+
+
+def reply_prefix(edge_id: str) -> str:
+    """Prefix of every reply subject of one edge process; it subscribes to ``prefix + ".*"``."""
+    return f"{_REPLY_ROOT}.{edge_id}"
+
+
+def reply(edge_id: str, request_id: str) -> str:
+    return f"{_REPLY_ROOT}.{edge_id}.{request_id}"
+
+
+def request_id_of_reply(subject: str) -> str:
+    """The request id is the last token of a reply subject."""
+    return subject.rpartition(".")[2]

@@ -1,0 +1,126 @@
+"""``llmaas up``: starts NATS and each component as its own process, watches them, stops them cleanly.
+
+Children run in their own session, so Ctrl-C reaches only the supervisor, which then signals them
+(edge first, so no new work arrives), waits for them to drain, and stops NATS last. A child that
+dies is restarted with backoff; a child whose supervisor is killed gets SIGTERM from the kernel
+(PR_SET_PDEATHSIG).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from types import FrameType
+
+from llmaas.nats_server import NatsServer, die_with_parent
+
+log = logging.getLogger("llmaas.up")
+
+MAX_BACKOFF_S = 30.0
+STABLE_AFTER_S = 60.0
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    proc: subprocess.Popen[bytes] | None = None
+    started_at: float = 0.0
+    failures: int = 0
+    restart_at: float | None = None
+    env: dict[str, str] = field(default_factory=dict)
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "llmaas", *self.argv],
+            start_new_session=True,
+            preexec_fn=die_with_parent,  # noqa: PLW1509 - single-threaded here
+        )
+        self.started_at = time.monotonic()
+        self.restart_at = None
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+class Supervisor:
+    def __init__(self, children: list[Child], nats: NatsServer | None, health_url: str) -> None:
+        self.children = children
+        self.nats = nats
+        self.health_url = health_url
+        self._stopping = False
+
+    def _on_signal(self, signum: int, frame: FrameType | None) -> None:
+        self._stopping = True
+
+    def run(self) -> int:
+        signal.signal(signal.SIGINT, self._on_signal)
+        signal.signal(signal.SIGTERM, self._on_signal)
+        try:
+            for child in self.children:
+                child.start()
+            self._announce_when_ready()
+            while not self._stopping:
+                self._watch(time.monotonic())
+                time.sleep(0.2)
+        finally:
+            self._stop_all()
+        return 0
+
+    def _announce_when_ready(self, timeout_s: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not self._stopping and time.monotonic() < deadline:
+            with (
+                contextlib.suppress(urllib.error.URLError, ConnectionError, TimeoutError),
+                urllib.request.urlopen(self.health_url, timeout=1) as response,
+            ):
+                if b'"workers":0' not in response.read():
+                    log.info("ready: %s", self.health_url.removesuffix("/health") + "/v1")
+                    return
+            self._watch(time.monotonic())
+            time.sleep(0.2)
+        if not self._stopping:
+            log.warning("not ready after %.0f s; still trying (see the logs above)", timeout_s)
+
+    def _watch(self, now: float) -> None:
+        if self.nats is not None and not self.nats.running and not self._stopping:
+            log.error("nats-server exited; restarting it")
+            self.nats.start()
+        for child in self.children:
+            if child.alive or self._stopping:
+                continue
+            if child.restart_at is None:
+                code = child.proc.returncode if child.proc else None
+                child.failures = 0 if now - child.started_at > STABLE_AFTER_S else child.failures + 1
+                delay = min(MAX_BACKOFF_S, 0.5 * 2**child.failures)
+                log.error("%s exited with %s; restarting in %.1f s", child.name, code, delay)
+                child.restart_at = now + delay
+            elif now >= child.restart_at:
+                child.start()
+
+    def _stop_all(self, timeout_s: float = 15.0) -> None:
+        log.info("stopping")
+        for child in self.children:
+            if child.alive and child.proc is not None:
+                child.proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout_s
+        for child in self.children:
+            if child.proc is None:
+                continue
+            try:
+                child.proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("%s did not stop in time; killing it", child.name)
+                child.proc.kill()
+                child.proc.wait()
+        if self.nats is not None:
+            self.nats.stop()
+        log.info("stopped")

@@ -1,0 +1,144 @@
+"""The wire contract: every message that crosses NATS, as frozen msgspec Structs.
+
+Evolution is append-only: new fields get defaults, existing fields never change type.
+Families are tagged unions (tag field ``t``) so one decoder reads a whole family.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+FinishReason = Literal["stop", "length", "tool_calls", "content_filter", "abort", "error"]
+
+
+class _Wire(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """Base for all wire messages: immutable, keyword-only, defaults left off the wire."""
+
+
+# --- jobs: edge -> guard -> scheduler -> worker --------------------------------------------------
+
+
+class ChatMessage(_Wire, frozen=True, kw_only=True):
+    role: str
+    content: str = ""
+    name: str | None = None
+
+
+class SamplingParams(_Wire, frozen=True, kw_only=True):
+    max_tokens: int | None = None
+    temperature: float | None = None
+    top_p: float | None = None
+    stop: list[str] = []
+    seed: int | None = None
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+
+
+class Caller(_Wire, frozen=True, kw_only=True):
+    """Who sent the request; filled by the edge (tenant and token arrive with authentication)."""
+
+    tenant: str = ""
+    token_id: str = ""
+    user: str | None = None
+
+
+class GenerateJob(_Wire, frozen=True, kw_only=True, tag="gen", tag_field="t"):
+    """A chat or text completion to run. ``messages`` for chat, ``prompt`` for completions."""
+
+    request_id: str
+    model: str
+    kind: Literal["chat", "completion"]
+    created: int
+    messages: list[ChatMessage] = []
+    prompt: str = ""
+    sampling: SamplingParams = SamplingParams()
+    caller: Caller = Caller()
+
+
+class EmbedJob(_Wire, frozen=True, kw_only=True, tag="emb", tag_field="t"):
+    """Inputs to embed with an embedding model."""
+
+    request_id: str
+    model: str
+    created: int
+    inputs: list[str]
+    caller: Caller = Caller()
+
+
+Job = GenerateJob | EmbedJob
+
+
+# --- frames: worker (or any stage that fails a job) -> edge, on the job's reply subject ---------
+
+
+class Usage(_Wire, frozen=True, kw_only=True):
+    prompt_tokens: int
+    completion_tokens: int = 0
+    reasoning_tokens: int = 0
+    cached_tokens: int = 0
+
+
+class Accepted(_Wire, frozen=True, kw_only=True, tag="acc", tag_field="t"):
+    """A worker took the job; the edge watches this worker's liveness from now on."""
+
+    worker_id: str
+
+
+class Delta(_Wire, frozen=True, kw_only=True, tag="d", tag_field="t"):
+    """Generated text since the previous delta."""
+
+    text: str
+    tokens: int = 1
+
+
+class Done(_Wire, frozen=True, kw_only=True, tag="done", tag_field="t"):
+    finish_reason: FinishReason
+    usage: Usage
+
+
+class Embeddings(_Wire, frozen=True, kw_only=True, tag="emb", tag_field="t"):
+    vectors: list[list[float]]
+    usage: Usage
+
+
+class WireError(_Wire, frozen=True, kw_only=True):
+    """An error on the wire: the edge renders it as an OpenAI error with this status."""
+
+    status: int
+    type: str
+    message: str
+    code: str | None = None
+    param: str | None = None
+    retry_after_s: float | None = None
+
+
+class Failed(_Wire, frozen=True, kw_only=True, tag="err", tag_field="t"):
+    error: WireError
+
+
+Frame = Accepted | Delta | Done | Embeddings | Failed
+
+
+# --- control: fleet state and cancellation -------------------------------------------------------
+
+
+class Heartbeat(_Wire, frozen=True, kw_only=True):
+    """A worker's state, published every ``interval_s``; missing beats mean the worker is gone."""
+
+    worker_id: str
+    engine: str
+    models: list[str]
+    running: int
+    waiting: int
+    capacity: int
+    started_at: float
+    interval_s: float
+    leaving: bool = False
+
+
+class Cancel(_Wire, frozen=True, kw_only=True):
+    """Stop generating for this request (its client went away)."""
+
+    request_id: str

@@ -1,0 +1,148 @@
+"""A real stack for end-to-end tests: nats-server on a random port, each component its own process.
+
+Waits poll for a condition with a deadline (never a bare sleep) and fail with the children's logs.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from llmaas.nats_server import NatsServer
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def wait_until(predicate: Callable[[], Any], timeout_s: float, what: str, logs: Path | None = None) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            detail = ""
+            if logs is not None:
+                detail = "\n".join(
+                    f"--- {p.name}\n{p.read_text()[-3000:]}" for p in sorted(logs.glob("*.log"))
+                )
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}\n{detail}")
+        time.sleep(0.02)
+
+
+class Stack:
+    """Components started on demand; ``close`` stops them all (and the NATS server, if ours)."""
+
+    def __init__(self, root: Path, nats: NatsServer | None = None) -> None:
+        self.root = root
+        self.logs = root / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.nats = nats or NatsServer(root / "nats", port=-1)
+        if not self.nats.running:
+            self.nats.start()
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.metrics_ports: dict[str, int] = {}
+        self.port = 0
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+        log = (self.logs / f"{name}.log").open("ab")
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "llmaas", *args, "--nats-url", self.nats.url],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+        )
+        log.close()
+        self.procs[name] = proc
+        return proc
+
+    def edge(self, *extra: str) -> str:
+        self.port = free_port()
+        self.start("edge", "edge", "--port", str(self.port), *extra)
+        wait_until(self._edge_up, 20, "the edge to answer /health", self.logs)
+        return self.base_url
+
+    def _edge_up(self) -> bool:
+        try:
+            return httpx.get(f"{self.base_url}/health", timeout=1).status_code in (200, 503)
+        except httpx.TransportError:
+            return False
+
+    def guard(self) -> None:
+        self.start("guard", "guard")
+
+    def scheduler(self, *extra: str) -> None:
+        self.start("scheduler", "scheduler", *extra)
+
+    def worker(self, worker_id: str, *extra: str) -> subprocess.Popen[bytes]:
+        port = self.metrics_ports.setdefault(worker_id, free_port())
+        return self.start(
+            worker_id,
+            "worker",
+            "--worker-id",
+            worker_id,
+            "--heartbeat-interval-s",
+            "0.2",
+            "--metrics-port",
+            str(port),
+            *extra,
+        )
+
+    def metric(self, component: str, name: str, **labels: str) -> float:
+        """A sample's value from a component's /metrics (the edge's, or a worker's by id); 0 if absent."""
+        url = self.base_url if component == "edge" else f"http://127.0.0.1:{self.metrics_ports[component]}"
+        try:
+            text = httpx.get(f"{url}/metrics", timeout=2).text
+        except httpx.TransportError:
+            return 0.0
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                    return float(sample.value)
+        return 0.0
+
+    def models(self) -> list[str]:
+        try:
+            response = httpx.get(f"{self.base_url}/v1/models", timeout=1)
+        except httpx.TransportError:
+            return []
+        return [m["id"] for m in response.json()["data"]] if response.status_code == 200 else []
+
+    def wait_for_model(self, model: str, timeout_s: float = 20) -> None:
+        wait_until(lambda: model in self.models(), timeout_s, f"model {model} to be served", self.logs)
+
+    def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
+        proc = self.procs[name]
+        proc.send_signal(sig)
+        proc.wait(20)
+
+    def close(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.nats.stop()

@@ -1,0 +1,114 @@
+"""Request validation: every bad body is a clear OpenAI-style 400 that names the parameter."""
+
+import pytest
+from pydantic import ValidationError
+
+from edge.body import _error
+from edge.jobs import chat_job, completion_job, embed_job
+from edge.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
+from llmaas.errors import InvalidRequest
+
+
+def chat(**extra: object) -> dict[str, object]:
+    return {"model": "m", "messages": [{"role": "user", "content": "hi"}], **extra}
+
+
+def error_for(model: type, body: dict[str, object]) -> InvalidRequest:
+    import json
+
+    try:
+        model.model_validate_json(json.dumps(body))
+    except ValidationError as exc:
+        return _error(exc.errors(include_url=False)[0])
+    except InvalidRequest as exc:
+        return exc
+    raise AssertionError("body was accepted")
+
+
+@pytest.mark.parametrize(
+    ("body", "param", "needle"),
+    [
+        (chat(temperature=3), "temperature", "temperature"),
+        (chat(temperature="0.5"), "temperature", "temperature"),
+        (chat(top_p=-1), "top_p", "top_p"),
+        (chat(max_tokens=0), "max_tokens", "max_tokens"),
+        (chat(stop=["a", "b", "c", "d", "e"]), "stop", "stop"),
+        (chat(frobnicate=1), "frobnicate", "Unrecognized request argument supplied: frobnicate"),
+        ({"messages": [{"role": "user", "content": "hi"}]}, "model", "Missing required parameter: 'model'"),
+        (chat(messages=[]), "messages", "messages"),
+        (chat(messages=[{"role": "wizard", "content": "x"}]), "messages[0].role", "messages[0].role"),
+        (chat(tools=[{"type": "function"}]), "tools", "'tools' is not supported"),
+        (chat(logprobs=True), "logprobs", "'logprobs' is not supported"),
+        (chat(response_format={"type": "json_object"}), "response_format", "response_format"),
+    ],
+)
+def test_chat_errors_name_the_parameter(body: dict[str, object], param: str, needle: str) -> None:
+    error = error_for(ChatCompletionRequest, body)
+    assert error.status == 400
+    assert error.param == param
+    assert needle in error.message
+
+
+def test_harmless_openai_fields_are_accepted() -> None:
+    req = ChatCompletionRequest.model_validate(
+        chat(store=False, metadata={"a": "b"}, response_format={"type": "text"}, tool_choice="none")
+    )
+    assert req.model == "m"
+
+
+def test_not_json_and_not_an_object_are_400() -> None:
+    for raw in (b"{bad", b"[1, 2]", b'"text"'):
+        with pytest.raises(ValidationError) as info:
+            ChatCompletionRequest.model_validate_json(raw)
+        assert _error(info.value.errors(include_url=False)[0]).status == 400
+
+
+def test_chat_job_maps_parameters() -> None:
+    req = ChatCompletionRequest.model_validate(
+        chat(
+            max_tokens=9,
+            max_completion_tokens=5,
+            stop="END",
+            seed=3,
+            temperature=0.2,
+            user="u1",
+            messages=[
+                {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "text", "text": "b"}]}
+            ],
+        )
+    )
+    job = chat_job(req, "rid", 1)
+    assert job.sampling.max_tokens == 5  # max_completion_tokens wins, as at OpenAI
+    assert job.sampling.stop == ["END"]
+    assert job.messages[0].content == "ab"
+    assert job.caller.user == "u1"
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        (chat(n=2), "n"),
+        (chat(messages=[{"role": "tool", "content": "x", "tool_call_id": "1"}]), "messages[0]"),
+        (
+            chat(messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]),
+            "messages[0].content",
+        ),
+    ],
+)
+def test_chat_job_refuses_what_the_pipeline_cannot_honour(body: dict[str, object], param: str) -> None:
+    with pytest.raises(InvalidRequest) as info:
+        chat_job(ChatCompletionRequest.model_validate(body), "rid", 1)
+    assert info.value.param == param
+
+
+def test_completion_job_takes_one_prompt_and_defaults_to_16_tokens() -> None:
+    job = completion_job(CompletionRequest.model_validate({"model": "m", "prompt": ["once"]}), "r", 1)
+    assert job.prompt == "once" and job.sampling.max_tokens == 16
+    with pytest.raises(InvalidRequest):
+        completion_job(CompletionRequest.model_validate({"model": "m", "prompt": ["a", "b"]}), "r", 1)
+
+
+def test_embed_job_refuses_empty_input() -> None:
+    assert embed_job(EmbeddingRequest.model_validate({"model": "e", "input": "x"}), "r", 1).inputs == ["x"]
+    with pytest.raises(InvalidRequest):
+        embed_job(EmbeddingRequest.model_validate({"model": "e", "input": ["ok", ""]}), "r", 1)

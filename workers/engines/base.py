@@ -1,0 +1,42 @@
+"""The engine interface every worker drives: generate (streamed deltas), embed, report load."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Protocol
+
+from llmaas.wire import Delta, Done, Embeddings, EmbedJob, GenerateJob
+
+
+@dataclass(frozen=True, slots=True)
+class EngineLoad:
+    running: int
+    waiting: int
+    capacity: int
+
+
+class Engine(Protocol):
+    """An inference engine in the worker's process.
+
+    ``generate`` yields ``Delta`` frames then exactly one ``Done``; cancelling the consuming task
+    (closing the iterator) must stop the generation in the engine. ``check`` raises a
+    ``ClientError`` for a job this engine cannot run, before the worker accepts it.
+    """
+
+    name: str
+
+    @property
+    def models(self) -> list[str]: ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def check(self, job: GenerateJob | EmbedJob) -> None: ...
+
+    def generate(self, job: GenerateJob) -> AsyncIterator[Delta | Done]: ...
+
+    async def embed(self, job: EmbedJob) -> Embeddings: ...
+
+    def load(self) -> EngineLoad: ...

@@ -1,0 +1,1 @@
+"""The scheduler: places each screened job on a live worker that serves its model."""

@@ -1,0 +1,30 @@
+"""Prometheus metrics of an engine worker (labels: model and outcome only)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+@dataclass
+class WorkerMetrics:
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.requests = Counter(
+            "llmaas_worker_requests", "Jobs finished, by outcome", ["model", "outcome"], registry=r
+        )
+        self.in_flight = Gauge("llmaas_worker_in_flight", "Jobs running now", registry=r)
+        self.ttft = Histogram(
+            "llmaas_worker_time_to_first_token_seconds",
+            "From job arrival to first delta",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.tokens = Counter("llmaas_worker_tokens", "Tokens processed", ["model", "kind"], registry=r)
+        self.errors = Counter("llmaas_worker_errors", "Jobs failed, by error code", ["code"], registry=r)

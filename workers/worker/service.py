@@ -1,0 +1,169 @@
+"""The worker service: one subscription for its jobs, one for cancels, and a heartbeat loop.
+
+Each job runs in its own task; a cancel (client gone) cancels that task, which closes the engine's
+iterator and so stops generation in the engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
+
+from llmaas import codec, natsconn, subjects
+from llmaas.errors import LlmaasError, ServerError, Unavailable
+from llmaas.metrics_server import expose
+from llmaas.wire import Accepted, Done, EmbedJob, Failed, GenerateJob, Heartbeat, Job
+from workers.engines.base import Engine
+from workers.worker.metrics import WorkerMetrics
+from workers.worker.settings import WorkerSettings
+
+log = logging.getLogger(__name__)
+
+
+class WorkerService:
+    def __init__(self, settings: WorkerSettings, engine: Engine, metrics: WorkerMetrics) -> None:
+        self.settings = settings
+        self.engine = engine
+        self.metrics = metrics
+        self.worker_id = settings.worker_id
+        self._nc: Client | None = None
+        self._jobs: dict[str, asyncio.Task[None]] = {}
+        self._heartbeat_task: asyncio.Task[None] | None = None
+        self._leaving = False
+        self._started_at = time.time()
+
+    @property
+    def nc(self) -> Client:
+        assert self._nc is not None, "start() first"
+        return self._nc
+
+    async def start(self) -> None:
+        await self.engine.start()
+        self._nc = await natsconn.connect(self.settings.nats_url, f"worker:{self.worker_id}")
+        await self.nc.subscribe(subjects.worker_jobs(self.worker_id), cb=self._on_job)
+        await self.nc.subscribe(subjects.worker_cancel(self.worker_id), cb=self._on_cancel)
+        await self.nc.flush()
+        self._heartbeat_task = asyncio.create_task(self._heartbeats())
+        expose(self.metrics.registry, self.settings.metrics_host, self.settings.metrics_port)
+        log.info("worker %s serving %s (engine %s)", self.worker_id, self.engine.models, self.engine.name)
+
+    async def stop(self) -> None:
+        """Leave the pool, let running jobs finish for ``drain_timeout_s``, fail the rest, disconnect."""
+        self._leaving = True
+        await self._beat()
+        if self._jobs:
+            log.info("draining %d jobs", len(self._jobs))
+            await asyncio.wait(list(self._jobs.values()), timeout=self.settings.drain_timeout_s)
+        for task in list(self._jobs.values()):
+            task.cancel()
+        if self._heartbeat_task is not None:
+            self._heartbeat_task.cancel()
+        await natsconn.close(self.nc)
+        await self.engine.stop()
+
+    # --- handlers -----------------------------------------------------------------------------
+
+    async def _on_job(self, msg: Msg) -> None:
+        if not msg.reply:
+            log.warning("job without a reply subject dropped")
+            return
+        try:
+            job = codec.job_decoder.decode(msg.data)
+        except codec.DecodeError:
+            log.warning("undecodable job dropped")
+            return
+        if self._leaving:
+            error = Unavailable("The worker is shutting down; retry.", retry_after_s=1)
+            await self.nc.publish(msg.reply, codec.encode(Failed(error=error.to_wire())))
+            return
+        self._jobs[job.request_id] = asyncio.create_task(self._run(job, msg.reply))
+
+    async def _on_cancel(self, msg: Msg) -> None:
+        try:
+            cancel = codec.cancel_decoder.decode(msg.data)
+        except codec.DecodeError:
+            return
+        task = self._jobs.get(cancel.request_id)
+        if task is not None:
+            task.cancel()
+
+    # --- jobs ---------------------------------------------------------------------------------
+
+    async def _run(self, job: Job, reply: str) -> None:
+        publish, encode = self.nc.publish, codec.encode
+        arrived = time.perf_counter()
+        outcome = "ok"
+        self.metrics.in_flight.inc()
+        try:
+            self.engine.check(job)
+            await publish(reply, encode(Accepted(worker_id=self.worker_id)))
+            if isinstance(job, EmbedJob):
+                result = await self.engine.embed(job)
+                self.metrics.tokens.labels(job.model, "prompt").inc(result.usage.prompt_tokens)
+                await publish(reply, encode(result))
+            else:
+                await self._generate(job, reply, arrived)
+        except asyncio.CancelledError:
+            outcome = "cancelled"
+            if self._leaving:
+                error = Unavailable("The worker shut down before the answer was complete.")
+                await publish(reply, encode(Failed(error=error.to_wire())))
+        except LlmaasError as exc:
+            outcome = "error"
+            self.metrics.errors.labels(exc.code or "none").inc()
+            await publish(reply, encode(Failed(error=exc.to_wire())))
+        except Exception:
+            outcome = "error"
+            log.exception("engine failed on %s", job.request_id)
+            self.metrics.errors.labels("engine_error").inc()
+            failure = ServerError("The engine failed while serving this request.", code="engine_error")
+            await publish(reply, encode(Failed(error=failure.to_wire())))
+        finally:
+            self.metrics.in_flight.dec()
+            self.metrics.requests.labels(job.model, outcome).inc()
+            self._jobs.pop(job.request_id, None)
+
+    async def _generate(self, job: GenerateJob, reply: str, arrived: float) -> None:
+        publish, encode = self.nc.publish, codec.encode
+        first = True
+        async for frame in self.engine.generate(job):
+            if first:
+                self.metrics.ttft.labels(job.model).observe(time.perf_counter() - arrived)
+                first = False
+            if isinstance(frame, Done):
+                self.metrics.tokens.labels(job.model, "prompt").inc(frame.usage.prompt_tokens)
+                self.metrics.tokens.labels(job.model, "completion").inc(frame.usage.completion_tokens)
+            await publish(reply, encode(frame))
+
+    # --- heartbeats ---------------------------------------------------------------------------
+
+    async def _beat(self) -> None:
+        if not self.nc.is_connected:
+            return
+        load = self.engine.load()
+        beat = Heartbeat(
+            worker_id=self.worker_id,
+            engine=self.engine.name,
+            models=self.engine.models,
+            running=load.running,
+            waiting=load.waiting,
+            capacity=load.capacity,
+            started_at=self._started_at,
+            interval_s=self.settings.heartbeat_interval_s,
+            leaving=self._leaving,
+        )
+        await self.nc.publish(subjects.heartbeat(self.worker_id), codec.encode(beat))
+
+    async def _heartbeats(self) -> None:
+        while True:
+            try:
+                await self._beat()
+            except NatsError as exc:
+                # NATS is reconnecting: the next beat goes out once it is back.
+                log.debug("heartbeat not sent: %s", type(exc).__name__)
+            await asyncio.sleep(self.settings.heartbeat_interval_s)

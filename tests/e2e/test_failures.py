@@ -1,0 +1,139 @@
+"""When things go wrong: cancellation crosses NATS, dead workers, missing stages, NATS restarts."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+
+import httpx
+import openai
+import pytest
+
+from tests.conftest import CHAT
+from tests.stack import Stack, wait_until
+
+SLOW = ("--tokens-per-s", "20", "--completion-tokens", "2000")
+BODY = {"model": CHAT, "messages": [{"role": "user", "content": "tell me a long story"}]}
+
+
+def events(response: httpx.Response) -> list[str]:
+    return [line.removeprefix("data: ") for line in response.iter_lines() if line.startswith("data: ")]
+
+
+def full_stack(stack: Stack, *worker_args: str) -> str:
+    stack.guard()
+    stack.scheduler()
+    stack.worker("w1", *worker_args)
+    url = stack.edge()
+    stack.wait_for_model(CHAT)
+    return url
+
+
+def test_client_disconnect_stops_the_worker(fresh_stack: Stack) -> None:
+    url = full_stack(fresh_stack, *SLOW)
+
+    def cancelled() -> float:
+        return fresh_stack.metric("w1", "llmaas_worker_requests_total", model=CHAT, outcome="cancelled")
+
+    with (
+        httpx.Client(timeout=20) as http,
+        http.stream("POST", f"{url}/v1/chat/completions", json={**BODY, "stream": True}) as response,
+    ):
+        lines = response.iter_lines()
+        seen = [line for _, line in zip(range(6), lines, strict=False)]
+        assert any('"content":"' in line for line in seen)
+        assert fresh_stack.metric("w1", "llmaas_worker_in_flight") == 1
+    # The connection is closed here, mid-answer: the worker must stop generating.
+    wait_until(lambda: cancelled() == 1, 10, "the worker to cancel the job", fresh_stack.logs)
+    assert fresh_stack.metric("w1", "llmaas_worker_in_flight") == 0
+
+
+def test_non_stream_client_timeout_also_stops_the_worker(fresh_stack: Stack) -> None:
+    url = full_stack(fresh_stack, *SLOW)
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{url}/v1/chat/completions", json=BODY, timeout=1.0)
+    wait_until(
+        lambda: (
+            fresh_stack.metric("w1", "llmaas_worker_requests_total", model=CHAT, outcome="cancelled") == 1
+        ),
+        10,
+        "the worker to cancel the job",
+        fresh_stack.logs,
+    )
+
+
+def test_worker_killed_mid_stream_ends_the_stream_with_one_error(fresh_stack: Stack) -> None:
+    url = full_stack(fresh_stack, *SLOW)
+    with (
+        httpx.Client(timeout=30) as http,
+        http.stream("POST", f"{url}/v1/chat/completions", json={**BODY, "stream": True}) as response,
+    ):
+        assert response.status_code == 200
+        received: list[str] = []
+        for line in response.iter_lines():
+            if line.startswith("data: "):
+                received.append(line[6:])
+            if len(received) == 3:
+                fresh_stack.kill("w1", signal.SIGKILL)
+                killed_at = time.monotonic()
+        ended_after = time.monotonic() - killed_at
+    last = json.loads(received[-1])
+    assert last["error"]["code"] == "worker_failed"
+    assert "[DONE]" not in received
+    assert sum('"error"' in e for e in received) == 1
+    assert ended_after < 10, ended_after
+
+
+def test_worker_stopping_gracefully_fails_what_it_cannot_finish(fresh_stack: Stack) -> None:
+    url = full_stack(fresh_stack, *SLOW, "--drain-timeout-s", "0.5")
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0)
+    stream = client.chat.completions.create(model=CHAT, messages=BODY["messages"], stream=True)  # type: ignore[arg-type]
+    next(iter(stream))
+    fresh_stack.procs["w1"].send_signal(signal.SIGTERM)
+    with pytest.raises(openai.APIError) as info:
+        for _ in stream:
+            pass
+    assert "shut down" in str(info.value.message)
+
+
+def test_no_worker_for_the_model_is_a_quick_503(fresh_stack: Stack) -> None:
+    fresh_stack.guard()
+    fresh_stack.scheduler()
+    url = fresh_stack.edge()
+    wait_until(lambda: httpx.get(f"{url}/health").status_code == 200, 10, "edge connected")
+    started = time.monotonic()
+    response = httpx.post(f"{url}/v1/chat/completions", json=BODY, timeout=30)
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "model_unavailable"
+    assert int(response.headers["retry-after"]) >= 1
+    assert time.monotonic() - started < 5
+
+
+def test_no_pipeline_consumer_is_a_quick_503(fresh_stack: Stack) -> None:
+    url = fresh_stack.edge()
+    wait_until(lambda: httpx.get(f"{url}/health").status_code == 200, 10, "edge connected")
+    started = time.monotonic()
+    response = httpx.post(f"{url}/v1/chat/completions", json=BODY, timeout=30)
+    assert response.status_code == 503
+    assert response.json()["error"]["code"] == "no_consumer"
+    assert "retry-after" in response.headers
+    assert time.monotonic() - started < 2
+
+
+def test_nats_down_is_503_and_the_edge_recovers_by_itself(fresh_stack: Stack) -> None:
+    url = full_stack(fresh_stack, "--tokens-per-s", "0")
+    small = {**BODY, "max_tokens": 3}
+    assert httpx.post(f"{url}/v1/chat/completions", json=small).status_code == 200
+    fresh_stack.nats.stop()
+    wait_until(lambda: httpx.get(f"{url}/health").status_code == 503, 10, "the edge to notice NATS is gone")
+    down = httpx.post(f"{url}/v1/chat/completions", json=small, timeout=10)
+    assert down.status_code == 503
+    assert "retry-after" in down.headers
+    fresh_stack.nats.start()
+    wait_until(
+        lambda: httpx.post(f"{url}/v1/chat/completions", json=small, timeout=10).status_code == 200,
+        30,
+        "requests to succeed again after NATS returned",
+        fresh_stack.logs,
+    )

@@ -1,0 +1,98 @@
+"""Bad input at the HTTP edge: always a clear 4xx in OpenAI's shape, never a 500 or a hang."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from tests.conftest import CHAT
+from tests.stack import Stack
+
+CHAT_URL = "/v1/chat/completions"
+
+
+@pytest.fixture(scope="module")
+def http(stack: Stack) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=stack.base_url, timeout=20) as client:
+        yield client
+
+
+def assert_openai_error(response: httpx.Response, status: int) -> dict[str, object]:
+    assert response.status_code == status, response.text
+    assert response.headers["x-request-id"]
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert error["message"]
+    return dict(error)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"{bad json", b"", b"   ", b"[1,2,3]", b'"a string"', b"null", b"\xff\xfe\x00", b'{"model": 1}'],
+)
+def test_malformed_bodies_are_400(http: httpx.Client, body: bytes) -> None:
+    error = assert_openai_error(http.post(CHAT_URL, content=body), 400)
+    assert error["type"] == "invalid_request_error"
+
+
+def test_oversized_body_is_413_by_content_length(http: httpx.Client) -> None:
+    huge = b'{"model": "x", "messages": [{"role": "user", "content": "' + b"a" * (5 * 1024 * 1024) + b'"}]}'
+    error = assert_openai_error(http.post(CHAT_URL, content=huge), 413)
+    assert error["code"] == "payload_too_large"
+
+
+def test_oversized_chunked_body_is_413(http: httpx.Client) -> None:
+    def chunks() -> Iterator[bytes]:
+        yield b'{"model": "x", "messages": [{"role": "user", "content": "'
+        for _ in range(80):
+            yield b"a" * 65536
+        yield b'"}]}'
+
+    assert_openai_error(http.post(CHAT_URL, content=chunks()), 413)
+
+
+def test_unknown_route_and_wrong_method(http: httpx.Client) -> None:
+    assert assert_openai_error(http.post("/v1/nope", json={}), 404)["code"] == "unknown_url"
+    assert_openai_error(http.get(CHAT_URL), 405)
+
+
+def test_health_and_metrics(http: httpx.Client) -> None:
+    health = http.get("/health")
+    assert health.status_code == 200
+    assert health.json()["nats"] == "connected" and CHAT in health.json()["models"]
+    http.post(CHAT_URL, json={"model": CHAT, "messages": [{"role": "user", "content": "x"}], "max_tokens": 2})
+    metrics = http.get("/metrics")
+    assert metrics.headers["content-type"].startswith("text/plain")
+    for name in (
+        "llmaas_edge_requests_total",
+        "llmaas_edge_time_to_first_token_seconds",
+        "llmaas_edge_in_flight",
+    ):
+        assert name in metrics.text
+
+
+def test_openapi_document_describes_the_routes(http: httpx.Client) -> None:
+    spec = http.get("/openapi.json").json()
+    for path in (
+        "/v1/chat/completions",
+        "/v1/completions",
+        "/v1/embeddings",
+        "/v1/models",
+        "/v1/models/{model_id}",
+    ):
+        assert path in spec["paths"], path
+    schemas = spec["components"]["schemas"]
+    for name in (
+        "ChatCompletionRequest",
+        "CompletionRequest",
+        "EmbeddingRequest",
+        "ChatCompletion",
+        "ChatCompletionChunk",
+    ):
+        assert name in schemas, name
+    body = spec["paths"]["/v1/chat/completions"]["post"]["requestBody"]["content"]["application/json"][
+        "schema"
+    ]
+    assert body["$ref"].endswith("/ChatCompletionRequest")

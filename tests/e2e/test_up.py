@@ -1,0 +1,67 @@
+"""`llmaas up`: the whole stack from one command, serving, then stopping cleanly on Ctrl-C."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import openai
+
+from tests.conftest import CHAT
+from tests.stack import free_port, wait_until
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()
+
+
+def test_up_serves_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
+    port = free_port()
+    log = (tmp_path / "up.log").open("wb")
+    up = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "llmaas",
+            "up",
+            "--port",
+            str(port),
+            "--nats-port",
+            "-1",
+            "--data-dir",
+            str(tmp_path),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        wait_until(
+            lambda: (tmp_path / "up.log").read_text().count("ready: ") == 1, 60, "llmaas up to be ready"
+        )
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0)
+        answer = client.chat.completions.create(model=CHAT, messages=[{"role": "user", "content": "hi"}])
+        assert answer.choices[0].message.content
+        assert (tmp_path / "jetstream").is_dir()
+        children = [int(p) for p in Path(f"/proc/{up.pid}/task/{up.pid}/children").read_text().split()]
+        assert len(children) == 5  # nats-server, edge, guard, scheduler, worker
+        up.send_signal(signal.SIGINT)
+        assert up.wait(30) == 0
+        assert not any(pid_alive(pid) for pid in children)
+        try:
+            httpx.get(f"{url}/health", timeout=1)
+            raise AssertionError("the edge still answers after Ctrl-C")
+        except httpx.TransportError:
+            pass
+    finally:
+        if up.poll() is None:
+            up.kill()
+        log.close()

@@ -1,0 +1,244 @@
+"""Pipeline overhead: the whole stack (edge -> guard -> scheduler -> worker over NATS) versus the same
+synthetic engine called directly in one process, at several concurrencies.
+
+Run: ``make bench`` or ``python -m bench.overhead [--tokens 16] [--concurrency 1 16 64] [--seconds 8]``.
+The load generator is aiohttp (an httpx client saturates far earlier on these machines) and runs in
+this process; each component runs in its own process, and its CPU time is read from /proc.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import aiohttp
+import httpx
+import uvloop
+
+from llmaas.nats_server import NatsServer
+from llmaas.wire import ChatMessage, Delta, GenerateJob, SamplingParams
+from workers.engines.synthetic import SyntheticConfig, SyntheticEngine
+
+MODEL = "synthetic-chat"
+PROMPT = "Explain in one paragraph how an event-driven pipeline streams tokens to a client."
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Result:
+    label: str
+    concurrency: int
+    requests: int
+    seconds: float
+    ttft: list[float]
+    total: list[float]
+    tokens: int
+    cpu_s: dict[str, float]
+
+    def row(self) -> str:
+        q = statistics.quantiles
+        ttft = q(self.ttft, n=100) if len(self.ttft) > 1 else self.ttft * 99
+        total = q(self.total, n=100) if len(self.total) > 1 else self.total * 99
+        cpu = sum(self.cpu_s.values()) / max(self.requests, 1) * 1000
+        return (
+            f"| {self.label:<8} | {self.concurrency:>3} | {self.requests:>6} | {ttft[49] * 1000:8.2f} | "
+            f"{ttft[98] * 1000:8.2f} | {total[49] * 1000:8.2f} | {self.requests / self.seconds:8.0f} | "
+            f"{self.tokens / self.seconds:9.0f} | {cpu:7.2f} |"
+        )
+
+
+HEADER = (
+    "| path     |   c |   reqs | TTFT p50 | TTFT p99 | total p50 |    req/s |   tokens/s | CPU ms/req |\n"
+    "|----------|-----|--------|----------|----------|-----------|----------|------------|------------|"
+)
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+# --- direct: the engine in this process -------------------------------------------------------------
+
+
+def job(i: int, tokens: int) -> GenerateJob:
+    return GenerateJob(
+        request_id=f"r{i}",
+        model=MODEL,
+        kind="chat",
+        created=0,
+        messages=[ChatMessage(role="user", content=PROMPT)],
+        sampling=SamplingParams(max_tokens=tokens, seed=i),
+    )
+
+
+async def direct(concurrency: int, tokens: int, seconds: float) -> Result:
+    engine = SyntheticEngine(SyntheticConfig(tokens_per_s=0, completion_tokens=tokens))
+    ttft: list[float] = []
+    total: list[float] = []
+    produced = 0
+    deadline = time.perf_counter() + seconds
+
+    async def client(cid: int) -> None:
+        nonlocal produced
+        i = cid
+        while time.perf_counter() < deadline:
+            start = time.perf_counter()
+            first = True
+            async for frame in engine.generate(job(i, tokens)):
+                if isinstance(frame, Delta):
+                    if first:
+                        ttft.append(time.perf_counter() - start)
+                        first = False
+                    produced += frame.tokens
+            total.append(time.perf_counter() - start)
+            i += concurrency
+
+    cpu0 = time.process_time()
+    started = time.perf_counter()
+    await asyncio.gather(*(client(c) for c in range(concurrency)))
+    elapsed = time.perf_counter() - started
+    return Result("direct", concurrency, len(total), elapsed, ttft, total, produced,
+                  {"engine": time.process_time() - cpu0})  # fmt: skip
+
+
+# --- pipeline: the whole stack over HTTP ------------------------------------------------------------
+
+
+class Stack:
+    def __init__(self, root: Path, tokens: int, port: int) -> None:
+        self.nats = NatsServer(root, port=-1)
+        self.nats.start()
+        self.port = port
+        common = ["--nats-url", self.nats.url, "--log-level", "WARNING"]
+        worker = ["--tokens-per-s", "0", "--completion-tokens", str(tokens), "--capacity", "1024"]
+        self.procs = {
+            "edge": self._start("edge", *common, "--port", str(port)),
+            "guard": self._start("guard", *common),
+            "scheduler": self._start("scheduler", *common),
+            "worker": self._start("worker", *common, *worker),
+        }
+
+    @staticmethod
+    def _start(*args: str) -> subprocess.Popen[bytes]:
+        return subprocess.Popen([sys.executable, "-m", "llmaas", *args])
+
+    def pids(self) -> dict[str, int]:
+        pids = {name: p.pid for name, p in self.procs.items()}
+        assert self.nats.pid is not None
+        pids["nats-server"] = self.nats.pid
+        return pids
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            try:
+                health = httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=1)
+                if health.status_code == 200 and MODEL in health.json()["models"]:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("stack not ready")
+
+    def close(self) -> None:
+        for proc in self.procs.values():
+            proc.send_signal(signal.SIGTERM)
+        for proc in self.procs.values():
+            proc.wait(20)
+        self.nats.stop()
+
+
+async def pipeline(url: str, pids: dict[str, int], concurrency: int, tokens: int, seconds: float) -> Result:
+    body = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": PROMPT}],
+        "max_tokens": tokens,
+        "stream": True,
+    }
+    ttft: list[float] = []
+    total: list[float] = []
+    produced = 0
+    errors = 0
+    deadline = time.perf_counter() + seconds
+    connector = aiohttp.TCPConnector(limit=concurrency)
+    async with aiohttp.ClientSession(connector=connector) as session:
+
+        async def client() -> None:
+            nonlocal produced, errors
+            while time.perf_counter() < deadline:
+                start = time.perf_counter()
+                first = True
+                async with session.post(url, json=body) as response:
+                    if response.status != 200:
+                        errors += 1
+                        await response.read()
+                        continue
+                    async for line in response.content:
+                        if line.startswith(b'data: {"id"') and b'"delta":{"content":' in line:
+                            if first:
+                                ttft.append(time.perf_counter() - start)
+                                first = False
+                            produced += 1
+                total.append(time.perf_counter() - start)
+
+        cpu0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        started = time.perf_counter()
+        await asyncio.gather(*(client() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+        cpu = {name: cpu_seconds(pid) - cpu0[name] for name, pid in pids.items()}
+    if errors:
+        print(f"  ! {errors} non-200 responses at concurrency {concurrency}")
+    return Result("pipeline", concurrency, len(total), elapsed, ttft, total, produced, cpu)
+
+
+async def main(args: argparse.Namespace) -> None:
+    root = Path(tempfile.mkdtemp(prefix="llmaas-bench-"))
+    port = 18000 + os.getpid() % 1000
+    stack = Stack(root, args.tokens, port)
+    try:
+        stack.wait_ready()
+        url = f"http://127.0.0.1:{port}/v1/chat/completions"
+        pids = stack.pids()
+        await pipeline(url, pids, 4, args.tokens, 1.0)  # warm-up
+        rows: list[tuple[Result, Result]] = []
+        for c in args.concurrency:
+            base = await direct(c, args.tokens, args.seconds)
+            piped = await pipeline(url, pids, c, args.tokens, args.seconds)
+            rows.append((base, piped))
+        print(f"\n{args.tokens} tokens per streamed chat completion, {args.seconds:g} s per row, "
+              f"{os.cpu_count()} CPUs, load generator: aiohttp in the bench process\n")  # fmt: skip
+        print(HEADER)
+        for base, piped in rows:
+            print(base.row())
+            print(piped.row())
+        print("\nTTFT added by the pipeline (p50) and CPU per request by process (ms):")
+        for base, piped in rows:
+            added = (statistics.median(piped.ttft) - statistics.median(base.ttft)) * 1000
+            split = ", ".join(f"{k} {v / max(piped.requests, 1) * 1000:.2f}" for k, v in piped.cpu_s.items())
+            print(f"  c={piped.concurrency:<3} +{added:.2f} ms   {split}")
+    finally:
+        stack.close()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def parse() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tokens", type=int, default=16, help="tokens per answer (default 16)")
+    parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 16, 64])
+    parser.add_argument("--seconds", type=float, default=8.0, help="duration of each row")
+    return parser.parse_args()
+
+
+if __name__ == "__main__":
+    uvloop.run(main(parse()))

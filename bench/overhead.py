@@ -202,6 +202,25 @@ async def pipeline(url: str, pids: dict[str, int], concurrency: int, tokens: int
     return Result("pipeline", concurrency, len(total), elapsed, ttft, total, produced, cpu)
 
 
+async def http_floor(url: str, concurrency: int, seconds: float) -> Result:
+    """The cost of an HTTP round trip to the edge alone (GET /health, no NATS): the floor under TTFT."""
+    total: list[float] = []
+    deadline = time.perf_counter() + seconds
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency)) as session:
+
+        async def client() -> None:
+            while time.perf_counter() < deadline:
+                start = time.perf_counter()
+                async with session.get(url) as response:
+                    await response.read()
+                total.append(time.perf_counter() - start)
+
+        started = time.perf_counter()
+        await asyncio.gather(*(client() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    return Result("http", concurrency, len(total), elapsed, total, total, 0, {})
+
+
 async def main(args: argparse.Namespace) -> None:
     root = Path(tempfile.mkdtemp(prefix="llmaas-bench-"))
     port = 18000 + os.getpid() % 1000
@@ -211,19 +230,22 @@ async def main(args: argparse.Namespace) -> None:
         url = f"http://127.0.0.1:{port}/v1/chat/completions"
         pids = stack.pids()
         await pipeline(url, pids, 4, args.tokens, 1.0)  # warm-up
-        rows: list[tuple[Result, Result]] = []
+        rows: list[tuple[Result, Result, Result]] = []
         for c in args.concurrency:
             base = await direct(c, args.tokens, args.seconds)
+            floor = await http_floor(f"http://127.0.0.1:{port}/health", c, args.seconds / 2)
             piped = await pipeline(url, pids, c, args.tokens, args.seconds)
-            rows.append((base, piped))
+            rows.append((base, floor, piped))
         print(f"\n{args.tokens} tokens per streamed chat completion, {args.seconds:g} s per row, "
               f"{os.cpu_count()} CPUs, load generator: aiohttp in the bench process\n")  # fmt: skip
         print(HEADER)
-        for base, piped in rows:
+        for base, floor, piped in rows:
             print(base.row())
+            print(floor.row())
             print(piped.row())
+        print("\n(http: GET /health on the same edge, no NATS: the HTTP round trip under every TTFT)")
         print("\nTTFT added by the pipeline (p50) and CPU per request by process (ms):")
-        for base, piped in rows:
+        for base, _, piped in rows:
             added = (statistics.median(piped.ttft) - statistics.median(base.ttft)) * 1000
             split = ", ".join(f"{k} {v / max(piped.requests, 1) * 1000:.2f}" for k, v in piped.cpu_s.items())
             print(f"  c={piped.concurrency:<3} +{added:.2f} ms   {split}")

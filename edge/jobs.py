@@ -18,6 +18,18 @@ def _stops(stop: str | list[str] | None) -> list[str]:
     return [stop] if isinstance(stop, str) else list(stop)
 
 
+def _sampling(req: ChatCompletionRequest | CompletionRequest, max_tokens: int | None) -> wire.SamplingParams:
+    return wire.SamplingParams(
+        max_tokens=max_tokens,
+        temperature=req.temperature,
+        top_p=req.top_p,
+        stop=_stops(req.stop),
+        seed=req.seed,
+        presence_penalty=req.presence_penalty or 0.0,
+        frequency_penalty=req.frequency_penalty or 0.0,
+    )
+
+
 def _message(index: int, message: ChatMessage) -> wire.ChatMessage:
     where = f"messages[{index}]"
     if message.role in ("tool", "function") or message.tool_calls or message.function_call:
@@ -47,15 +59,7 @@ def chat_job(req: ChatCompletionRequest, request_id: str, created: int) -> wire.
         kind="chat",
         created=created,
         messages=[_message(i, m) for i, m in enumerate(req.messages)],
-        sampling=wire.SamplingParams(
-            max_tokens=req.max_completion_tokens or req.max_tokens,
-            temperature=req.temperature,
-            top_p=req.top_p,
-            stop=_stops(req.stop),
-            seed=req.seed,
-            presence_penalty=req.presence_penalty or 0.0,
-            frequency_penalty=req.frequency_penalty or 0.0,
-        ),
+        sampling=_sampling(req, req.max_completion_tokens or req.max_tokens),
         caller=wire.Caller(user=req.user),
     )
 
@@ -71,15 +75,7 @@ def completion_job(req: CompletionRequest, request_id: str, created: int) -> wir
         kind="completion",
         created=created,
         prompt=prompt,
-        sampling=wire.SamplingParams(
-            max_tokens=req.max_tokens,
-            temperature=req.temperature,
-            top_p=req.top_p,
-            stop=_stops(req.stop),
-            seed=req.seed,
-            presence_penalty=req.presence_penalty or 0.0,
-            frequency_penalty=req.frequency_penalty or 0.0,
-        ),
+        sampling=_sampling(req, req.max_tokens),
         caller=wire.Caller(user=req.user),
     )
 

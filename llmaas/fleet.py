@@ -26,6 +26,7 @@ class WorkerView:
     started_at: float
     leaving: bool
     assigned: int = 0
+    kv_cache_usage: float = 0.0
 
     @property
     def load(self) -> int:
@@ -82,6 +83,7 @@ class Fleet:
                 started_at=e.beat.started_at,
                 leaving=e.beat.leaving,
                 assigned=e.assigned,
+                kv_cache_usage=e.beat.kv_cache_usage,
             )
             for wid, e in self._entries.items()
             if self._alive(e, now)

@@ -8,7 +8,7 @@ dies is restarted with backoff; a child whose supervisor is killed gets SIGTERM 
 
 from __future__ import annotations
 
-import contextlib
+import json
 import logging
 import signal
 import subprocess
@@ -16,6 +16,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import FrameType
 
@@ -52,10 +53,20 @@ class Child:
 
 
 class Supervisor:
-    def __init__(self, children: list[Child], nats: NatsServer | None, health_url: str) -> None:
+    def __init__(
+        self,
+        children: list[Child],
+        nats: NatsServer | None,
+        health_url: str,
+        models: Sequence[str] = (),
+        ready_timeout_s: float = 60.0,
+    ) -> None:
         self.children = children
         self.nats = nats
         self.health_url = health_url
+        self.models = frozenset(models)
+        """Models that must be served before the stack is announced ready (any, if empty)."""
+        self.ready_timeout_s = ready_timeout_s
         self._stopping = False
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
@@ -75,20 +86,36 @@ class Supervisor:
             self._stop_all()
         return 0
 
-    def _announce_when_ready(self, timeout_s: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while not self._stopping and time.monotonic() < deadline:
-            with (
-                contextlib.suppress(urllib.error.URLError, ConnectionError, TimeoutError),
-                urllib.request.urlopen(self.health_url, timeout=1) as response,
-            ):
-                if b'"workers":0' not in response.read():
-                    log.info("ready: %s", self.health_url.removesuffix("/health") + "/v1")
-                    return
+    def _served(self) -> frozenset[str] | None:
+        """Models the edge sees served now; None while the edge does not answer."""
+        try:
+            with urllib.request.urlopen(self.health_url, timeout=1) as response:
+                return frozenset(json.loads(response.read())["models"])
+        except (urllib.error.URLError, ConnectionError, TimeoutError, ValueError, KeyError):
+            return None
+
+    def _announce_when_ready(self) -> None:
+        started = time.monotonic()
+        next_note = started + 10
+        while not self._stopping and time.monotonic() - started < self.ready_timeout_s:
+            served = self._served()
+            if served and self.models <= served:
+                log.info(
+                    "ready: %s (models: %s)",
+                    self.health_url.removesuffix("/health") + "/v1",
+                    ", ".join(sorted(served)),
+                )
+                return
+            if time.monotonic() >= next_note:
+                missing = sorted(self.models - (served or frozenset())) or ["any"]
+                log.info(
+                    "waiting for workers to serve %s (%.0f s)", ", ".join(missing), time.monotonic() - started
+                )
+                next_note += 10
             self._watch(time.monotonic())
             time.sleep(0.2)
         if not self._stopping:
-            log.warning("not ready after %.0f s; still trying (see the logs above)", timeout_s)
+            log.warning("not ready after %.0f s; still trying (see the logs above)", self.ready_timeout_s)
 
     def _watch(self, now: float) -> None:
         if self.nats is not None and not self.nats.running and not self._stopping:

@@ -136,6 +136,7 @@ class Heartbeat(_Wire, frozen=True, kw_only=True):
     started_at: float
     interval_s: float
     leaving: bool = False
+    kv_cache_usage: float = 0.0
 
 
 class Cancel(_Wire, frozen=True, kw_only=True):

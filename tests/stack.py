@@ -128,7 +128,14 @@ class Stack:
         return [m["id"] for m in response.json()["data"]] if response.status_code == 200 else []
 
     def wait_for_model(self, model: str, timeout_s: float = 20) -> None:
-        wait_until(lambda: model in self.models(), timeout_s, f"model {model} to be served", self.logs)
+        def served() -> bool:
+            dead = [name for name, proc in self.procs.items() if proc.poll() is not None]
+            if dead:
+                logs = "\n".join(f"--- {n}\n{(self.logs / f'{n}.log').read_text()[-3000:]}" for n in dead)
+                raise AssertionError(f"{', '.join(dead)} exited while waiting for {model}\n{logs}")
+            return model in self.models()
+
+        wait_until(served, timeout_s, f"model {model} to be served", self.logs)
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         proc = self.procs[name]

@@ -39,6 +39,8 @@ def test_up_serves_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
             "-1",
             "--data-dir",
             str(tmp_path),
+            "--engine",
+            "synthetic",
         ],
         stdout=log,
         stderr=subprocess.STDOUT,

@@ -14,6 +14,10 @@ class EngineLoad:
     running: int
     waiting: int
     capacity: int
+    kv_cache_usage: float = 0.0
+    """Share of the KV cache in use (0..1); 0 where the engine has none."""
+    generated_tokens: int = 0
+    """Tokens generated since start, as the engine counts them (aborted sequences included)."""
 
 
 class Engine(Protocol):
@@ -40,3 +44,7 @@ class Engine(Protocol):
     async def embed(self, job: EmbedJob) -> Embeddings: ...
 
     def load(self) -> EngineLoad: ...
+
+    def healthy(self) -> bool:
+        """False once the engine has died; the worker then leaves the pool."""
+        ...

@@ -69,6 +69,7 @@ class SyntheticEngine:
     def __init__(self, config: SyntheticConfig) -> None:
         self.config = config
         self._running = 0
+        self._generated = 0
 
     @property
     def models(self) -> list[str]:
@@ -88,8 +89,16 @@ class SyntheticEngine:
                 f"Model '{job.model}' does not support {kind} on this worker.", param="model"
             )
 
+    def healthy(self) -> bool:
+        return True
+
     def load(self) -> EngineLoad:
-        return EngineLoad(running=self._running, waiting=0, capacity=self.config.capacity)
+        return EngineLoad(
+            running=self._running,
+            waiting=0,
+            capacity=self.config.capacity,
+            generated_tokens=self._generated,
+        )
 
     def _prompt_tokens(self, job: GenerateJob) -> int:
         if job.kind == "completion":
@@ -116,6 +125,7 @@ class SyntheticEngine:
                 await self._pace(start, index)
                 text += (" " if index else "") + rng.choice(_VOCABULARY)
                 generated += 1
+                self._generated += 1
                 pending += 1
                 hit = min((p for p in (text.find(s) for s in stops) if p >= 0), default=-1)
                 if hit >= 0:

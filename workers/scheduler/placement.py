@@ -29,6 +29,11 @@ def least_loaded(model: str, worker: WorkerView) -> float:
     return max(0.0, 1.0 - worker.load / max(worker.capacity, 1))
 
 
+def kv_headroom(model: str, worker: WorkerView) -> float:
+    """Free KV cache: a worker whose cache is nearly full will queue (or preempt) a new sequence."""
+    return max(0.0, 1.0 - worker.kv_cache_usage)
+
+
 FILTERS: tuple[Filter, ...] = (serves_model, accepting)
 
 
@@ -38,7 +43,7 @@ class Weighted:
     weight: float
 
 
-DEFAULT_SCORERS: tuple[Weighted, ...] = (Weighted(least_loaded, 1.0),)
+DEFAULT_SCORERS: tuple[Weighted, ...] = (Weighted(least_loaded, 1.0), Weighted(kv_headroom, 0.5))
 
 
 def pick(

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from workers.engines.base import EngineLoad
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
@@ -28,3 +33,25 @@ class WorkerMetrics:
         )
         self.tokens = Counter("llmaas_worker_tokens", "Tokens processed", ["model", "kind"], registry=r)
         self.errors = Counter("llmaas_worker_errors", "Jobs failed, by error code", ["code"], registry=r)
+
+    def watch_engine(self, load: Callable[[], EngineLoad]) -> None:
+        """Export the engine's own view (read at scrape time, so it is never stale)."""
+        self.registry.register(_EngineCollector(load))
+
+
+class _EngineCollector(Collector):
+    def __init__(self, load: Callable[[], EngineLoad]) -> None:
+        self.load = load
+
+    def collect(self) -> Iterator[Metric]:
+        now = self.load()
+        yield GaugeMetricFamily("llmaas_engine_running", "Sequences the engine runs now", now.running)
+        yield GaugeMetricFamily("llmaas_engine_waiting", "Sequences queued in the engine", now.waiting)
+        yield GaugeMetricFamily(
+            "llmaas_engine_kv_cache_usage", "Share of KV cache in use", now.kv_cache_usage
+        )
+        yield CounterMetricFamily(
+            "llmaas_engine_generated_tokens",
+            "Tokens the engine generated, aborted sequences included",
+            now.generated_tokens,
+        )

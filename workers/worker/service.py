@@ -30,12 +30,15 @@ class WorkerService:
         self.settings = settings
         self.engine = engine
         self.metrics = metrics
+        metrics.watch_engine(engine.load)
         self.worker_id = settings.worker_id
         self._nc: Client | None = None
         self._jobs: dict[str, asyncio.Task[None]] = {}
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._leaving = False
         self._started_at = time.time()
+        self.failed = asyncio.Event()
+        """Set when the engine has died: the process stops and exits non-zero (see runtime)."""
 
     @property
     def nc(self) -> Client:
@@ -123,6 +126,7 @@ class WorkerService:
             self.metrics.errors.labels("engine_error").inc()
             failure = ServerError("The engine failed while serving this request.", code="engine_error")
             await publish(reply, encode(Failed(error=failure.to_wire())))
+            self._check_engine()
         finally:
             self.metrics.in_flight.dec()
             self.metrics.requests.labels(job.model, outcome).inc()
@@ -130,14 +134,19 @@ class WorkerService:
 
     async def _generate(self, job: GenerateJob, reply: str, arrived: float) -> None:
         publish, encode = self.nc.publish, codec.encode
-        first = True
+        completion = self.metrics.tokens.labels(job.model, "completion")
+        first, counted = True, 0
         async for frame in self.engine.generate(job):
             if first:
                 self.metrics.ttft.labels(job.model).observe(time.perf_counter() - arrived)
                 first = False
             if isinstance(frame, Done):
                 self.metrics.tokens.labels(job.model, "prompt").inc(frame.usage.prompt_tokens)
-                self.metrics.tokens.labels(job.model, "completion").inc(frame.usage.completion_tokens)
+                completion.inc(max(0, frame.usage.completion_tokens - counted))
+            else:
+                # Counted as they stream, so that an aborted answer still counts what it generated.
+                completion.inc(frame.tokens)
+                counted += frame.tokens
             await publish(reply, encode(frame))
 
     # --- heartbeats ---------------------------------------------------------------------------
@@ -156,11 +165,19 @@ class WorkerService:
             started_at=self._started_at,
             interval_s=self.settings.heartbeat_interval_s,
             leaving=self._leaving,
+            kv_cache_usage=load.kv_cache_usage,
         )
         await self.nc.publish(subjects.heartbeat(self.worker_id), codec.encode(beat))
 
+    def _check_engine(self) -> None:
+        """An engine that died cannot recover in this process: leave the pool and let it restart us."""
+        if not self.failed.is_set() and not self.engine.healthy():
+            log.error("the %s engine died: leaving the pool", self.engine.name)
+            self.failed.set()
+
     async def _heartbeats(self) -> None:
         while True:
+            self._check_engine()
             try:
                 await self._beat()
             except NatsError as exc:

@@ -1,0 +1,315 @@
+"""Real inference: the built-in models on vLLM's CPU engine, through the whole pipeline.
+
+One chat engine and one embedding engine serve the whole module (starting one costs ~20-30 s on two
+cores). Assertions are facts that hold for any faithful engine: a known answer, counts that add up,
+stream equal to non-stream under greedy decoding, an abort that stops the engine. The tests that
+break the engine come last in this file, on purpose.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from tests.stack import Stack, free_port, wait_until
+
+CHAT = "smollm2:135m"
+EMBED = "all-minilm:l6-v2"
+MAX_MODEL_LEN = 2048
+CAPITAL = [{"role": "user", "content": "What is the capital of France?"}]
+
+pytestmark = pytest.mark.timeout(300)
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data dir with the chat model converted once, by the CLI an operator uses."""
+    path = tmp_path_factory.mktemp("data")
+    done = subprocess.run(
+        [sys.executable, "-m", "llmaas", "models", "prepare", "--data-dir", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "ready: smollm2:135m" in done.stdout
+    return path
+
+
+@pytest.fixture(scope="module")
+def real(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Iterator[Stack]:
+    s = Stack(tmp_path_factory.mktemp("vllm"))
+    try:
+        s.guard()
+        s.scheduler()
+        vllm = ("--engine", "vllm", "--data-dir", str(data_dir))
+        s.worker("chat", *vllm, "--model", CHAT, "--max-model-len", str(MAX_MODEL_LEN))
+        s.worker("embed", *vllm, "--model", EMBED)
+        s.edge()
+        s.wait_for_model(CHAT, timeout_s=240)
+        s.wait_for_model(EMBED, timeout_s=240)
+        yield s
+    finally:
+        s.close()
+
+
+@pytest.fixture(scope="module")
+def client(real: Stack) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{real.base_url}/v1", api_key="x", max_retries=0, timeout=60)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(data_dir: Path) -> object:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(data_dir / "models" / "smollm2-135m-instruct-bf16")
+
+
+# --- chat ---------------------------------------------------------------------------------------
+
+
+def test_the_model_knows_the_capital_of_france(client: openai.OpenAI, tokenizer: object) -> None:
+    answer = client.chat.completions.create(model=CHAT, messages=CAPITAL, temperature=0, max_tokens=30)  # type: ignore[arg-type]
+    choice = answer.choices[0]
+    assert "Paris" in (choice.message.content or "")
+    assert choice.finish_reason == "stop"
+    assert answer.model == CHAT
+    usage = answer.usage
+    assert usage is not None
+    # The engine's count of the prompt is the chat template applied by the model's own tokenizer.
+    templated = tokenizer.apply_chat_template(
+        CAPITAL, add_generation_prompt=True, tokenize=True, return_dict=False
+    )  # type: ignore[attr-defined]
+    assert usage.prompt_tokens == len(templated)
+    assert 0 < usage.completion_tokens <= 30
+    assert usage.total_tokens == usage.prompt_tokens + usage.completion_tokens
+
+
+def test_stream_equals_non_stream_under_greedy_decoding(client: openai.OpenAI) -> None:
+    messages = [{"role": "user", "content": "Name three colours of the rainbow."}]
+    whole = client.chat.completions.create(model=CHAT, messages=messages, temperature=0, max_tokens=40)  # type: ignore[arg-type]
+    chunks = list(
+        client.chat.completions.create(
+            model=CHAT,
+            messages=messages,  # type: ignore[arg-type]
+            temperature=0,
+            max_tokens=40,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    streamed = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert streamed == whole.choices[0].message.content
+    finish = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finish == [whole.choices[0].finish_reason]
+    assert chunks[-1].usage == whole.usage
+
+
+def test_max_tokens_cuts_the_answer_with_finish_reason_length(client: openai.OpenAI) -> None:
+    answer = client.chat.completions.create(
+        model=CHAT,
+        messages=[{"role": "user", "content": "Write a long poem about the sea."}],
+        temperature=0,
+        max_tokens=5,
+    )
+    assert answer.choices[0].finish_reason == "length"
+    assert answer.usage is not None and answer.usage.completion_tokens == 5
+
+
+def test_a_stop_sequence_ends_the_answer_before_it(client: openai.OpenAI) -> None:
+    free = client.chat.completions.create(model=CHAT, messages=CAPITAL, temperature=0, max_tokens=30)  # type: ignore[arg-type]
+    text = free.choices[0].message.content or ""
+    assert "Paris" in text
+    stopped = client.chat.completions.create(
+        model=CHAT,
+        messages=CAPITAL,  # type: ignore[arg-type]
+        temperature=0,
+        max_tokens=30,
+        stop=["Paris"],
+    )
+    assert stopped.choices[0].message.content == text[: text.index("Paris")]
+    assert stopped.choices[0].finish_reason == "stop"
+    streamed = client.chat.completions.create(
+        model=CHAT,
+        messages=CAPITAL,  # type: ignore[arg-type]
+        temperature=0,
+        max_tokens=30,
+        stop=["Paris"],
+        stream=True,
+    )
+    assert (
+        "".join(c.choices[0].delta.content or "" for c in streamed if c.choices)
+        == text[: text.index("Paris")]
+    )
+
+
+def test_the_same_seed_gives_the_same_sample(client: openai.OpenAI) -> None:
+    def sample(seed: int) -> str:
+        answer = client.chat.completions.create(
+            model=CHAT,
+            messages=[{"role": "user", "content": "Tell me a short story about a cat."}],
+            temperature=1.0,
+            seed=seed,
+            max_tokens=24,
+        )
+        return answer.choices[0].message.content or ""
+
+    assert sample(7) == sample(7)
+    assert len({sample(7), sample(8), sample(9)}) > 1
+
+
+def test_text_completion(client: openai.OpenAI) -> None:
+    answer = client.completions.create(
+        model=CHAT, prompt="The capital of France is", temperature=0, max_tokens=8
+    )
+    assert "Paris" in answer.choices[0].text
+    assert answer.usage is not None and answer.usage.completion_tokens == 8
+
+
+def test_a_prompt_longer_than_the_context_is_a_400(client: openai.OpenAI) -> None:
+    long = "word " * (MAX_MODEL_LEN + 100)
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(model=CHAT, messages=[{"role": "user", "content": long}])
+    body = info.value.body
+    assert isinstance(body, dict)
+    assert body["code"] == "context_length_exceeded"
+    assert f"maximum context length is {MAX_MODEL_LEN} tokens" in body["message"]
+
+
+# --- embeddings ---------------------------------------------------------------------------------
+
+
+def test_embeddings_are_real_vectors(client: openai.OpenAI) -> None:
+    one = client.embeddings.create(model=EMBED, input="A cat sleeps on the sofa.")
+    assert len(one.data) == 1 and len(one.data[0].embedding) == 384
+    many = client.embeddings.create(
+        model=EMBED, input=["A cat sleeps on the sofa.", "A kitten naps on the couch.", "Stock markets fell."]
+    )
+    vectors = [d.embedding for d in many.data]
+    assert [d.index for d in many.data] == [0, 1, 2]
+    assert vectors[0] == pytest.approx(one.data[0].embedding, abs=1e-5)
+
+    def cosine(a: list[float], b: list[float]) -> float:
+        return sum(x * y for x, y in zip(a, b, strict=True))  # the vectors are normalised
+
+    assert cosine(vectors[0], vectors[0]) == pytest.approx(1.0, abs=1e-4)
+    assert cosine(vectors[0], vectors[1]) > cosine(vectors[0], vectors[2]) + 0.2
+    # BERT's tokenizer adds [CLS] and [SEP]: counted, as the engine counts them.
+    assert many.usage.prompt_tokens > one.usage.prompt_tokens * 2
+    assert many.usage.total_tokens == many.usage.prompt_tokens
+
+
+def test_the_chat_model_does_not_embed(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError, match="does not support embeddings"):
+        client.embeddings.create(model=CHAT, input="hello")
+
+
+# --- load and abort -----------------------------------------------------------------------------
+
+
+def generated(stack: Stack) -> float:
+    return stack.metric("chat", "llmaas_engine_generated_tokens_total")
+
+
+def test_a_client_disconnect_aborts_the_sequence_in_the_engine(real: Stack) -> None:
+    body = {
+        "model": CHAT,
+        "prompt": "1, 2, 3, 4, 5, 6, 7, 8,",
+        "max_tokens": 1500,
+        "temperature": 0,
+        "stream": True,
+    }
+    before = generated(real)
+    received = 0
+    with (
+        httpx.Client(timeout=60) as http,
+        http.stream("POST", f"{real.base_url}/v1/completions", json=body) as r,
+    ):
+        for line in r.iter_lines():
+            if line.startswith("data: ") and '"text":"' in line:
+                received += 1
+            if received == 20:
+                assert real.metric("chat", "llmaas_engine_running") == 1
+                break
+    # Connection closed after 20 tokens of 1500: the engine must stop at once, not finish the answer.
+    wait_until(
+        lambda: real.metric("chat", "llmaas_engine_running") == 0, 5, "the engine to drop it", real.logs
+    )
+    settled = generated(real)
+    extra = settled - before - received
+    assert extra <= 5, f"the engine generated {extra:.0f} tokens after the client left"
+    # Nothing more is generated later either.
+    assert generated(real) == settled
+
+
+def test_the_heartbeat_reports_the_engines_load(real: Stack) -> None:
+    # Capacity is vLLM's max_num_seqs; an idle engine runs and waits for nothing.
+    assert real.metric("chat", "llmaas_engine_waiting") == 0
+    assert 0 <= real.metric("chat", "llmaas_engine_kv_cache_usage") <= 1
+
+
+# --- llmaas up, then engine failure (these come last: the second one kills the chat engine) --------
+
+
+def test_llmaas_up_serves_both_builtin_models_by_default(data_dir: Path, tmp_path: Path) -> None:
+    port = free_port()
+    log_path = tmp_path / "up.log"
+    with log_path.open("wb") as log:
+        up = subprocess.Popen(
+            [sys.executable, "-m", "llmaas", "up", "--port", str(port), "--nats-port", "-1",
+             "--data-dir", str(data_dir)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        wait_until(lambda: "ready: " in log_path.read_text(), 240, "llmaas up to be ready")
+        health = httpx.get(f"http://127.0.0.1:{port}/health").json()
+        assert sorted(health["models"]) == [EMBED, CHAT]
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0)
+        answer = client.chat.completions.create(model=CHAT, messages=CAPITAL, temperature=0, max_tokens=20)  # type: ignore[arg-type]
+        assert "Paris" in (answer.choices[0].message.content or "")
+        up.send_signal(signal.SIGINT)
+        assert up.wait(60) == 0
+    finally:
+        if up.poll() is None:
+            up.kill()
+
+
+def engine_core_pid(worker_pid: int) -> int:
+    """vLLM runs its engine core in a child process of the worker."""
+    children = Path(f"/proc/{worker_pid}/task/{worker_pid}/children").read_text().split()
+    for pid in children:
+        names = Path(f"/proc/{pid}/cmdline").read_text() + Path(f"/proc/{pid}/comm").read_text()
+        if "EngineCore" in names or "EngineCor" in names:
+            return int(pid)
+    raise AssertionError(f"no EngineCore among the worker's children {children}")
+
+
+def test_an_engine_that_dies_fails_its_streams_and_its_worker_leaves(real: Stack) -> None:
+    body = {"model": CHAT, "prompt": "1, 2, 3, 4, 5,", "max_tokens": 1500, "temperature": 0, "stream": True}
+    worker = real.procs["chat"]
+    events: list[str] = []
+    with (
+        httpx.Client(timeout=60) as http,
+        http.stream("POST", f"{real.base_url}/v1/completions", json=body) as r,
+    ):
+        for line in r.iter_lines():
+            if line.startswith("data: "):
+                events.append(line[6:])
+            if len(events) == 3:
+                os.kill(engine_core_pid(worker.pid), signal.SIGKILL)
+    assert "[DONE]" not in events
+    assert "error" in json.loads(events[-1])
+    # The worker leaves the pool and exits non-zero, so that its supervisor restarts it.
+    assert worker.wait(60) == 1
+    wait_until(lambda: CHAT not in real.models(), 10, "the dead engine's model to leave the fleet", real.logs)

@@ -1,0 +1,282 @@
+"""vLLM's ``AsyncLLM`` in the worker's process: one engine, one model, streamed token deltas.
+
+The worker gives the engine token ids, not text: the chat template is applied here with the model's
+own tokenizer, so prompt lengths are checked (and rejected with a 400) before the worker accepts a
+job, and token counts in ``usage`` are the engine's, never estimates.
+
+vLLM is imported when the engine starts, so importing this module costs nothing and the synthetic
+engine runs where vLLM is not installed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from llmaas.errors import InvalidRequest, UpstreamFailed
+from llmaas.wire import Delta, Done, Embeddings, EmbedJob, FinishReason, GenerateJob, Usage
+from workers.engines.base import EngineLoad
+
+if TYPE_CHECKING:
+    from vllm.v1.engine.async_llm import AsyncLLM
+
+log = logging.getLogger(__name__)
+
+CPU_ENV_DEFAULTS = {
+    # Nothing is ever fetched from a model hub: weights come from local folders only.
+    "HF_HUB_OFFLINE": "1",
+    "VLLM_HOST_IP": "127.0.0.1",
+    "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
+    "VLLM_LOGGING_LEVEL": "WARNING",
+}
+"""Environment vLLM reads at import; set only where the operator has not set them."""
+
+_FINISH: dict[str | None, FinishReason] = {"stop": "stop", "length": "length", "abort": "abort"}
+
+
+@dataclass(frozen=True, slots=True)
+class VllmSpec:
+    """What one vLLM worker serves and how: the catalog name, the weights and the engine's knobs."""
+
+    model: str
+    path: str
+    task: Literal["generate", "embed"] = "generate"
+    tensor_parallel_size: int = 1
+    gpu_memory_utilization: float = 0.9
+    max_model_len: int | None = None
+    max_num_seqs: int | None = None
+    dtype: str = "auto"
+    enforce_eager: bool | None = None
+    """None: eager on CPU (compilation costs ~100 s at start there), compiled graphs on GPU."""
+    cpu_kv_cache_gb: float = 1.0
+    extra: dict[str, Any] = field(default_factory=dict)
+    """Any other ``AsyncEngineArgs`` field, passed through as is."""
+
+
+class _Load:
+    """Filled by vLLM's stat-logger hook after every engine step (scheduler stats)."""
+
+    def __init__(self) -> None:
+        self.running = 0
+        self.waiting = 0
+        self.kv_cache_usage = 0.0
+        self.generated_tokens = 0
+
+
+def _stat_logger_factory(load: _Load) -> Any:
+    from vllm.v1.metrics.loggers import StatLoggerBase
+
+    class LoadProbe(StatLoggerBase):  # type: ignore[misc]
+        def __init__(self, vllm_config: Any, engine_index: int = 0) -> None:
+            pass
+
+        def record(
+            self,
+            scheduler_stats: Any,
+            iteration_stats: Any,
+            mm_cache_stats: Any = None,
+            engine_idx: int = 0,
+        ) -> None:
+            if scheduler_stats is not None:
+                load.running = scheduler_stats.num_running_reqs
+                load.waiting = scheduler_stats.num_waiting_reqs
+                load.kv_cache_usage = scheduler_stats.kv_cache_usage
+            if iteration_stats is not None:
+                load.generated_tokens += iteration_stats.num_generation_tokens
+
+        def log_engine_initialized(self) -> None:
+            pass
+
+    return LoadProbe
+
+
+class VllmEngine:
+    name = "vllm"
+
+    def __init__(self, spec: VllmSpec) -> None:
+        self.spec = spec
+        self._llm: AsyncLLM | None = None
+        self._tokenizer: Any = None
+        self._max_model_len = 0
+        self._capacity = 1
+        self._load = _Load()
+        self._active = 0
+        self._prepared: dict[str, list[int]] = {}
+
+    @property
+    def models(self) -> list[str]:
+        return [self.spec.model]
+
+    @property
+    def llm(self) -> AsyncLLM:
+        assert self._llm is not None, "start() first"
+        return self._llm
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        spec = self.spec
+        for name, value in CPU_ENV_DEFAULTS.items():
+            os.environ.setdefault(name, value)
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", f"{spec.cpu_kv_cache_gb:g}")
+        from vllm.engine.arg_utils import AsyncEngineArgs
+        from vllm.platforms import current_platform
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        on_cpu = current_platform.is_cpu()
+        args = AsyncEngineArgs(
+            model=spec.path,
+            served_model_name=spec.model,
+            runner="pooling" if spec.task == "embed" else "generate",
+            tensor_parallel_size=spec.tensor_parallel_size,
+            gpu_memory_utilization=spec.gpu_memory_utilization,
+            max_model_len=spec.max_model_len,
+            max_num_seqs=spec.max_num_seqs,
+            dtype=spec.dtype,
+            enforce_eager=on_cpu if spec.enforce_eager is None else spec.enforce_eager,
+            **spec.extra,
+        )
+        log.info("starting vLLM for %s from %s (%s)", spec.model, spec.path, "CPU" if on_cpu else "GPU")
+        self._llm = AsyncLLM.from_engine_args(args, stat_loggers=[_stat_logger_factory(self._load)])
+        self._tokenizer = self._llm.get_tokenizer()
+        self._max_model_len = self._llm.model_config.max_model_len
+        self._capacity = self._llm.vllm_config.scheduler_config.max_num_seqs
+
+    async def stop(self) -> None:
+        if self._llm is not None:
+            self._llm.shutdown()
+            self._llm = None
+
+    def healthy(self) -> bool:
+        return self._llm is not None and not self._llm.errored
+
+    def load(self) -> EngineLoad:
+        load = self._load
+        # Jobs the engine has not scheduled yet (still being added) count as waiting.
+        waiting = max(load.waiting, self._active - load.running)
+        return EngineLoad(
+            running=load.running,
+            waiting=waiting,
+            capacity=self._capacity,
+            kv_cache_usage=load.kv_cache_usage,
+            generated_tokens=load.generated_tokens,
+        )
+
+    # --- validation and prompt rendering -------------------------------------------------------
+
+    def check(self, job: GenerateJob | EmbedJob) -> None:
+        wanted = "embed" if isinstance(job, EmbedJob) else "generate"
+        if job.model != self.spec.model or wanted != self.spec.task:
+            kind = "embeddings" if wanted == "embed" else "text generation"
+            raise InvalidRequest(f"Model '{job.model}' does not support {kind}.", param="model")
+        if isinstance(job, GenerateJob):
+            # Rendered once here so that a prompt too long is a 400 before the worker accepts.
+            self._prepared[job.request_id] = self._render(job)
+
+    def _render(self, job: GenerateJob) -> list[int]:
+        if job.kind == "completion":
+            ids: list[int] = self._tokenizer.encode(job.prompt)
+        else:
+            messages = [{"role": m.role, "content": m.content} for m in job.messages]
+            ids = self._tokenizer.apply_chat_template(
+                messages, add_generation_prompt=True, tokenize=True, return_dict=False
+            )
+        wanted = job.sampling.max_tokens or 0
+        if len(ids) + wanted > self._max_model_len or len(ids) >= self._max_model_len:
+            where = "prompt" if job.kind == "completion" else "messages"
+            raise InvalidRequest(
+                f"This model's maximum context length is {self._max_model_len} tokens. However, you "
+                f"requested {len(ids) + wanted} tokens ({len(ids)} in the {where}, {wanted} in the "
+                f"completion). Please reduce the length of the {where} or completion.",
+                param="messages" if job.kind == "chat" else "prompt",
+                code="context_length_exceeded",
+            )
+        return ids
+
+    def _sampling(self, job: GenerateJob, prompt_len: int) -> Any:
+        from vllm import SamplingParams
+        from vllm.sampling_params import RequestOutputKind
+
+        s = job.sampling
+        return SamplingParams(
+            max_tokens=s.max_tokens or self._max_model_len - prompt_len,
+            # OpenAI's defaults, not the model's generation_config: clients expect the API's.
+            temperature=1.0 if s.temperature is None else s.temperature,
+            top_p=1.0 if s.top_p is None else s.top_p,
+            stop=s.stop or None,
+            seed=s.seed,
+            presence_penalty=s.presence_penalty,
+            frequency_penalty=s.frequency_penalty,
+            output_kind=RequestOutputKind.DELTA,
+        )
+
+    # --- work ---------------------------------------------------------------------------------
+
+    async def generate(self, job: GenerateJob) -> AsyncIterator[Delta | Done]:
+        ids = self._prepared.pop(job.request_id, None) or self._render(job)
+        params = self._sampling(job, len(ids))
+        generated, pending, cached, finished = 0, 0, 0, False
+        self._active += 1
+        try:
+            stream = self.llm.generate({"prompt_token_ids": ids}, params, request_id=job.request_id)
+            async for out in stream:
+                piece = out.outputs[0]
+                generated += len(piece.token_ids)
+                pending += len(piece.token_ids)
+                cached = out.num_cached_tokens or 0
+                # A token may decode to no text yet (part of a character, or held back as the start
+                # of a stop string): its count rides with the next delta that has text.
+                if piece.text:
+                    yield Delta(text=piece.text, tokens=pending)
+                    pending = 0
+                if out.finished:
+                    finished = True
+                    yield Done(
+                        finish_reason=_FINISH.get(piece.finish_reason, "stop"),
+                        usage=Usage(
+                            prompt_tokens=len(ids), completion_tokens=generated, cached_tokens=cached
+                        ),
+                    )
+        except ValueError as exc:
+            # vLLM validates sampling values against the model (e.g. a logit bias out of range).
+            raise InvalidRequest(str(exc)) from exc
+        finally:
+            self._active -= 1
+            self._prepared.pop(job.request_id, None)
+            if not finished and self._llm is not None and not self._llm.errored:
+                # The client went away (our task was cancelled): free the sequence in the engine now,
+                # not when the garbage collector finalises vLLM's generator.
+                await asyncio.shield(self._llm.abort(job.request_id))
+
+    async def embed(self, job: EmbedJob) -> Embeddings:
+        from vllm import PoolingParams
+
+        prompts: list[list[int]] = [self._tokenizer.encode(text) for text in job.inputs]
+        for index, ids in enumerate(prompts):
+            if len(ids) > self._max_model_len:
+                raise InvalidRequest(
+                    f"Input {index} has {len(ids)} tokens; this model's maximum is {self._max_model_len}.",
+                    param="input",
+                    code="context_length_exceeded",
+                )
+
+        async def one(index: int, ids: list[int]) -> list[float]:
+            request_id = f"{job.request_id}-{index}"
+            async for out in self.llm.encode(
+                {"prompt_token_ids": ids}, PoolingParams(task="embed"), request_id=request_id
+            ):
+                if out.finished:
+                    vector: list[float] = out.outputs.data.tolist()
+                    return vector
+            raise UpstreamFailed("The engine ended an embedding without a result.", code="engine_error")
+
+        self._active += 1
+        try:
+            vectors = await asyncio.gather(*(one(i, ids) for i, ids in enumerate(prompts)))
+        finally:
+            self._active -= 1
+        return Embeddings(vectors=list(vectors), usage=Usage(prompt_tokens=sum(map(len, prompts))))

@@ -17,7 +17,7 @@ from starlette.responses import Response
 from edge.context import EdgeContext
 from edge.errors import error_body
 from edge.pipeline import Stream
-from edge.rendering import DONE_EVENT, Renderer, event
+from edge.rendering import DONE_EVENT, Collected, Renderer, event
 from edge.sse import EventStreamResponse, wait_disconnect
 from llmaas.errors import RemoteError, ServerError
 from llmaas.wire import Accepted, Delta, Done, Failed, GenerateJob, Usage
@@ -50,11 +50,11 @@ async def answer(
         )
         return EventStreamResponse(events, watcher)
     try:
-        text, done = await _collect(edge, job, frames, started)
+        collected, done = await _collect(edge, job, frames, started)
     finally:
         watcher.cancel()
         pipeline.finish(rid)
-    return Response(renderer.whole(text, done.finish_reason, done.usage), media_type="application/json")
+    return Response(renderer.whole(collected, done.finish_reason, done.usage), media_type="application/json")
 
 
 def _count(edge: EdgeContext, model: str, usage: Usage) -> None:
@@ -62,17 +62,21 @@ def _count(edge: EdgeContext, model: str, usage: Usage) -> None:
     edge.metrics.tokens.labels(model, "completion").inc(usage.completion_tokens)
 
 
-async def _collect(edge: EdgeContext, job: GenerateJob, frames: Stream, started: float) -> tuple[str, Done]:
-    parts: list[str] = []
+async def _collect(
+    edge: EdgeContext, job: GenerateJob, frames: Stream, started: float
+) -> tuple[Collected, Done]:
+    collected = Collected()
+    first = True
     while True:
         frame = await frames.next()
         if type(frame) is Delta:
-            if not parts:
+            if first:
                 edge.metrics.ttft.labels(job.model).observe(time.perf_counter() - started)
-            parts.append(frame.text)
+                first = False
+            collected.add(frame)
         elif type(frame) is Done:
             _count(edge, job.model, frame.usage)
-            return "".join(parts), frame
+            return collected, frame
         elif type(frame) is Failed:
             raise RemoteError(frame.error)
         else:
@@ -101,7 +105,7 @@ async def _events(
                     if first_text:
                         edge.metrics.ttft.labels(job.model).observe(time.perf_counter() - started)
                         first_text = False
-                    pending.append(renderer.delta(frame.text))
+                    pending.append(renderer.delta(frame))
                 elif kind is Done:
                     assert isinstance(frame, Done)
                     _count(edge, job.model, frame.usage)

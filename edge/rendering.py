@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Protocol
 
+import msgspec
+
 from edge import responses as r
-from llmaas.wire import Usage
+from llmaas.wire import Delta, ToolCall, Usage
 
 DONE_EVENT = b"data: [DONE]\n\n"
 
@@ -24,16 +27,36 @@ def event(body: bytes) -> bytes:
     return b"data: " + body + b"\n\n"
 
 
+@dataclass(slots=True)
+class Collected:
+    """A whole answer gathered from its deltas (for non-streamed responses)."""
+
+    text: list[str] = field(default_factory=list)
+    reasoning: list[str] = field(default_factory=list)
+    tool_calls: list[ToolCall] = field(default_factory=list)
+
+    def add(self, frame: Delta) -> None:
+        self.text.append(frame.text)
+        if frame.reasoning:
+            self.reasoning.append(frame.reasoning)
+        if frame.tool_calls:
+            self.tool_calls.extend(frame.tool_calls)
+
+
 class Renderer(Protocol):
     def opening(self) -> bytes: ...
 
-    def delta(self, text: str) -> bytes: ...
+    def delta(self, frame: Delta) -> bytes: ...
 
     def closing(self, finish_reason: str) -> bytes: ...
 
     def usage(self, usage: Usage) -> bytes: ...
 
-    def whole(self, text: str, finish_reason: str, usage: Usage) -> bytes: ...
+    def whole(self, answer: Collected, finish_reason: str, usage: Usage) -> bytes: ...
+
+
+def _function(call: ToolCall) -> r.FunctionCall:
+    return r.FunctionCall(name=call.name, arguments=call.arguments)
 
 
 class ChatRenderer:
@@ -45,6 +68,7 @@ class ChatRenderer:
         self.created = created
         # With include_usage, OpenAI puts "usage": null on every chunk but the last one.
         self._chunk = r.ChatCompletionUsageChunk if include_usage else r.ChatCompletionChunk
+        self._tool_calls = 0
 
     def _encode(self, delta: r.ChunkDelta, finish_reason: str | None = None) -> bytes:
         choice = r.ChunkChoice(delta=delta, finish_reason=finish_reason)
@@ -55,8 +79,21 @@ class ChatRenderer:
     def opening(self) -> bytes:
         return self._encode(r.ChunkDelta(role="assistant", content=""))
 
-    def delta(self, text: str) -> bytes:
-        return self._encode(r.ChunkDelta(content=text))
+    def delta(self, frame: Delta) -> bytes:
+        if not frame.reasoning and not frame.tool_calls:
+            return self._encode(r.ChunkDelta(content=frame.text))
+        calls = None
+        if frame.tool_calls:
+            first, self._tool_calls = self._tool_calls, self._tool_calls + len(frame.tool_calls)
+            calls = [
+                r.ChunkToolCall(index=first + i, id=call.id, function=_function(call))
+                for i, call in enumerate(frame.tool_calls)
+            ]
+        return self._encode(
+            r.ChunkDelta(
+                content=frame.text or None, reasoning_content=frame.reasoning or None, tool_calls=calls
+            )
+        )
 
     def closing(self, finish_reason: str) -> bytes:
         return self._encode(r.ChunkDelta(), finish_reason)
@@ -67,8 +104,17 @@ class ChatRenderer:
         )
         return event(r.encode(chunk))
 
-    def whole(self, text: str, finish_reason: str, usage: Usage) -> bytes:
-        choice = r.ChatChoice(message=r.AssistantMessage(content=text), finish_reason=finish_reason)
+    def whole(self, answer: Collected, finish_reason: str, usage: Usage) -> bytes:
+        text = "".join(answer.text)
+        message = r.AssistantMessage(
+            # OpenAI: content is null in a message that only calls tools.
+            content=None if answer.tool_calls and not text else text,
+            reasoning_content="".join(answer.reasoning) if answer.reasoning else msgspec.UNSET,
+            tool_calls=[r.MessageToolCall(id=c.id, function=_function(c)) for c in answer.tool_calls]
+            if answer.tool_calls
+            else msgspec.UNSET,
+        )
+        choice = r.ChatChoice(message=message, finish_reason=finish_reason)
         return r.encode(
             r.ChatCompletion(
                 id=self.id, created=self.created, model=self.model, choices=[choice], usage=usage_of(usage)
@@ -98,8 +144,8 @@ class TextRenderer:
     def opening(self) -> bytes:
         return b""
 
-    def delta(self, text: str) -> bytes:
-        return event(self._encode([r.TextChoice(text=text)]))
+    def delta(self, frame: Delta) -> bytes:
+        return event(self._encode([r.TextChoice(text=frame.text)]))
 
     def closing(self, finish_reason: str) -> bytes:
         return event(self._encode([r.TextChoice(text="", finish_reason=finish_reason)]))
@@ -107,5 +153,5 @@ class TextRenderer:
     def usage(self, usage: Usage) -> bytes:
         return event(self._encode([], usage))
 
-    def whole(self, text: str, finish_reason: str, usage: Usage) -> bytes:
-        return self._encode([r.TextChoice(text=text, finish_reason=finish_reason)], usage)
+    def whole(self, answer: Collected, finish_reason: str, usage: Usage) -> bytes:
+        return self._encode([r.TextChoice(text="".join(answer.text), finish_reason=finish_reason)], usage)

@@ -36,10 +36,24 @@ class Usage(_Body, kw_only=True):
     )
 
 
+class FunctionCall(_Body, kw_only=True):
+    name: str
+    arguments: str
+
+
+class MessageToolCall(_Body, kw_only=True):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class AssistantMessage(_Body, kw_only=True):
     role: Literal["assistant"] = "assistant"
     content: str | None = None
     refusal: str | None = None
+    # Present only when there is something to say: clients that do not know them never see them.
+    reasoning_content: str | msgspec.UnsetType = msgspec.UNSET
+    tool_calls: list[MessageToolCall] | msgspec.UnsetType = msgspec.UNSET
 
 
 class ChatChoice(_Body, kw_only=True):
@@ -59,9 +73,18 @@ class ChatCompletion(_Body, kw_only=True):
     system_fingerprint: str | None = None
 
 
+class ChunkToolCall(_Body, kw_only=True):
+    index: int
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class ChunkDelta(_Omitting, kw_only=True):
     role: str | None = None
     content: str | None = None
+    reasoning_content: str | None = None
+    tool_calls: list[ChunkToolCall] | None = None
 
 
 class ChunkChoice(_Body, kw_only=True):

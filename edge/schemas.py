@@ -91,12 +91,13 @@ class ChatCompletionRequest(_Request):
     prompt_cache_options: dict[str, Any] | None = None
     parallel_tool_calls: bool | None = None
     modalities: list[Literal["text"]] | None = None
+    # Checked in depth when the job is built (edge.jobs), where errors can name the exact item.
+    response_format: dict[str, Any] | None = None
+    tools: list[dict[str, Any]] | None = Field(default=None, max_length=128)
+    tool_choice: str | dict[str, Any] | None = None
     # Defined by OpenAI, refused until implemented.
     logprobs: bool | None = None
     top_logprobs: int | None = None
-    response_format: dict[str, Any] | None = None
-    tools: list[dict[str, Any]] | None = None
-    tool_choice: str | dict[str, Any] | None = None
     functions: list[dict[str, Any]] | None = None
     function_call: str | dict[str, Any] | None = None
     logit_bias: dict[str, float] | None = None
@@ -108,9 +109,8 @@ class ChatCompletionRequest(_Request):
     moderation: dict[str, Any] | None = None
 
     unsupported = (
-        "logprobs", "top_logprobs", "response_format", "tools", "tool_choice", "functions",
-        "function_call", "logit_bias", "audio", "prediction", "web_search_options",
-        "reasoning_effort", "verbosity", "moderation",
+        "logprobs", "top_logprobs", "functions", "function_call", "logit_bias", "audio",
+        "prediction", "web_search_options", "reasoning_effort", "verbosity", "moderation",
     )  # fmt: skip
 
 

@@ -20,10 +20,35 @@ class _Wire(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
 # --- jobs: edge -> guard -> scheduler -> worker --------------------------------------------------
 
 
+class ToolCall(_Wire, frozen=True, kw_only=True):
+    """A function call the model made (in an answer) or made earlier (in the conversation)."""
+
+    id: str
+    name: str
+    arguments: str
+    """JSON text, exactly as generated."""
+
+
 class ChatMessage(_Wire, frozen=True, kw_only=True):
     role: str
     content: str = ""
     name: str | None = None
+    tool_calls: list[ToolCall] = []
+    tool_call_id: str | None = None
+
+
+class Tool(_Wire, frozen=True, kw_only=True):
+    """A function the model may call; ``parameters`` is its JSON Schema as JSON text."""
+
+    name: str
+    description: str = ""
+    parameters: str = ""
+
+
+class ResponseFormat(_Wire, frozen=True, kw_only=True):
+    type: Literal["text", "json_object", "json_schema"] = "text"
+    schema: str = ""
+    """For ``json_schema``: the JSON Schema as JSON text."""
 
 
 class SamplingParams(_Wire, frozen=True, kw_only=True):
@@ -55,6 +80,11 @@ class GenerateJob(_Wire, frozen=True, kw_only=True, tag="gen", tag_field="t"):
     prompt: str = ""
     sampling: SamplingParams = SamplingParams()
     caller: Caller = Caller()
+    tools: list[Tool] = []
+    tool_choice: Literal["none", "auto", "required", "function"] = "auto"
+    tool_name: str | None = None
+    """With ``tool_choice="function"``: the function the model must call."""
+    response_format: ResponseFormat = ResponseFormat()
 
 
 class EmbedJob(_Wire, frozen=True, kw_only=True, tag="emb", tag_field="t"):
@@ -87,10 +117,12 @@ class Accepted(_Wire, frozen=True, kw_only=True, tag="acc", tag_field="t"):
 
 
 class Delta(_Wire, frozen=True, kw_only=True, tag="d", tag_field="t"):
-    """Generated text since the previous delta."""
+    """Generated text since the previous delta: answer, reasoning (reasoning models), tool calls."""
 
     text: str
     tokens: int = 1
+    reasoning: str = ""
+    tool_calls: list[ToolCall] = []
 
 
 class Done(_Wire, frozen=True, kw_only=True, tag="done", tag_field="t"):

@@ -186,6 +186,113 @@ def test_a_prompt_longer_than_the_context_is_a_400(client: openai.OpenAI) -> Non
     assert f"maximum context length is {MAX_MODEL_LEN} tokens" in body["message"]
 
 
+# --- structured output and tools -----------------------------------------------------------------
+
+CITY = {
+    "type": "object",
+    "properties": {"city": {"type": "string"}, "country": {"type": "string"}},
+    "required": ["city", "country"],
+    "additionalProperties": False,
+}
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "Current weather in a city",
+        "parameters": {
+            "type": "object",
+            "properties": {"city": {"type": "string"}},
+            "required": ["city"],
+            "additionalProperties": False,
+        },
+    },
+}
+
+
+def test_a_json_schema_answer_is_valid_json_of_that_schema(client: openai.OpenAI) -> None:
+    answer = client.chat.completions.create(
+        model=CHAT,
+        messages=[{"role": "user", "content": "Which city is the capital of France? Answer in JSON."}],
+        temperature=0,
+        max_tokens=60,
+        response_format={"type": "json_schema", "json_schema": {"name": "capital", "schema": CITY}},
+    )
+    data = json.loads(answer.choices[0].message.content or "")
+    assert set(data) == {"city", "country"}
+    assert all(isinstance(v, str) for v in data.values())
+
+
+def test_json_object_mode_gives_a_json_object(client: openai.OpenAI) -> None:
+    answer = client.chat.completions.create(
+        model=CHAT,
+        messages=[{"role": "user", "content": 'Reply with JSON like {"capital": "..."}: capital of France?'}],
+        temperature=0,
+        max_tokens=100,
+        response_format={"type": "json_object"},
+    )
+    text = answer.choices[0].message.content or ""
+    # The grammar forces an object from the first token; a 135M model may ramble inside it until
+    # max_tokens, so only a finished answer is required to parse.
+    assert text.lstrip().startswith("{")
+    if answer.choices[0].finish_reason == "stop":
+        assert isinstance(json.loads(text), dict)
+
+
+def test_a_named_tool_choice_returns_a_tool_call(client: openai.OpenAI) -> None:
+    question = [{"role": "user", "content": "What is the weather in Paris?"}]
+    forced = {"type": "function", "function": {"name": "get_weather"}}
+    answer = client.chat.completions.create(
+        model=CHAT,
+        messages=question,
+        tools=[WEATHER],
+        tool_choice=forced,
+        temperature=0,
+        max_tokens=40,  # type: ignore[arg-type]
+    )
+    choice = answer.choices[0]
+    assert choice.finish_reason == "tool_calls"
+    assert choice.message.content is None
+    calls = choice.message.tool_calls or []
+    assert len(calls) == 1 and calls[0].function.name == "get_weather"  # type: ignore[union-attr]
+    assert isinstance(json.loads(calls[0].function.arguments)["city"], str)  # type: ignore[union-attr]
+    assert calls[0].id.startswith("call_")
+    # Streamed: the call arrives as a tool_calls delta, never as content.
+    chunks = list(
+        client.chat.completions.create(
+            model=CHAT, messages=question, tools=[WEATHER], tool_choice=forced, temperature=0, max_tokens=40,  # type: ignore[arg-type]
+            stream=True,
+        )
+    )  # fmt: skip
+    deltas = [c.choices[0].delta for c in chunks if c.choices]
+    assert not "".join(d.content or "" for d in deltas)
+    streamed = [call for d in deltas for call in (d.tool_calls or [])]
+    assert [c.function.name for c in streamed] == ["get_weather"]  # type: ignore[union-attr]
+    assert streamed[0].function.arguments == calls[0].function.arguments  # type: ignore[union-attr]
+    assert chunks[-1].choices[0].finish_reason == "tool_calls"
+    # The call and its result go back into the conversation.
+    follow_up = client.chat.completions.create(
+        model=CHAT,
+        messages=[
+            *question,
+            {"role": "assistant", "content": None, "tool_calls": [calls[0].model_dump()]},
+            {"role": "tool", "tool_call_id": calls[0].id, "content": "Sunny, 24 degrees"},
+        ],  # type: ignore[list-item]
+        tools=[WEATHER],  # type: ignore[list-item]
+        tool_choice="none",
+        temperature=0,
+        max_tokens=30,
+    )
+    assert follow_up.choices[0].finish_reason in ("stop", "length") and follow_up.choices[0].message.content
+
+
+def test_tools_the_model_cannot_choose_alone_are_a_clear_400(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(model=CHAT, messages=CAPITAL, tools=[WEATHER])  # type: ignore[arg-type]
+    body = info.value.body
+    assert isinstance(body, dict) and body["param"] == "tool_choice"
+    assert "cannot decide by itself when to call tools" in body["message"]
+
+
 # --- embeddings ---------------------------------------------------------------------------------
 
 

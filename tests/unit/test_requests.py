@@ -8,6 +8,8 @@ from edge.jobs import chat_job, completion_job, embed_job
 from edge.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from llmaas.errors import InvalidRequest
 
+TOOL = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
+
 
 def chat(**extra: object) -> dict[str, object]:
     return {"model": "m", "messages": [{"role": "user", "content": "hi"}], **extra}
@@ -37,9 +39,7 @@ def error_for(model: type, body: dict[str, object]) -> InvalidRequest:
         ({"messages": [{"role": "user", "content": "hi"}]}, "model", "Missing required parameter: 'model'"),
         (chat(messages=[]), "messages", "messages"),
         (chat(messages=[{"role": "wizard", "content": "x"}]), "messages[0].role", "messages[0].role"),
-        (chat(tools=[{"type": "function"}]), "tools", "'tools' is not supported"),
         (chat(logprobs=True), "logprobs", "'logprobs' is not supported"),
-        (chat(response_format={"type": "json_object"}), "response_format", "response_format"),
     ],
 )
 def test_chat_errors_name_the_parameter(body: dict[str, object], param: str, needle: str) -> None:
@@ -88,7 +88,15 @@ def test_chat_job_maps_parameters() -> None:
     ("body", "param"),
     [
         (chat(n=2), "n"),
-        (chat(messages=[{"role": "tool", "content": "x", "tool_call_id": "1"}]), "messages[0]"),
+        (chat(messages=[{"role": "tool", "content": "x"}]), "messages[0].tool_call_id"),
+        (chat(tools=[{"type": "function"}]), "tools[0].type"),
+        (chat(tools=[{"type": "function", "function": {"name": "a b"}}]), "tools[0].function.name"),
+        (chat(tools=[TOOL], tool_choice="sometimes"), "tool_choice"),
+        (chat(tools=[TOOL], tool_choice={"type": "function", "function": {"name": "other"}}), "tool_choice"),
+        (chat(tool_choice="required"), "tool_choice"),
+        (chat(response_format={"type": "json_object"}), "messages"),  # OpenAI: the word "json" is needed
+        (chat(response_format={"type": "json_schema"}), "response_format"),
+        (chat(response_format={"type": "yaml"}), "response_format.type"),
         (
             chat(messages=[{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "x"}}]}]),
             "messages[0].content",
@@ -112,3 +120,30 @@ def test_embed_job_refuses_empty_input() -> None:
     assert embed_job(EmbeddingRequest.model_validate({"model": "e", "input": "x"}), "r", 1).inputs == ["x"]
     with pytest.raises(InvalidRequest):
         embed_job(EmbeddingRequest.model_validate({"model": "e", "input": ["ok", ""]}), "r", 1)
+
+
+def test_tools_tool_choice_and_response_format_reach_the_job() -> None:
+    history = [
+        {"role": "user", "content": "Weather in Paris? Answer in JSON."},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": "c1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}
+            ],
+        },
+        {"role": "tool", "tool_call_id": "c1", "content": "sunny"},
+    ]
+    body = chat(
+        messages=history,
+        tools=[TOOL],
+        tool_choice={"type": "function", "function": {"name": "get_weather"}},
+        response_format={"type": "json_schema", "json_schema": {"name": "w", "schema": {"type": "object"}}},
+    )
+    job = chat_job(ChatCompletionRequest.model_validate(body), "rid", 1)
+    assert job.tools[0].name == "get_weather" and job.tools[0].parameters == '{"type":"object"}'
+    assert (job.tool_choice, job.tool_name) == ("function", "get_weather")
+    assert job.messages[1].tool_calls[0].id == "c1" and job.messages[2].tool_call_id == "c1"
+    assert job.response_format.type == "json_schema" and job.response_format.schema == '{"type":"object"}'
+    assert chat_job(ChatCompletionRequest.model_validate(chat(tools=[TOOL])), "r", 1).tool_choice == "auto"
+    assert chat_job(ChatCompletionRequest.model_validate(chat()), "r", 1).tool_choice == "none"

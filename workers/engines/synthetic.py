@@ -88,6 +88,13 @@ class SyntheticEngine:
             raise InvalidRequest(
                 f"Model '{job.model}' does not support {kind} on this worker.", param="model"
             )
+        if isinstance(job, GenerateJob):
+            if job.tools and job.tool_choice != "none":
+                raise InvalidRequest(f"Model '{job.model}' does not support tools.", param="tools")
+            if job.response_format.type != "text":
+                raise InvalidRequest(
+                    f"Model '{job.model}' does not support structured output.", param="response_format"
+                )
 
     def healthy(self) -> bool:
         return True

@@ -11,15 +11,28 @@ engine runs where vLLM is not installed.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
+import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from llmaas.errors import InvalidRequest, UpstreamFailed
-from llmaas.wire import Delta, Done, Embeddings, EmbedJob, FinishReason, GenerateJob, Usage
+from llmaas.wire import (
+    ChatMessage,
+    Delta,
+    Done,
+    Embeddings,
+    EmbedJob,
+    FinishReason,
+    GenerateJob,
+    ToolCall,
+    Usage,
+)
 from workers.engines.base import EngineLoad
+from workers.engines.reasoning import ReasoningSplitter, load_parser
 
 if TYPE_CHECKING:
     from vllm.v1.engine.async_llm import AsyncLLM
@@ -53,6 +66,8 @@ class VllmSpec:
     enforce_eager: bool | None = None
     """None: eager on CPU (compilation costs ~100 s at start there), compiled graphs on GPU."""
     cpu_kv_cache_gb: float = 1.0
+    reasoning_parser: str | None = None
+    """vLLM's reasoning parser for this model family (e.g. ``deepseek_r1``, ``qwen3``), if it reasons."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Any other ``AsyncEngineArgs`` field, passed through as is."""
 
@@ -143,6 +158,8 @@ class VllmEngine:
         log.info("starting vLLM for %s from %s (%s)", spec.model, spec.path, "CPU" if on_cpu else "GPU")
         self._llm = AsyncLLM.from_engine_args(args, stat_loggers=[_stat_logger_factory(self._load)])
         self._tokenizer = self._llm.get_tokenizer()
+        if spec.reasoning_parser:
+            load_parser(spec.reasoning_parser, self._tokenizer)  # fail at start, not on a request
         self._max_model_len = self._llm.model_config.max_model_len
         self._capacity = self._llm.vllm_config.scheduler_config.max_num_seqs
 
@@ -174,6 +191,14 @@ class VllmEngine:
             kind = "embeddings" if wanted == "embed" else "text generation"
             raise InvalidRequest(f"Model '{job.model}' does not support {kind}.", param="model")
         if isinstance(job, GenerateJob):
+            if job.tools and job.tool_choice == "auto":
+                # Deciding alone between text and a call needs the model family's tool-call format;
+                # a forced call (required, or a named function) works for any model (see _structured).
+                raise InvalidRequest(
+                    f"Model '{job.model}' cannot decide by itself when to call tools on this platform; "
+                    "set 'tool_choice' to 'required' or to a function.",
+                    param="tool_choice",
+                )
             # Rendered once here so that a prompt too long is a 400 before the worker accepts.
             self._prepared[job.request_id] = self._render(job)
 
@@ -181,9 +206,25 @@ class VllmEngine:
         if job.kind == "completion":
             ids: list[int] = self._tokenizer.encode(job.prompt)
         else:
-            messages = [{"role": m.role, "content": m.content} for m in job.messages]
+            tools = None
+            if job.tools and job.tool_choice != "none":
+                tools = [
+                    {
+                        "type": "function",
+                        "function": {
+                            "name": t.name,
+                            "description": t.description,
+                            "parameters": json.loads(t.parameters) if t.parameters else {},
+                        },
+                    }
+                    for t in job.tools
+                ]
             ids = self._tokenizer.apply_chat_template(
-                messages, add_generation_prompt=True, tokenize=True, return_dict=False
+                [_template_message(m) for m in job.messages],
+                tools=tools,
+                add_generation_prompt=True,
+                tokenize=True,
+                return_dict=False,
             )
         wanted = job.sampling.max_tokens or 0
         if len(ids) + wanted > self._max_model_len or len(ids) >= self._max_model_len:
@@ -196,6 +237,33 @@ class VllmEngine:
                 code="context_length_exceeded",
             )
         return ids
+
+    def _structured(self, job: GenerateJob) -> Any:
+        """vLLM's structured outputs for a JSON answer or a forced tool call (None: free text)."""
+        from vllm.sampling_params import StructuredOutputsParams
+
+        if job.tools and job.tool_choice == "function":
+            tool = next(t for t in job.tools if t.name == job.tool_name)
+            return StructuredOutputsParams(json=json.loads(tool.parameters or '{"type": "object"}'))
+        if job.tools and job.tool_choice == "required":
+            # A list of one or more calls, each naming a given tool and matching its parameters.
+            calls = [
+                {
+                    "type": "object",
+                    "properties": {
+                        "name": {"const": t.name},
+                        "arguments": json.loads(t.parameters or '{"type": "object"}'),
+                    },
+                    "required": ["name", "arguments"],
+                }
+                for t in job.tools
+            ]
+            return StructuredOutputsParams(json={"type": "array", "minItems": 1, "items": {"anyOf": calls}})
+        if job.response_format.type == "json_object":
+            return StructuredOutputsParams(json_object=True)
+        if job.response_format.type == "json_schema":
+            return StructuredOutputsParams(json=json.loads(job.response_format.schema))
+        return None
 
     def _sampling(self, job: GenerateJob, prompt_len: int) -> Any:
         from vllm import SamplingParams
@@ -211,6 +279,7 @@ class VllmEngine:
             seed=s.seed,
             presence_penalty=s.presence_penalty,
             frequency_penalty=s.frequency_penalty,
+            structured_outputs=self._structured(job),
             output_kind=RequestOutputKind.DELTA,
         )
 
@@ -219,6 +288,12 @@ class VllmEngine:
     async def generate(self, job: GenerateJob) -> AsyncIterator[Delta | Done]:
         ids = self._prepared.pop(job.request_id, None) or self._render(job)
         params = self._sampling(job, len(ids))
+        splitter = None
+        if self.spec.reasoning_parser and job.kind == "chat":
+            splitter = ReasoningSplitter(load_parser(self.spec.reasoning_parser, self._tokenizer), ids)
+        # A forced tool call is generated as JSON and sent as one call once complete, never as text.
+        calling = bool(job.tools) and job.tool_choice in ("required", "function")
+        call_text: list[str] = []
         generated, pending, cached, finished = 0, 0, 0, False
         self._active += 1
         try:
@@ -228,17 +303,30 @@ class VllmEngine:
                 generated += len(piece.token_ids)
                 pending += len(piece.token_ids)
                 cached = out.num_cached_tokens or 0
+                text, reasoning = piece.text, ""
+                if splitter is not None:
+                    reasoning, text = splitter.feed(piece.text, piece.token_ids)
+                if calling:
+                    call_text.append(text)
+                    text = ""
                 # A token may decode to no text yet (part of a character, or held back as the start
                 # of a stop string): its count rides with the next delta that has text.
-                if piece.text:
-                    yield Delta(text=piece.text, tokens=pending)
+                if text or reasoning:
+                    yield Delta(text=text, reasoning=reasoning, tokens=pending)
                     pending = 0
                 if out.finished:
                     finished = True
+                    finish = _FINISH.get(piece.finish_reason, "stop")
+                    if calling and finish == "stop":
+                        yield Delta(text="", tool_calls=_calls(job, "".join(call_text)), tokens=pending)
+                        finish = "tool_calls"
                     yield Done(
-                        finish_reason=_FINISH.get(piece.finish_reason, "stop"),
+                        finish_reason=finish,
                         usage=Usage(
-                            prompt_tokens=len(ids), completion_tokens=generated, cached_tokens=cached
+                            prompt_tokens=len(ids),
+                            completion_tokens=generated,
+                            reasoning_tokens=splitter.reasoning_tokens if splitter else 0,
+                            cached_tokens=cached,
                         ),
                     )
         except ValueError as exc:
@@ -280,3 +368,44 @@ class VllmEngine:
         finally:
             self._active -= 1
         return Embeddings(vectors=list(vectors), usage=Usage(prompt_tokens=sum(map(len, prompts))))
+
+
+def _template_message(message: ChatMessage) -> dict[str, Any]:
+    """A wire message as chat templates expect it (tool-call arguments as objects, not text)."""
+    out: dict[str, Any] = {"role": message.role, "content": message.content}
+    if message.tool_calls:
+        out["tool_calls"] = [
+            {
+                "id": c.id,
+                "type": "function",
+                "function": {"name": c.name, "arguments": _arguments(c.arguments)},
+            }
+            for c in message.tool_calls
+        ]
+    if message.tool_call_id:
+        out["tool_call_id"] = message.tool_call_id
+    if message.name:
+        out["name"] = message.name
+    return out
+
+
+def _arguments(text: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def _call_id() -> str:
+    return f"call_{secrets.token_hex(12)}"
+
+
+def _calls(job: GenerateJob, text: str) -> list[ToolCall]:
+    """The forced call(s) from the JSON the grammar let the model write."""
+    if job.tool_choice == "function":
+        assert job.tool_name is not None
+        return [ToolCall(id=_call_id(), name=job.tool_name, arguments=text)]
+    return [
+        ToolCall(id=_call_id(), name=call["name"], arguments=json.dumps(call["arguments"]))
+        for call in json.loads(text)
+    ]

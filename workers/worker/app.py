@@ -42,6 +42,7 @@ def vllm_spec(settings: WorkerSettings) -> VllmSpec:
         dtype=dtype,
         enforce_eager=settings.enforce_eager,
         cpu_kv_cache_gb=settings.cpu_kv_cache_gb,
+        reasoning_parser=settings.reasoning_parser,
         extra=settings.engine_args,
     )
 

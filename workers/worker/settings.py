@@ -55,6 +55,9 @@ class WorkerSettings(ServiceSettings):
     dtype: str = "auto"
     enforce_eager: bool | None = None
     cpu_kv_cache_gb: float = Field(default=1.0, gt=0, description="KV cache size on CPU engines")
+    reasoning_parser: str | None = Field(
+        default=None, description="vLLM reasoning parser of a reasoning model (deepseek_r1, qwen3, ...)"
+    )
     engine_args: dict[str, Any] = Field(
         default_factory=dict, description="any other vLLM AsyncEngineArgs field, passed as is"
     )

@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # The inference engine's build: `gpu` where an NVIDIA driver answers, else `cpu`. Override: make ACCEL=cpu
 ACCEL ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
 
-.PHONY: install run test lint bench clean
+.PHONY: install run test lint bench bench-engine gpu-check clean
 
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,12 @@ test: install lint  ## lint, then every test against a real nats-server and a re
 
 bench: install  ## pipeline overhead versus the engine called directly
 	$(BIN)/python -m bench.overhead
+
+bench-engine: install  ## vLLM through the pipeline versus AsyncLLM called directly
+	$(BIN)/python -m bench.real_engine
+
+gpu-check: install  ## on a GPU machine: the real-engine tests and the engine bench, on the GPU
+	bench/gpu_check.sh
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -111,7 +111,9 @@ class PipelineStack:
         self.nats.start()
         self.url = f"http://127.0.0.1:{18500 + os.getpid() % 400}"
         common = ["--nats-url", self.nats.url, "--log-level", "WARNING"]
-        engine = ["--engine", "vllm", "--model", args.model, "--max-model-len", str(args.max_model_len)]
+        self.metrics = f"http://127.0.0.1:{19500 + os.getpid() % 400}/metrics"
+        engine = ["--engine", "vllm", "--model", args.model, "--max-model-len", str(args.max_model_len),
+                  "--metrics-port", self.metrics.rsplit(":", 1)[1].removesuffix("/metrics")]  # fmt: skip
         engine += ["--model-path", path] if args.model_path else ["--data-dir", args.data_dir]
         port = self.url.rsplit(":", 1)[1]
         self.procs = [
@@ -163,6 +165,41 @@ async def pipeline(args: argparse.Namespace, url: str) -> dict[int, Streams]:
     return results
 
 
+def _engine_metric(url: str, name: str) -> float:
+    for line in httpx.get(url, timeout=2).text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise KeyError(name)
+
+
+async def abort_probe(
+    args: argparse.Namespace, url: str, metrics: str, tries: int = 5
+) -> list[tuple[int, float]]:
+    """Client disconnects after 20 tokens of a long answer: (tokens the engine made after the last one
+    the client got, seconds from disconnect until the engine runs nothing)."""
+    body = {"model": args.model, "prompt": PROMPT, "max_tokens": 1500, "temperature": 0, "stream": True}
+    results = []
+    async with aiohttp.ClientSession() as session:
+        for _ in range(tries):
+            before = _engine_metric(metrics, "llmaas_engine_generated_tokens_total")
+            received = 0
+            async with session.post(f"{url}/v1/completions", json=body) as response:
+                async for line in response.content:
+                    if line.startswith(b'data: {"id"') and b'"text":""' not in line:
+                        received += 1
+                    if received == 20:
+                        break
+            closed = time.perf_counter()
+            # The worker's own view of its engine, polled: it lives in another process.
+            while _engine_metric(metrics, "llmaas_engine_running") > 0:  # noqa: ASYNC110
+                await asyncio.sleep(0.005)
+            stopped = time.perf_counter() - closed
+            await asyncio.sleep(0.5)
+            extra = _engine_metric(metrics, "llmaas_engine_generated_tokens_total") - before - received
+            results.append((int(extra), stopped))
+    return results
+
+
 def _served(url: str) -> list[str]:
     try:
         models: list[str] = httpx.get(f"{url}/health", timeout=1).json()["models"]
@@ -209,9 +246,14 @@ def main(args: argparse.Namespace) -> None:
         stack = PipelineStack(args, root, path)
         try:
             piped_run = stack.start_s, uvloop.run(pipeline(args, stack.url))
+            aborts = uvloop.run(abort_probe(args, stack.url, stack.metrics))
         finally:
             stack.close()
         report(args, direct_run, piped_run)
+        extra = [e for e, _ in aborts]
+        print(f"\nclient disconnect after 20 tokens of 1500 ({len(aborts)} tries): the engine generated "
+              f"{min(extra)}-{max(extra)} tokens after the last one sent, and ran nothing "
+              f"{max(s for _, s in aborts) * 1000:.0f} ms after the disconnect at most")  # fmt: skip
     finally:
         shutil.rmtree(root, ignore_errors=True)
 

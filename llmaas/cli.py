@@ -66,6 +66,7 @@ WORKER_OPTIONS = (
     "completion_tokens", "capacity", "heartbeat_interval_s", "drain_timeout_s", "metrics_port",
     "model", "model_path", "task", "data_dir", "tensor_parallel_size", "gpu_memory_utilization",
     "max_model_len", "max_num_seqs", "dtype", "enforce_eager", "cpu_kv_cache_gb", "reasoning_parser",
+    "tool_parser",
 )  # fmt: skip
 
 
@@ -215,6 +216,9 @@ def _worker_parser(worker: argparse.ArgumentParser) -> None:
     worker.add_argument("--cpu-kv-cache-gb", type=float, help="vllm on CPU: KV cache size (default 1)")
     worker.add_argument(
         "--reasoning-parser", help="vllm: reasoning parser of a reasoning model (deepseek_r1, qwen3, ...)"
+    )
+    worker.add_argument(
+        "--tool-parser", help="vllm: tool-call parser, for tool_choice auto (hermes, llama3_json, ...)"
     )
     worker.add_argument("--chat-model", help="name the chat model is served under")
     worker.add_argument("--embedding-model", help="name the embedding model is served under")

@@ -1,7 +1,7 @@
 """Reasoning split on real token streams, with vLLM's own parsers (no reasoning model's weights).
 
-The tokenizer is SmolLM2's (from the packaged GGUF) with the ``<think>`` markers added as tokens,
-as reasoning models' tokenizers have them. Each stream is fed the way vLLM's detokenizer delivers
+The tokenizer is SmolLM2's with the ``<think>`` markers added as tokens (see conftest), as
+reasoning models' tokenizers have them. Each stream is fed the way vLLM's detokenizer delivers
 it: one token at a time, with the text that token adds.
 """
 
@@ -12,22 +12,11 @@ from typing import Any
 import pytest
 
 from workers.engines.reasoning import ReasoningSplitter, load_parser
-from workers.models import local
 
 pytest.importorskip("vllm")
 
 THOUGHT = "The user asks for the capital of France. That is Paris."
 ANSWER = "The capital of France is Paris."
-
-
-@pytest.fixture(scope="module")
-def tokenizer() -> Any:
-    from transformers import AutoTokenizer
-
-    gguf = local.gguf_path()
-    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-    tok.add_tokens(["<think>", "</think>"])
-    return tok
 
 
 def stream(tokenizer: Any, text: str) -> list[tuple[str, list[int]]]:

@@ -14,7 +14,6 @@ import asyncio
 import json
 import logging
 import os
-import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
@@ -33,6 +32,7 @@ from llmaas.wire import (
 )
 from workers.engines.base import EngineLoad
 from workers.engines.reasoning import ReasoningSplitter, load_parser
+from workers.engines.tool_calls import ToolCallReader, call_id, load_parser_class, openai_tools
 
 if TYPE_CHECKING:
     from vllm.v1.engine.async_llm import AsyncLLM
@@ -68,6 +68,8 @@ class VllmSpec:
     cpu_kv_cache_gb: float = 1.0
     reasoning_parser: str | None = None
     """vLLM's reasoning parser for this model family (e.g. ``deepseek_r1``, ``qwen3``), if it reasons."""
+    tool_parser: str | None = None
+    """vLLM's tool-call parser for this model family (e.g. ``hermes``, ``llama3_json``)."""
     extra: dict[str, Any] = field(default_factory=dict)
     """Any other ``AsyncEngineArgs`` field, passed through as is."""
 
@@ -121,6 +123,7 @@ class VllmEngine:
         self._load = _Load()
         self._active = 0
         self._prepared: dict[str, list[int]] = {}
+        self._tool_parser: Any = None
 
     @property
     def models(self) -> list[str]:
@@ -158,8 +161,10 @@ class VllmEngine:
         log.info("starting vLLM for %s from %s (%s)", spec.model, spec.path, "CPU" if on_cpu else "GPU")
         self._llm = AsyncLLM.from_engine_args(args, stat_loggers=[_stat_logger_factory(self._load)])
         self._tokenizer = self._llm.get_tokenizer()
+        # Unknown parser names fail here, at start, not on a request.
         if spec.reasoning_parser:
-            load_parser(spec.reasoning_parser, self._tokenizer)  # fail at start, not on a request
+            load_parser(spec.reasoning_parser, self._tokenizer)
+        self._tool_parser = load_parser_class(spec.tool_parser) if spec.tool_parser else None
         self._max_model_len = self._llm.model_config.max_model_len
         self._capacity = self._llm.vllm_config.scheduler_config.max_num_seqs
 
@@ -191,7 +196,7 @@ class VllmEngine:
             kind = "embeddings" if wanted == "embed" else "text generation"
             raise InvalidRequest(f"Model '{job.model}' does not support {kind}.", param="model")
         if isinstance(job, GenerateJob):
-            if job.tools and job.tool_choice == "auto":
+            if job.tools and job.tool_choice == "auto" and self._tool_parser is None:
                 # Deciding alone between text and a call needs the model family's tool-call format;
                 # a forced call (required, or a named function) works for any model (see _structured).
                 raise InvalidRequest(
@@ -206,19 +211,7 @@ class VllmEngine:
         if job.kind == "completion":
             ids: list[int] = self._tokenizer.encode(job.prompt)
         else:
-            tools = None
-            if job.tools and job.tool_choice != "none":
-                tools = [
-                    {
-                        "type": "function",
-                        "function": {
-                            "name": t.name,
-                            "description": t.description,
-                            "parameters": json.loads(t.parameters) if t.parameters else {},
-                        },
-                    }
-                    for t in job.tools
-                ]
+            tools = openai_tools(job.tools) if job.tools and job.tool_choice != "none" else None
             ids = self._tokenizer.apply_chat_template(
                 [_template_message(m) for m in job.messages],
                 tools=tools,
@@ -265,7 +258,7 @@ class VllmEngine:
             return StructuredOutputsParams(json=json.loads(job.response_format.schema))
         return None
 
-    def _sampling(self, job: GenerateJob, prompt_len: int) -> Any:
+    def _sampling(self, job: GenerateJob, prompt_len: int, skip_special_tokens: bool = True) -> Any:
         from vllm import SamplingParams
         from vllm.sampling_params import RequestOutputKind
 
@@ -280,6 +273,7 @@ class VllmEngine:
             presence_penalty=s.presence_penalty,
             frequency_penalty=s.frequency_penalty,
             structured_outputs=self._structured(job),
+            skip_special_tokens=skip_special_tokens,
             output_kind=RequestOutputKind.DELTA,
         )
 
@@ -287,13 +281,12 @@ class VllmEngine:
 
     async def generate(self, job: GenerateJob) -> AsyncIterator[Delta | Done]:
         ids = self._prepared.pop(job.request_id, None) or self._render(job)
-        params = self._sampling(job, len(ids))
-        splitter = None
+        answer = _Answer(job)
         if self.spec.reasoning_parser and job.kind == "chat":
-            splitter = ReasoningSplitter(load_parser(self.spec.reasoning_parser, self._tokenizer), ids)
-        # A forced tool call is generated as JSON and sent as one call once complete, never as text.
-        calling = bool(job.tools) and job.tool_choice in ("required", "function")
-        call_text: list[str] = []
+            answer.splitter = ReasoningSplitter(load_parser(self.spec.reasoning_parser, self._tokenizer), ids)
+        if job.tools and job.tool_choice == "auto" and self._tool_parser is not None:
+            answer.reader = ToolCallReader(self._tool_parser, self._tokenizer, job.tools, job.messages)
+        params = self._sampling(job, len(ids), answer.reader.skip_special_tokens if answer.reader else True)
         generated, pending, cached, finished = 0, 0, 0, False
         self._active += 1
         try:
@@ -303,12 +296,7 @@ class VllmEngine:
                 generated += len(piece.token_ids)
                 pending += len(piece.token_ids)
                 cached = out.num_cached_tokens or 0
-                text, reasoning = piece.text, ""
-                if splitter is not None:
-                    reasoning, text = splitter.feed(piece.text, piece.token_ids)
-                if calling:
-                    call_text.append(text)
-                    text = ""
+                text, reasoning = answer.step(piece.text, piece.token_ids)
                 # A token may decode to no text yet (part of a character, or held back as the start
                 # of a stop string): its count rides with the next delta that has text.
                 if text or reasoning:
@@ -316,16 +304,15 @@ class VllmEngine:
                     pending = 0
                 if out.finished:
                     finished = True
-                    finish = _FINISH.get(piece.finish_reason, "stop")
-                    if calling and finish == "stop":
-                        yield Delta(text="", tool_calls=_calls(job, "".join(call_text)), tokens=pending)
-                        finish = "tool_calls"
+                    last, finish = answer.end(_FINISH.get(piece.finish_reason, "stop"))
+                    if last is not None:
+                        yield Delta(text=last[0], tool_calls=last[1], tokens=pending)
                     yield Done(
                         finish_reason=finish,
                         usage=Usage(
                             prompt_tokens=len(ids),
                             completion_tokens=generated,
-                            reasoning_tokens=splitter.reasoning_tokens if splitter else 0,
+                            reasoning_tokens=answer.reasoning_tokens,
                             cached_tokens=cached,
                         ),
                     )
@@ -396,16 +383,57 @@ def _arguments(text: str) -> Any:
         return text
 
 
-def _call_id() -> str:
-    return f"call_{secrets.token_hex(12)}"
+class _Answer:
+    """Shapes the engine's raw text into what the client sees: the reasoning split off (reasoning
+    models), and tool calls held back until complete, then sent as calls rather than text."""
+
+    def __init__(self, job: GenerateJob) -> None:
+        self.job = job
+        self.splitter: ReasoningSplitter | None = None
+        self.reader: ToolCallReader | None = None
+        # A forced call (required, or a named function) is JSON written under a grammar.
+        self.forced = bool(job.tools) and job.tool_choice in ("required", "function")
+        self.held: list[str] = []
+
+    def step(self, text: str, token_ids: list[int]) -> tuple[str, str]:
+        """(answer text, reasoning text) to send now for one engine delta."""
+        reasoning = ""
+        if self.splitter is not None:
+            reasoning, text = self.splitter.feed(text, token_ids)
+        if self.forced or self.reader is not None:
+            self.held.append(text)
+            text = ""
+        return text, reasoning
+
+    def end(self, finish: FinishReason) -> tuple[tuple[str, list[ToolCall]] | None, FinishReason]:
+        """The last (text, calls) to send, if any, and the finish reason to report."""
+        held = "".join(self.held)
+        if self.forced:
+            if finish == "stop":
+                return ("", _calls(self.job, held)), "tool_calls"
+            # Cut short by max_tokens: the unfinished JSON is what there is (OpenAI does the same).
+            if self.job.tool_choice == "function":
+                assert self.job.tool_name is not None
+                return ("", [ToolCall(id=call_id(), name=self.job.tool_name, arguments=held)]), finish
+            return (held, []), finish
+        if self.reader is not None:
+            content, calls = self.reader.read(held)
+            if not content and not calls:
+                return None, finish
+            return (content, calls), ("tool_calls" if calls else finish)
+        return None, finish
+
+    @property
+    def reasoning_tokens(self) -> int:
+        return self.splitter.reasoning_tokens if self.splitter is not None else 0
 
 
 def _calls(job: GenerateJob, text: str) -> list[ToolCall]:
     """The forced call(s) from the JSON the grammar let the model write."""
     if job.tool_choice == "function":
         assert job.tool_name is not None
-        return [ToolCall(id=_call_id(), name=job.tool_name, arguments=text)]
+        return [ToolCall(id=call_id(), name=job.tool_name, arguments=text)]
     return [
-        ToolCall(id=_call_id(), name=call["name"], arguments=json.dumps(call["arguments"]))
+        ToolCall(id=call_id(), name=call["name"], arguments=json.dumps(call["arguments"]))
         for call in json.loads(text)
     ]

@@ -43,6 +43,7 @@ def vllm_spec(settings: WorkerSettings) -> VllmSpec:
         enforce_eager=settings.enforce_eager,
         cpu_kv_cache_gb=settings.cpu_kv_cache_gb,
         reasoning_parser=settings.reasoning_parser,
+        tool_parser=settings.tool_parser,
         extra=settings.engine_args,
     )
 

@@ -58,6 +58,9 @@ class WorkerSettings(ServiceSettings):
     reasoning_parser: str | None = Field(
         default=None, description="vLLM reasoning parser of a reasoning model (deepseek_r1, qwen3, ...)"
     )
+    tool_parser: str | None = Field(
+        default=None, description="vLLM tool-call parser of the model family (hermes, llama3_json, ...)"
+    )
     engine_args: dict[str, Any] = Field(
         default_factory=dict, description="any other vLLM AsyncEngineArgs field, passed as is"
     )

@@ -235,9 +235,11 @@ class VllmEngine:
         """vLLM's structured outputs for a JSON answer or a forced tool call (None: free text)."""
         from vllm.sampling_params import StructuredOutputsParams
 
+        # Arguments are read by programs: compact JSON, with no room for a model to ramble in spaces.
         if job.tools and job.tool_choice == "function":
             tool = next(t for t in job.tools if t.name == job.tool_name)
-            return StructuredOutputsParams(json=json.loads(tool.parameters or '{"type": "object"}'))
+            schema = json.loads(tool.parameters or '{"type": "object"}')
+            return StructuredOutputsParams(json=schema, disable_any_whitespace=True)
         if job.tools and job.tool_choice == "required":
             # A list of one or more calls, each naming a given tool and matching its parameters.
             calls = [
@@ -251,7 +253,9 @@ class VllmEngine:
                 }
                 for t in job.tools
             ]
-            return StructuredOutputsParams(json={"type": "array", "minItems": 1, "items": {"anyOf": calls}})
+            return StructuredOutputsParams(
+                json={"type": "array", "minItems": 1, "items": {"anyOf": calls}}, disable_any_whitespace=True
+            )
         if job.response_format.type == "json_object":
             return StructuredOutputsParams(json_object=True)
         if job.response_format.type == "json_schema":

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -52,6 +53,19 @@ class Streams:
         self.tokens += len(stamps)
         if len(stamps) > 1:
             self.decode_tps.append((len(stamps) - 1) / (stamps[-1] - stamps[0]))
+
+
+async def rounds(args: argparse.Namespace, one: Callable[[Streams], Awaitable[None]]) -> dict[int, Streams]:
+    """A warm-up stream, then ``args.rounds`` rounds of ``c`` concurrent streams for each ``c``."""
+    results: dict[int, Streams] = {}
+    await one(Streams())
+    for c in args.concurrency:
+        streams = results[c] = Streams()
+        for _ in range(args.rounds):
+            t0 = time.perf_counter()
+            await asyncio.gather(*(one(streams) for _ in range(c)))
+            streams.wall += time.perf_counter() - t0
+    return results
 
 
 # --- direct: AsyncLLM in this process -------------------------------------------------------------
@@ -86,18 +100,10 @@ async def direct(args: argparse.Namespace, path: str) -> tuple[float, dict[int, 
             stamps.extend([now] * len(out.outputs[0].token_ids))
         streams.add(start, stamps)
 
-    results: dict[int, Streams] = {}
     try:
-        await one(Streams())  # warm-up
-        for c in args.concurrency:
-            streams = results[c] = Streams()
-            for _ in range(args.rounds):
-                t0 = time.perf_counter()
-                await asyncio.gather(*(one(streams) for _ in range(c)))
-                streams.wall += time.perf_counter() - t0
+        return start_s, await rounds(args, one)
     finally:
         llm.shutdown()
-    return start_s, results
 
 
 # --- pipeline: the whole stack over HTTP ----------------------------------------------------------
@@ -154,15 +160,7 @@ async def pipeline(args: argparse.Namespace, url: str) -> dict[int, Streams]:
                         stamps.append(time.perf_counter())
             streams.add(start, stamps)
 
-        results: dict[int, Streams] = {}
-        await one(Streams())  # warm-up
-        for c in args.concurrency:
-            streams = results[c] = Streams()
-            for _ in range(args.rounds):
-                t0 = time.perf_counter()
-                await asyncio.gather(*(one(streams) for _ in range(c)))
-                streams.wall += time.perf_counter() - t0
-    return results
+        return await rounds(args, one)
 
 
 def _engine_metric(url: str, name: str) -> float:

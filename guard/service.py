@@ -61,7 +61,9 @@ class GuardService:
         if verdict.blocked:
             self.metrics.screened.labels("blocked").inc()
             error = InvalidRequest(
-                "The prompt was rejected by the platform's prompt security policy.", code="prompt_rejected"
+                f"The prompt was rejected by the platform's prompt security policy "
+                f"({verdict.layer}: {', '.join(verdict.rules)}).",
+                code="prompt_rejected",
             )
             await self.nc.publish(msg.reply, codec.encode(Failed(error=error.to_wire())))
             return

@@ -6,4 +6,6 @@ from llmaas.settings import ServiceSettings
 
 
 class GuardSettings(ServiceSettings):
-    pass
+    guard_enabled: bool = True
+    """Prompt screening; off only for a whole deployment (LLMAAS_GUARD_ENABLED=false) until per-tenant
+    switches arrive with tenants."""

@@ -51,6 +51,16 @@ def cmd_guard(args: argparse.Namespace) -> None:
     runtime.run(create_service(settings))
 
 
+def cmd_guard_eval(args: argparse.Namespace) -> None:
+    from guard import evaluate
+
+    with open(args.file, encoding="utf-8") as source:
+        try:
+            evaluate.run(source)
+        except ValueError as exc:
+            raise SystemExit(f"llmaas guard eval: {args.file}: {exc}") from exc
+
+
 def cmd_scheduler(args: argparse.Namespace) -> None:
     from llmaas import runtime
     from workers.scheduler.app import create_service
@@ -179,13 +189,20 @@ def build_parser() -> argparse.ArgumentParser:
     edge.set_defaults(func=cmd_edge)
 
     for name, func, text in (
-        ("guard", cmd_guard, "run a guard consumer (prompt screening)"),
+        ("guard", cmd_guard, "run a guard consumer (prompt screening); `guard eval FILE` screens offline"),
         ("scheduler", cmd_scheduler, "run a scheduler consumer (placement on workers)"),
     ):
         p = sub.add_parser(name, help=text)
         _common(p)
         _metrics(p)
         p.set_defaults(func=func)
+        if name == "guard":
+            actions = p.add_subparsers(dest="guard_command")
+            evaluate = actions.add_parser(
+                "eval", help="screen FILE.jsonl offline: one {id, blocked, layer, rules} line per input"
+            )
+            evaluate.add_argument("file", help='JSON lines {"id", "text", "key"?}')
+            evaluate.set_defaults(func=cmd_guard_eval)
 
     _worker_parser(sub.add_parser("worker", help="run an engine worker"))
     return parser

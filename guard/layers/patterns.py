@@ -1,0 +1,29 @@
+"""Layer ``patterns``: known attack phrasings in French, English, Chinese and Japanese (and German),
+matched on the de-obfuscated text so that homoglyphs, fullwidth letters and zero-width characters
+do not hide them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from guard import rules as rule_data
+from guard.normalize import skeleton
+from guard.screening import ALLOW, Verdict
+from llmaas.wire import Job
+
+
+class PatternLayer:
+    name = "patterns"
+
+    def __init__(self, rules: Sequence[rule_data.Rule] | None = None) -> None:
+        self.rules = tuple(rules) if rules is not None else rule_data.load()
+
+    def matches(self, text: str) -> list[str]:
+        seen = skeleton(text)
+        return [rule.id for rule in self.rules if rule.regex.search(seen)]
+
+    def check(self, texts: Sequence[str], job: Job) -> Verdict:
+        hits: list[str] = []
+        for text in texts:
+            hits.extend(h for h in self.matches(text) if h not in hits)
+        return Verdict(blocked=True, layer=self.name, rules=tuple(hits)) if hits else ALLOW

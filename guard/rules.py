@@ -1,0 +1,63 @@
+"""The guard's pattern rules, loaded from ``guard/rules/*.toml`` (data operators read and extend).
+
+Loading validates every rule (known fields, a unique id, a pattern that compiles) and compiles
+each pattern once; a mistake is an error that names the file and the rule.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from guard.normalize import RULES_DIR
+
+_FIELDS = {"id", "languages", "description", "pattern", "examples", "counter_examples"}
+
+
+class RuleError(ValueError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    id: str
+    languages: tuple[str, ...]
+    description: str
+    regex: re.Pattern[str]
+    examples: tuple[str, ...]
+    counter_examples: tuple[str, ...]
+
+
+def load(path: Path = RULES_DIR / "patterns.toml") -> tuple[Rule, ...]:
+    with path.open("rb") as fh:
+        raw = tomllib.load(fh).get("rule", [])
+    rules: list[Rule] = []
+    seen: set[str] = set()
+    for index, entry in enumerate(raw):
+        where = f"{path.name}: rule {entry.get('id', f'#{index + 1}')}"
+        unknown = set(entry) - _FIELDS
+        if unknown:
+            raise RuleError(f"{where}: unknown field(s) {', '.join(sorted(unknown))}")
+        for name in ("id", "pattern", "description"):
+            if not isinstance(entry.get(name), str) or not entry[name]:
+                raise RuleError(f"{where}: '{name}' must be a non-empty string")
+        if entry["id"] in seen:
+            raise RuleError(f"{where}: duplicate id")
+        seen.add(entry["id"])
+        try:
+            regex = re.compile(entry["pattern"])
+        except re.error as exc:
+            raise RuleError(f"{where}: the pattern does not compile: {exc}") from exc
+        rules.append(
+            Rule(
+                id=entry["id"],
+                languages=tuple(entry.get("languages", ())),
+                description=entry["description"],
+                regex=regex,
+                examples=tuple(entry.get("examples", ())),
+                counter_examples=tuple(entry.get("counter_examples", ())),
+            )
+        )
+    return tuple(rules)

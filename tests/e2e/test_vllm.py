@@ -177,7 +177,8 @@ def test_text_completion(client: openai.OpenAI) -> None:
 
 
 def test_a_prompt_longer_than_the_context_is_a_400(client: openai.OpenAI) -> None:
-    long = "word " * (MAX_MODEL_LEN + 100)
+    # Distinct words: the same word repeated would be stopped earlier, by the guard's repetition rule.
+    long = " ".join(f"item{i}" for i in range(MAX_MODEL_LEN + 100))
     with pytest.raises(openai.BadRequestError) as info:
         client.chat.completions.create(model=CHAT, messages=[{"role": "user", "content": long}])
     body = info.value.body

@@ -6,7 +6,7 @@ how they plug in and what a verdict says.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -21,6 +21,14 @@ class Verdict:
 
 
 ALLOW = Verdict(blocked=False)
+
+
+def verdict_of(layer: str, texts: Sequence[str], find: Callable[[str], list[str]]) -> Verdict:
+    """A layer's verdict from the rules ``find`` reports on each text (each rule named once)."""
+    hits: list[str] = []
+    for text in texts:
+        hits.extend(h for h in find(text) if h not in hits)
+    return Verdict(blocked=True, layer=layer, rules=tuple(hits)) if hits else ALLOW
 
 
 class Layer(Protocol):

@@ -7,8 +7,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from guard import rules as rule_data
-from guard.normalize import skeleton
-from guard.screening import ALLOW, Verdict
+from guard.normalize import skeleton, translation
+from guard.screening import Verdict, verdict_of
 from llmaas.wire import Job
 
 
@@ -17,13 +17,11 @@ class PatternLayer:
 
     def __init__(self, rules: Sequence[rule_data.Rule] | None = None) -> None:
         self.rules = tuple(rules) if rules is not None else rule_data.load()
+        translation()  # built now, at start, not on the first prompt
 
     def matches(self, text: str) -> list[str]:
         seen = skeleton(text)
         return [rule.id for rule in self.rules if rule.regex.search(seen)]
 
     def check(self, texts: Sequence[str], job: Job) -> Verdict:
-        hits: list[str] = []
-        for text in texts:
-            hits.extend(h for h in self.matches(text) if h not in hits)
-        return Verdict(blocked=True, layer=self.name, rules=tuple(hits)) if hits else ALLOW
+        return verdict_of(self.name, texts, self.matches)

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from guard.normalize import confusables
-from guard.screening import ALLOW, Verdict
+from guard.screening import Verdict, verdict_of
 from llmaas.wire import Job
 
 SUSPICIOUS_KEYS = re.compile(
@@ -111,7 +111,4 @@ class StructureLayer:
         return []
 
     def check(self, texts: Sequence[str], job: Job) -> Verdict:
-        hits: list[str] = []
-        for text in texts:
-            hits.extend(s for s in self.signals(text) if s not in hits)
-        return Verdict(blocked=True, layer=self.name, rules=tuple(hits)) if hits else ALLOW
+        return verdict_of(self.name, texts, self.signals)

@@ -27,6 +27,7 @@ from llmaas.wire import (
     EmbedJob,
     FinishReason,
     GenerateJob,
+    Tool,
     ToolCall,
     Usage,
 )
@@ -238,8 +239,7 @@ class VllmEngine:
         # Arguments are read by programs: compact JSON, with no room for a model to ramble in spaces.
         if job.tools and job.tool_choice == "function":
             tool = next(t for t in job.tools if t.name == job.tool_name)
-            schema = json.loads(tool.parameters or '{"type": "object"}')
-            return StructuredOutputsParams(json=schema, disable_any_whitespace=True)
+            return StructuredOutputsParams(json=_parameters(tool), disable_any_whitespace=True)
         if job.tools and job.tool_choice == "required":
             # A list of one or more calls, each naming a given tool and matching its parameters.
             calls = [
@@ -247,7 +247,7 @@ class VllmEngine:
                     "type": "object",
                     "properties": {
                         "name": {"const": t.name},
-                        "arguments": json.loads(t.parameters or '{"type": "object"}'),
+                        "arguments": _parameters(t),
                     },
                     "required": ["name", "arguments"],
                 }
@@ -380,6 +380,11 @@ def _template_message(message: ChatMessage) -> dict[str, Any]:
     return out
 
 
+def _parameters(tool: Tool) -> Any:
+    """A tool's parameter schema for the grammar (any object when the tool declares none)."""
+    return json.loads(tool.parameters) if tool.parameters else {"type": "object"}
+
+
 def _arguments(text: str) -> Any:
     try:
         return json.loads(text)
@@ -412,13 +417,15 @@ class _Answer:
     def end(self, finish: FinishReason) -> tuple[tuple[str, list[ToolCall]] | None, FinishReason]:
         """The last (text, calls) to send, if any, and the finish reason to report."""
         held = "".join(self.held)
+        if self.forced and self.job.tool_choice == "function":
+            assert self.job.tool_name is not None
+            # The JSON written is the arguments; cut short by max_tokens, the unfinished JSON is what
+            # there is (OpenAI does the same) and the finish reason says so.
+            call = ToolCall(id=call_id(), name=self.job.tool_name, arguments=held)
+            return ("", [call]), ("tool_calls" if finish == "stop" else finish)
         if self.forced:
             if finish == "stop":
-                return ("", _calls(self.job, held)), "tool_calls"
-            # Cut short by max_tokens: the unfinished JSON is what there is (OpenAI does the same).
-            if self.job.tool_choice == "function":
-                assert self.job.tool_name is not None
-                return ("", [ToolCall(id=call_id(), name=self.job.tool_name, arguments=held)]), finish
+                return ("", _required_calls(held)), "tool_calls"
             return (held, []), finish
         if self.reader is not None:
             content, calls = self.reader.read(held)
@@ -432,11 +439,8 @@ class _Answer:
         return self.splitter.reasoning_tokens if self.splitter is not None else 0
 
 
-def _calls(job: GenerateJob, text: str) -> list[ToolCall]:
-    """The forced call(s) from the JSON the grammar let the model write."""
-    if job.tool_choice == "function":
-        assert job.tool_name is not None
-        return [ToolCall(id=call_id(), name=job.tool_name, arguments=text)]
+def _required_calls(text: str) -> list[ToolCall]:
+    """The calls of ``tool_choice: required``: the JSON list the grammar let the model write."""
     return [
         ToolCall(id=call_id(), name=call["name"], arguments=json.dumps(call["arguments"]))
         for call in json.loads(text)

@@ -25,6 +25,7 @@ import aiohttp
 import httpx
 import uvloop
 
+from llmaas import admin, tenants
 from llmaas.nats_server import NatsServer
 from llmaas.wire import ChatMessage, Delta, GenerateJob, SamplingParams
 from workers.engines.synthetic import SyntheticConfig, SyntheticEngine
@@ -115,23 +116,47 @@ async def direct(concurrency: int, tokens: int, seconds: float) -> Result:
 # --- pipeline: the whole stack over HTTP ------------------------------------------------------------
 
 
+BENCH_TIERS = """
+[open]
+title = "bench: authentication only, no limits"
+
+[limited]
+title = "bench: every limit counted (limits far above the load, so none refuses)"
+monthly_budget_eur = 1e9
+output_tokens_per_hour = 1_000_000_000
+output_tokens_per_day = 1_000_000_000
+requests_per_minute = 1_000_000_000
+concurrent_per_key = 1_000_000
+"""
+
+
 class Stack:
     def __init__(self, root: Path, tokens: int, port: int) -> None:
         self.nats = NatsServer(root, port=-1)
         self.nats.start()
         self.port = port
+        self.admin_token = tenants.mint_admin_token()
+        (root / "tiers.toml").write_text(BENCH_TIERS)
+        edge_env = {"LLMAAS_ADMIN_TOKEN": self.admin_token, "LLMAAS_TIERS_FILE": str(root / "tiers.toml")}
         common = ["--nats-url", self.nats.url, "--log-level", "WARNING"]
         worker = ["--tokens-per-s", "0", "--completion-tokens", str(tokens), "--capacity", "1024"]
         self.procs = {
-            "edge": self._start("edge", *common, "--port", str(port)),
+            "edge": self._start("edge", *common, "--port", str(port), env=edge_env),
             "guard": self._start("guard", *common),
             "scheduler": self._start("scheduler", *common),
             "worker": self._start("worker", *common, *worker),
         }
 
     @staticmethod
-    def _start(*args: str) -> subprocess.Popen[bytes]:
-        return subprocess.Popen([sys.executable, "-m", "llmaas", *args])
+    def _start(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        return subprocess.Popen([sys.executable, "-m", "llmaas", *args], env={**os.environ, **(env or {})})
+
+    def key(self, tier: str) -> str:
+        """A key of a fresh tenant on ``tier``, made through the admin API."""
+        client = admin.AdminClient(f"http://127.0.0.1:{self.port}", self.admin_token)
+        client.call("POST", "/tenants", {"name": tier, "tier": tier})
+        created: dict[str, str] = client.call("POST", "/keys", {"tenant": tier})
+        return created["key"]
 
     def pids(self) -> dict[str, int]:
         pids = {name: p.pid for name, p in self.procs.items()}
@@ -144,7 +169,7 @@ class Stack:
         while time.monotonic() < deadline:
             try:
                 health = httpx.get(f"http://127.0.0.1:{self.port}/health", timeout=1)
-                if health.status_code == 200 and MODEL in health.json()["models"]:
+                if health.status_code == 200 and MODEL in health.json()["models"]:  # directory loaded too
                     return
             except httpx.TransportError:
                 pass
@@ -159,7 +184,9 @@ class Stack:
         self.nats.stop()
 
 
-async def pipeline(url: str, pids: dict[str, int], concurrency: int, tokens: int, seconds: float) -> Result:
+async def pipeline(
+    url: str, key: str, pids: dict[str, int], *, concurrency: int, tokens: int, seconds: float, label: str
+) -> Result:
     body = {
         "model": MODEL,
         "messages": [{"role": "user", "content": PROMPT}],
@@ -172,7 +199,8 @@ async def pipeline(url: str, pids: dict[str, int], concurrency: int, tokens: int
     errors = 0
     deadline = time.perf_counter() + seconds
     connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(connector=connector) as session:
+    headers = {"authorization": f"Bearer {key}"}
+    async with aiohttp.ClientSession(connector=connector, headers=headers) as session:
 
         async def client() -> None:
             nonlocal produced, errors
@@ -199,7 +227,7 @@ async def pipeline(url: str, pids: dict[str, int], concurrency: int, tokens: int
         cpu = {name: cpu_seconds(pid) - cpu0[name] for name, pid in pids.items()}
     if errors:
         print(f"  ! {errors} non-200 responses at concurrency {concurrency}")
-    return Result("pipeline", concurrency, len(total), elapsed, ttft, total, produced, cpu)
+    return Result(label, concurrency, len(total), elapsed, ttft, total, produced, cpu)
 
 
 async def http_floor(url: str, concurrency: int, seconds: float) -> Result:
@@ -229,26 +257,38 @@ async def main(args: argparse.Namespace) -> None:
         stack.wait_ready()
         url = f"http://127.0.0.1:{port}/v1/chat/completions"
         pids = stack.pids()
-        await pipeline(url, pids, 4, args.tokens, 1.0)  # warm-up
-        rows: list[tuple[Result, Result, Result]] = []
+        open_key, limited_key = stack.key("open"), stack.key("limited")
+        await pipeline(url, open_key, pids, concurrency=4, tokens=args.tokens, seconds=1.0, label="warm-up")
+        rows: list[tuple[Result, Result, Result, Result]] = []
         for c in args.concurrency:
             base = await direct(c, args.tokens, args.seconds)
             floor = await http_floor(f"http://127.0.0.1:{port}/health", c, args.seconds / 2)
-            piped = await pipeline(url, pids, c, args.tokens, args.seconds)
-            rows.append((base, floor, piped))
+            same = {"concurrency": c, "tokens": args.tokens, "seconds": args.seconds}
+            piped = await pipeline(url, open_key, pids, **same, label="pipeline")
+            limited = await pipeline(url, limited_key, pids, **same, label="+limits")
+            rows.append((base, floor, piped, limited))
         print(f"\n{args.tokens} tokens per streamed chat completion, {args.seconds:g} s per row, "
               f"{os.cpu_count()} CPUs, load generator: aiohttp in the bench process\n")  # fmt: skip
         print(HEADER)
-        for base, floor, piped in rows:
-            print(base.row())
-            print(floor.row())
-            print(piped.row())
-        print("\n(http: GET /health on the same edge, no NATS: the HTTP round trip under every TTFT)")
+        for row in rows:
+            for result in row:
+                print(result.row())
+        print("\n(http: GET /health on the same edge, no NATS: the HTTP round trip under every TTFT;")
+        print(" pipeline: an API key on a tier without limits; +limits: every tier limit counted)")
         print("\nTTFT added by the pipeline (p50) and CPU per request by process (ms):")
-        for base, _, piped in rows:
-            added = (statistics.median(piped.ttft) - statistics.median(base.ttft)) * 1000
-            split = ", ".join(f"{k} {v / max(piped.requests, 1) * 1000:.2f}" for k, v in piped.cpu_s.items())
-            print(f"  c={piped.concurrency:<3} +{added:.2f} ms   {split}")
+        for base, _, piped, limited in rows:
+            for run in (piped, limited):
+                added = (statistics.median(run.ttft) - statistics.median(base.ttft)) * 1000
+                split = ", ".join(f"{k} {v / max(run.requests, 1) * 1000:.2f}" for k, v in run.cpu_s.items())
+                print(f"  {run.label:<8} c={run.concurrency:<3} +{added:.2f} ms   {split}")
+        print("\nWhat the limits add (+limits versus pipeline, same run):")
+        for _, _, piped, limited in rows:
+            q_p, q_l = statistics.quantiles(piped.ttft, n=100), statistics.quantiles(limited.ttft, n=100)
+            print(
+                f"  c={piped.concurrency:<3} TTFT p50 +{(q_l[49] - q_p[49]) * 1000:.2f} ms, "
+                f"p99 +{(q_l[98] - q_p[98]) * 1000:.2f} ms; "
+                f"throughput x{limited.requests / limited.seconds / (piped.requests / piped.seconds):.2f}"
+            )
     finally:
         stack.close()
         shutil.rmtree(root, ignore_errors=True)

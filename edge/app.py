@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -14,10 +15,11 @@ from pydantic.json_schema import models_json_schema
 import llmaas
 from edge import errors, responses
 from edge.context import EdgeContext
+from edge.gate import Gate
 from edge.metrics import EdgeMetrics
 from edge.middleware import Envelope
 from edge.pipeline import Pipeline
-from edge.routes import embeddings, generation, models, ops
+from edge.routes import admin, embeddings, generation, models, ops
 from edge.routes.docs import REF, response_schemas
 from edge.schemas import REQUEST_MODELS
 from edge.settings import EdgeSettings
@@ -35,12 +37,20 @@ RESPONSE_TYPES: list[type[msgspec.Struct]] = [
 
 def create_app(settings: EdgeSettings) -> FastAPI:
     metrics = EdgeMetrics()
-    edge = EdgeContext(settings=settings, metrics=metrics, pipeline=Pipeline(settings, metrics))
+    edge_id = secrets.token_hex(6)
+    gate = Gate(settings, edge_id)
+
+    async def on_reconnect() -> None:
+        gate.directory.resync()
+
+    pipeline = Pipeline(settings, metrics, edge_id=edge_id, attach=gate.open, on_up=on_reconnect)
+    edge = EdgeContext(settings=settings, metrics=metrics, pipeline=pipeline, gate=gate)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await edge.pipeline.start()
         yield
+        await edge.gate.close()
         await edge.pipeline.stop()
 
     app = FastAPI(
@@ -50,7 +60,7 @@ def create_app(settings: EdgeSettings) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.edge = edge
-    for module in (generation, embeddings, models, ops):
+    for module in (generation, embeddings, models, ops, admin):
         app.include_router(module.router)
     errors.install(app)
     app.add_middleware(Envelope, metrics=metrics)

@@ -1,4 +1,4 @@
-"""What every route needs from the running edge: its settings, metrics and pipeline."""
+"""What every route needs from the running edge: its settings, metrics, pipeline and gate."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from starlette.requests import Request
 
+from edge.gate import Gate
 from edge.metrics import EdgeMetrics
 from edge.pipeline import Pipeline
 from edge.settings import EdgeSettings
@@ -16,6 +17,7 @@ class EdgeContext:
     settings: EdgeSettings
     metrics: EdgeMetrics
     pipeline: Pipeline
+    gate: Gate
 
 
 def of(request: Request) -> EdgeContext:

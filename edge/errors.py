@@ -27,6 +27,10 @@ def render(exc: LlmaasError) -> Response:
     headers = {}
     if exc.retry_after_s is not None:
         headers["retry-after"] = str(max(1, round(exc.retry_after_s)))
+    if exc.retryable is False:
+        headers["x-should-retry"] = "false"
+    for name, value in exc.headers:
+        headers[name.decode()] = value.decode()
     return Response(
         error_body(exc.message, exc.type, exc.param, exc.code),
         status_code=exc.status,

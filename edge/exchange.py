@@ -16,6 +16,7 @@ from starlette.responses import Response
 
 from edge.context import EdgeContext
 from edge.errors import error_body
+from edge.limits import Grant
 from edge.pipeline import Stream
 from edge.rendering import DONE_EVENT, Collected, Renderer, event
 from edge.sse import EventStreamResponse, wait_disconnect
@@ -30,31 +31,63 @@ async def answer(
     edge: EdgeContext,
     job: GenerateJob,
     renderer: Renderer,
+    grant: Grant,
     *,
     stream: bool,
     include_usage: bool,
 ) -> Response:
+    """The answer to one generation request; ``grant`` is settled with the real usage however it ends."""
     pipeline = edge.pipeline
     rid = job.request_id
-    frames = await pipeline.submit(job)
+    try:
+        frames = await pipeline.submit(job)
+    except BaseException:
+        edge.gate.limiter.settle(grant, None, 0)
+        raise
     watcher = asyncio.create_task(wait_disconnect(request.receive, lambda: pipeline.cancel(rid)))
     first = await frames.next()
     if type(first) is not Accepted:
         watcher.cancel()
         pipeline.finish(rid)
+        edge.gate.limiter.settle(grant, None, 0)
         raise RemoteError(first.error) if isinstance(first, Failed) else _UNEXPECTED
     started = time.perf_counter()
+    tally = Tally(edge, grant)
     if stream:
         events = _events(
-            edge=edge, job=job, frames=frames, renderer=renderer, include_usage=include_usage, started=started
+            edge=edge,
+            job=job,
+            frames=frames,
+            renderer=renderer,
+            include_usage=include_usage,
+            started=started,
+            tally=tally,
         )
         return EventStreamResponse(events, watcher)
     try:
-        collected, done = await _collect(edge, job, frames, started)
+        collected, done = await _collect(edge, job, frames, started, tally)
     finally:
         watcher.cancel()
         pipeline.finish(rid)
+        settling = tally.close()
+    if settling is not None:
+        await settling  # a client that waits for this answer then sees its usage in the limits
     return Response(renderer.whole(collected, done.finish_reason, done.usage), media_type="application/json")
+
+
+class Tally:
+    """The tokens a request really produced, for its grant: the usage, or the deltas if it broke off."""
+
+    __slots__ = ("edge", "generated", "grant", "usage")
+
+    def __init__(self, edge: EdgeContext, grant: Grant) -> None:
+        self.edge = edge
+        self.grant = grant
+        self.generated = 0
+        self.usage: Usage | None = None
+
+    def close(self) -> asyncio.Task[None] | None:
+        return self.edge.gate.limiter.settle(self.grant, self.usage, self.generated)
 
 
 def _count(edge: EdgeContext, model: str, usage: Usage) -> None:
@@ -63,7 +96,7 @@ def _count(edge: EdgeContext, model: str, usage: Usage) -> None:
 
 
 async def _collect(
-    edge: EdgeContext, job: GenerateJob, frames: Stream, started: float
+    edge: EdgeContext, job: GenerateJob, frames: Stream, started: float, tally: Tally
 ) -> tuple[Collected, Done]:
     collected = Collected()
     first = True
@@ -74,8 +107,10 @@ async def _collect(
                 edge.metrics.ttft.labels(job.model).observe(time.perf_counter() - started)
                 first = False
             collected.add(frame)
+            tally.generated += frame.tokens
         elif type(frame) is Done:
             _count(edge, job.model, frame.usage)
+            tally.usage = frame.usage
             return collected, frame
         elif type(frame) is Failed:
             raise RemoteError(frame.error)
@@ -91,6 +126,7 @@ async def _events(
     renderer: Renderer,
     include_usage: bool,
     started: float,
+    tally: Tally,
 ) -> AsyncIterator[bytes]:
     """SSE events; frames already queued are sent together, so a busy edge makes fewer writes."""
     first_text = True
@@ -106,9 +142,11 @@ async def _events(
                         edge.metrics.ttft.labels(job.model).observe(time.perf_counter() - started)
                         first_text = False
                     pending.append(renderer.delta(frame))
+                    tally.generated += frame.tokens
                 elif kind is Done:
                     assert isinstance(frame, Done)
                     _count(edge, job.model, frame.usage)
+                    tally.usage = frame.usage
                     pending.append(renderer.closing(frame.finish_reason))
                     if include_usage:
                         pending.append(renderer.usage(frame.usage))
@@ -127,3 +165,4 @@ async def _events(
             pending = []
     finally:
         edge.pipeline.finish(job.request_id)
+        tally.close()

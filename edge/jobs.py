@@ -6,6 +6,8 @@ import json
 import re
 from typing import Any
 
+import msgspec
+
 from edge.schemas import ChatCompletionRequest, ChatMessage, CompletionRequest, EmbeddingRequest, TextPart
 from llmaas import wire
 from llmaas.errors import InvalidRequest
@@ -161,7 +163,9 @@ def _response_format(req: ChatCompletionRequest, messages: list[wire.ChatMessage
     )
 
 
-def chat_job(req: ChatCompletionRequest, request_id: str, created: int) -> wire.GenerateJob:
+def chat_job(
+    req: ChatCompletionRequest, request_id: str, created: int, caller: wire.Caller
+) -> wire.GenerateJob:
     _only_one_choice(req.n)
     tools = [_tool(i, t) for i, t in enumerate(req.tools or [])]
     tool_choice, tool_name = _tool_choice(req, tools)
@@ -173,7 +177,7 @@ def chat_job(req: ChatCompletionRequest, request_id: str, created: int) -> wire.
         created=created,
         messages=messages,
         sampling=_sampling(req, req.max_completion_tokens or req.max_tokens),
-        caller=wire.Caller(user=req.user),
+        caller=msgspec.structs.replace(caller, user=req.user),
         tools=tools,
         tool_choice=tool_choice,
         tool_name=tool_name,
@@ -181,7 +185,9 @@ def chat_job(req: ChatCompletionRequest, request_id: str, created: int) -> wire.
     )
 
 
-def completion_job(req: CompletionRequest, request_id: str, created: int) -> wire.GenerateJob:
+def completion_job(
+    req: CompletionRequest, request_id: str, created: int, caller: wire.Caller
+) -> wire.GenerateJob:
     _only_one_choice(req.n)
     if isinstance(req.prompt, list) and len(req.prompt) != 1:
         raise InvalidRequest("Only one prompt per request is supported on this platform.", param="prompt")
@@ -193,11 +199,11 @@ def completion_job(req: CompletionRequest, request_id: str, created: int) -> wir
         created=created,
         prompt=prompt,
         sampling=_sampling(req, req.max_tokens),
-        caller=wire.Caller(user=req.user),
+        caller=msgspec.structs.replace(caller, user=req.user),
     )
 
 
-def embed_job(req: EmbeddingRequest, request_id: str, created: int) -> wire.EmbedJob:
+def embed_job(req: EmbeddingRequest, request_id: str, created: int, caller: wire.Caller) -> wire.EmbedJob:
     inputs = [req.input] if isinstance(req.input, str) else list(req.input)
     for i, text in enumerate(inputs):
         if not text:
@@ -207,5 +213,5 @@ def embed_job(req: EmbeddingRequest, request_id: str, created: int) -> wire.Embe
         model=req.model,
         created=created,
         inputs=inputs,
-        caller=wire.Caller(user=req.user),
+        caller=msgspec.structs.replace(caller, user=req.user),
     )

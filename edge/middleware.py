@@ -36,7 +36,8 @@ class Envelope:
             await self.app(scope, receive, send)
             return
         request_id = uuid.uuid4().hex
-        scope.setdefault("state", {})["request_id"] = request_id
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
         header = (b"x-request-id", request_id.encode())
         route = route_label(scope["path"])
         started = time.perf_counter()
@@ -46,7 +47,7 @@ class Envelope:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
-                message["headers"] = [*message.get("headers", ()), header]
+                message["headers"] = [*message.get("headers", ()), header, *state.get("headers", ())]
             await send(message)
 
         in_flight = self.metrics.in_flight.labels(route)

@@ -12,10 +12,13 @@ import asyncio
 import logging
 import secrets
 import time
+from collections.abc import Awaitable, Callable
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import ConnectionClosedError, MaxPayloadError, OutboundBufferLimitError
+from nats.errors import Error as NatsError
+from nats.js.client import JetStreamContext
 
 from edge.metrics import EdgeMetrics
 from edge.settings import EdgeSettings
@@ -64,10 +67,22 @@ class Stream:
 
 
 class Pipeline:
-    def __init__(self, settings: EdgeSettings, metrics: EdgeMetrics) -> None:
+    def __init__(
+        self,
+        settings: EdgeSettings,
+        metrics: EdgeMetrics,
+        *,
+        edge_id: str | None = None,
+        attach: Callable[[Client], Awaitable[None]] | None = None,
+        on_up: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        """``attach`` runs once on the first connection (retried until it succeeds); ``on_up`` after
+        each reconnection."""
         self.settings = settings
+        self._attach = attach
+        self._on_up = on_up
         self.metrics = metrics
-        self.edge_id = secrets.token_hex(6)
+        self.edge_id = edge_id or secrets.token_hex(6)
         self.fleet = Fleet()
         self._nc: Client | None = None
         self._streams: dict[str, Stream] = {}
@@ -89,11 +104,27 @@ class Pipeline:
             await natsconn.close(self._nc)
 
     async def _connect(self) -> None:
-        nc = await natsconn.connect(self.settings.nats_url, f"edge:{self.edge_id}", on_down=self._on_down)
+        nc = await natsconn.connect(
+            self.settings.nats_url, f"edge:{self.edge_id}", on_down=self._on_down, on_up=self._on_up
+        )
         await nc.subscribe(subjects.reply_prefix(self.edge_id) + ".*", cb=self._on_frame)
         await nc.subscribe(subjects.HEARTBEATS, cb=self._on_heartbeat)
         await nc.flush()
         self._nc = nc
+        while self._attach is not None:
+            try:
+                await self._attach(nc)
+                break
+            except (NatsError, TimeoutError) as exc:
+                log.warning("JetStream not ready for the edge (%s); retrying", exc)
+                await asyncio.sleep(0.5)
+
+    def jetstream(self) -> JetStreamContext:
+        """JetStream on this edge's connection; raises Unavailable while NATS is unreachable."""
+        nc = self._nc
+        if nc is None or not nc.is_connected:
+            raise Unavailable("The platform's message bus is unreachable; retry shortly.", retry_after_s=1)
+        return nc.jetstream()
 
     @property
     def connected(self) -> bool:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pathlib import Path
 
+from pydantic import Field, SecretStr
+
+from llmaas import pricing, tiers
 from llmaas.settings import ServiceSettings
 
 
@@ -19,3 +22,11 @@ class EdgeSettings(ServiceSettings):
     )
     watchdog_interval_s: float = Field(default=0.25, gt=0)
     retry_after_s: int = Field(default=1, ge=0, description="Retry-After when NATS is unreachable")
+    admin_token: SecretStr | None = Field(
+        default=None, description="enables the admin API (/admin/v1) for callers presenting this token"
+    )
+    tiers_file: Path = Field(default=tiers.DEFAULT_FILE, description="the billing tiers (TOML)")
+    prices_file: Path = Field(default=pricing.DEFAULT_FILE, description="the versioned price list (TOML)")
+    default_reserved_tokens: int = Field(
+        default=1024, ge=1, description="output tokens reserved against the limits when max_tokens is unset"
+    )

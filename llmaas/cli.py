@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from llmaas import logs
+from llmaas import cli_admin, logs
 from llmaas.settings import DEFAULT_DATA_DIR
 
 
@@ -92,6 +92,7 @@ def cmd_worker(args: argparse.Namespace) -> None:
 
 
 def cmd_up(args: argparse.Namespace) -> None:
+    from llmaas import admin
     from llmaas.nats_server import NatsServer
     from llmaas.supervisor import Child, Supervisor
 
@@ -106,8 +107,14 @@ def cmd_up(args: argparse.Namespace) -> None:
         nats_url = nats.start()
         log.info("nats-server with JetStream on %s (data in %s)", nats_url, data_dir / "jetstream")
     base = ["--nats-url", nats_url, *(["--log-level", args.log_level] if args.log_level else [])]
+    token, created = admin.ensure_token(data_dir)
+    if created:
+        # On the terminal, not through logging: log lines may be shipped elsewhere, secrets must not.
+        where = admin.token_file(data_dir)
+        print(f"admin token (shown once; kept in {where}, mode 0600): {token}", flush=True)
+    edge_env = {"LLMAAS_ADMIN_TOKEN": token}
     children = [
-        Child("edge", ["edge", *base, "--host", args.host, "--port", str(args.port)]),
+        Child("edge", ["edge", *base, "--host", args.host, "--port", str(args.port)], env=edge_env),
         Child("guard", ["guard", *base]),
         Child("scheduler", ["scheduler", *base]),
     ]
@@ -205,6 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
             evaluate.set_defaults(func=cmd_guard_eval)
 
     _worker_parser(sub.add_parser("worker", help="run an engine worker"))
+    cli_admin.register(sub)
     return parser
 
 
@@ -251,6 +259,11 @@ def _worker_parser(worker: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    from llmaas.admin import AdminError
+
     args = build_parser().parse_args(argv)
     func: Callable[[argparse.Namespace], None] = args.func
-    func(args)
+    try:
+        func(args)
+    except (AdminError, ValueError) as exc:
+        raise SystemExit(f"llmaas {args.command}: {exc}") from None

@@ -15,6 +15,10 @@ class LlmaasError(Exception):
     status: int = 500
     type: str = "server_error"
     code: str | None = None
+    retryable: bool | None = None
+    """False tells the OpenAI SDKs not to retry (``x-should-retry: false``); None leaves it to them."""
+    headers: tuple[tuple[bytes, bytes], ...] = ()
+    """Extra response headers (the rate-limit state on a 429)."""
 
     def __init__(
         self,
@@ -55,6 +59,44 @@ class InvalidRequest(ClientError):
 
 class NotFound(ClientError):
     status = 404
+
+
+class Unauthenticated(ClientError):
+    """No key, or one that is wrong, expired or revoked; the message never repeats the secret."""
+
+    status = 401
+    code = "invalid_api_key"
+
+
+class PermissionDenied(ClientError):
+    status = 403
+    code = "permission_denied"
+
+
+class Conflict(ClientError):
+    status = 409
+    code = "conflict"
+
+
+class RateLimited(ClientError):
+    """Too many requests or tokens in the current window: retry after ``retry_after_s``."""
+
+    status = 429
+    type = "requests"
+    code = "rate_limit_exceeded"
+
+    def __init__(self, message: str, *, type_: str, retry_after_s: float) -> None:
+        super().__init__(message, retry_after_s=retry_after_s)
+        self.type = type_
+
+
+class QuotaExceeded(ClientError):
+    """The monthly budget is spent: retrying will not help until the next month or a higher tier."""
+
+    status = 429
+    type = "insufficient_quota"
+    code = "insufficient_quota"
+    retryable = False
 
 
 class PayloadTooLarge(ClientError):

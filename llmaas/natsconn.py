@@ -25,12 +25,17 @@ def redact(url: str) -> str:
     return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
 
 
-async def connect(url: str, name: str, on_down: Callable[[], Awaitable[None]] | None = None) -> Client:
+async def connect(
+    url: str,
+    name: str,
+    on_down: Callable[[], Awaitable[None]] | None = None,
+    on_up: Callable[[], Awaitable[None]] | None = None,
+) -> Client:
     """Connect to ``url``, retrying forever (also for the first connection).
 
     The returned client reconnects by itself after an outage and buffers nothing on purpose:
     callers check ``is_connected`` before publishing work they cannot afford to lose.
-    ``on_down`` runs once each time an established connection is lost.
+    ``on_down`` runs once each time an established connection is lost, ``on_up`` when it is back.
     """
     shown = redact(url)
     state = {"down": False}
@@ -54,6 +59,8 @@ async def connect(url: str, name: str, on_down: Callable[[], Awaitable[None]] | 
     async def on_reconnected() -> None:
         log.info("NATS %s reconnected", shown)
         state["down"] = False
+        if on_up is not None:
+            await on_up()
 
     client = await nats.connect(
         url,

@@ -12,6 +12,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 DEFAULT_DATA_DIR = Path("~/.local/share/llmaas").expanduser()
+INFRA_DIR = Path(__file__).resolve().parent.parent / "infra"
+"""Operators' data (tiers, prices, catalog, schemas) shipped beside the code."""
 
 
 class ServiceSettings(BaseSettings):

@@ -17,6 +17,12 @@ SCHEDULER_QUEUE = "scheduler"
 HEARTBEATS = f"{ROOT}.fleet.heartbeat.*"
 """Wildcard for every worker's heartbeat."""
 
+AUDIT = f"{ROOT}.audit"
+"""The hash-chained audit trail (JetStream stream LLMAAS_AUDIT)."""
+
+LIMITS = f"{ROOT}.limits.>"
+"""Counters of the tenants' limits (JetStream counter stream LLMAAS_LIMITS)."""
+
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _REPLY_ROOT = "_INBOX.llmaas"
 
@@ -52,3 +58,8 @@ def reply(edge_id: str, request_id: str) -> str:
 def request_id_of_reply(subject: str) -> str:
     """The request id is the last token of a reply subject."""
     return subject.rpartition(".")[2]
+
+
+def limit_counter(tenant: str, measure: str, window: str) -> str:
+    """One counter: ``measure`` (rpm, tokens_hour, ...) of ``tenant`` in ``window`` (or a key id)."""
+    return f"{ROOT}.limits.{tenant}.{measure}.{window}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import signal
 import subprocess
 import sys
@@ -41,6 +42,7 @@ class Child:
     def start(self) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "llmaas", *self.argv],
+            env={**os.environ, **self.env},
             start_new_session=True,
             preexec_fn=die_with_parent,  # noqa: PLW1509 - single-threaded here
         )

@@ -18,7 +18,30 @@ from typing import Any
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from llmaas import tenants
 from llmaas.nats_server import NatsServer
+from llmaas.tiers import DEFAULT_FILE as TIERS_FILE
+
+TEST_TIERS = """
+[unlimited]
+title = "tests: no limits"
+
+[rpm60]
+title = "tests: 60 requests per minute"
+requests_per_minute = 60
+
+[tokens100]
+title = "tests: 100 output tokens per hour"
+output_tokens_per_hour = 100
+
+[budget]
+title = "tests: a budget of a few requests"
+monthly_budget_eur = 0.001
+
+[pair]
+title = "tests: two requests in flight per key"
+concurrent_per_key = 2
+"""
 
 
 def free_port() -> int:
@@ -44,6 +67,27 @@ def wait_until(predicate: Callable[[], Any], timeout_s: float, what: str, logs: 
         time.sleep(0.02)
 
 
+def cli(*args: str, env: dict[str, str] | None = None) -> str:
+    """Run ``llmaas ARGS`` as an operator would; its standard output, or the test fails with both."""
+    done = subprocess.run(
+        [sys.executable, "-m", "llmaas", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, **(env or {})},
+        check=False,
+    )
+    assert done.returncode == 0, (
+        f"llmaas {' '.join(args)}: exit {done.returncode}\n{done.stdout}{done.stderr}"
+    )
+    return done.stdout
+
+
+def key_from(cli_output: str) -> str:
+    """The secret key printed by ``llmaas keys create`` / ``keys rotate``."""
+    return next(line.split()[-1] for line in cli_output.splitlines() if line.startswith("key:"))
+
+
 class Stack:
     """Components started on demand; ``close`` stops them all (and the NATS server, if ours)."""
 
@@ -57,14 +101,18 @@ class Stack:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
         self.metrics_ports: dict[str, int] = {}
         self.port = 0
+        self.admin_token = tenants.mint_admin_token()
+        self.tiers_file = root / "tiers.toml"
+        self.tiers_file.write_text(TIERS_FILE.read_text() + TEST_TIERS)
+        self._api_key: str | None = None
 
     @property
     def base_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, name: str, *args: str) -> subprocess.Popen[bytes]:
+    def start(self, name: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         log = (self.logs / f"{name}.log").open("ab")
-        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
         proc = subprocess.Popen(
             [sys.executable, "-m", "llmaas", *args, "--nats-url", self.nats.url],
             stdout=log,
@@ -75,15 +123,48 @@ class Stack:
         self.procs[name] = proc
         return proc
 
-    def edge(self, *extra: str) -> str:
+    def edge(self, *extra: str, name: str = "edge") -> str:
+        """Start an edge (the admin API on, the test tiers loaded); later edges get their own name."""
         self.port = free_port()
-        self.start("edge", "edge", "--port", str(self.port), *extra)
+        env = {"LLMAAS_ADMIN_TOKEN": self.admin_token, "LLMAAS_TIERS_FILE": str(self.tiers_file)}
+        self.start(name, "edge", "--port", str(self.port), *extra, env=env)
         wait_until(self._edge_up, 20, "the edge to answer /health", self.logs)
         return self.base_url
 
+    def admin(self, method: str, path: str, body: dict[str, Any] | None = None, url: str = "") -> Any:
+        """Call the admin API (of ``url``, or the last edge started); fails the test on an error."""
+        response = httpx.request(
+            method,
+            f"{url or self.base_url}/admin/v1{path}",
+            json=body,
+            headers={"authorization": f"Bearer {self.admin_token}"},
+            timeout=10,
+        )
+        assert response.status_code < 300, f"{method} {path}: {response.status_code} {response.text}"
+        return response.json()
+
+    def new_key(self, tenant: str = "acme", tier: str = "unlimited", **key: Any) -> str:
+        """A fresh API key of ``tenant`` (created on ``tier`` if it does not exist yet)."""
+        known = {t["name"] for t in self.admin("GET", "/tenants")["data"]}
+        if tenant not in known:
+            self.admin("POST", "/tenants", {"name": tenant, "tier": tier})
+        secret: str = self.admin("POST", "/keys", {"tenant": tenant, **key})["key"]
+        return secret
+
+    @property
+    def api_key(self) -> str:
+        """One key for the tests that are not about keys (tenant ``acme``, no limits)."""
+        if self._api_key is None:
+            self._api_key = self.new_key()
+        return self._api_key
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"authorization": f"Bearer {self.api_key}"}
+
     def _edge_up(self) -> bool:
         try:
-            return httpx.get(f"{self.base_url}/health", timeout=1).status_code in (200, 503)
+            return httpx.get(f"{self.base_url}/health", timeout=1).json()["directory"] == "loaded"
         except httpx.TransportError:
             return False
 
@@ -122,7 +203,7 @@ class Stack:
 
     def models(self) -> list[str]:
         try:
-            response = httpx.get(f"{self.base_url}/v1/models", timeout=1)
+            response = httpx.get(f"{self.base_url}/v1/models", timeout=1, headers=self.auth)
         except httpx.TransportError:
             return []
         return [m["id"] for m in response.json()["data"]] if response.status_code == 200 else []

@@ -13,6 +13,7 @@ from starlette.responses import Response
 
 from edge import body, context
 from edge import responses as r
+from edge.gate import caller
 from edge.jobs import embed_job
 from edge.routes.docs import json_body, reply
 from edge.schemas import EmbeddingRequest
@@ -48,19 +49,26 @@ def _expect_result(frame: Frame) -> Embeddings:
 )
 async def create_embeddings(request: Request) -> Response:
     edge = context.of(request)
+    principal = await edge.gate.authenticate(request)
     req = await body.parse(request, EmbeddingRequest, edge.settings.max_body_bytes)
+    edge.gate.check_model(principal, req.model)
     rid = context.request_id(request)
-    job = embed_job(req, rid, int(time.time()))
-    frames = await edge.pipeline.submit(job)
-    watcher = asyncio.create_task(wait_disconnect(request.receive, lambda: edge.pipeline.cancel(rid)))
+    job = embed_job(req, rid, int(time.time()), caller(principal))
+    grant = await edge.gate.admit(request, principal, 0)
+    result: Embeddings | None = None
     try:
-        first = await frames.next()
-        if type(first) is not Accepted:
-            _expect_result(first)
-        result = _expect_result(await frames.next())
+        frames = await edge.pipeline.submit(job)
+        watcher = asyncio.create_task(wait_disconnect(request.receive, lambda: edge.pipeline.cancel(rid)))
+        try:
+            first = await frames.next()
+            if type(first) is not Accepted:
+                _expect_result(first)
+            result = _expect_result(await frames.next())
+        finally:
+            watcher.cancel()
+            edge.pipeline.finish(rid)
     finally:
-        watcher.cancel()
-        edge.pipeline.finish(rid)
+        edge.gate.limiter.settle(grant, result.usage if result else None, 0)
     edge.metrics.tokens.labels(req.model, "prompt").inc(result.usage.prompt_tokens)
     encode_b64 = req.encoding_format == "base64"
     data = [

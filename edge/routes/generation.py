@@ -10,6 +10,7 @@ from starlette.responses import Response
 
 from edge import body, context
 from edge.exchange import answer
+from edge.gate import caller
 from edge.jobs import chat_job, completion_job
 from edge.rendering import ChatRenderer, TextRenderer
 from edge.routes.docs import json_body, reply
@@ -27,12 +28,17 @@ router = APIRouter()
 )
 async def create_chat_completion(request: Request) -> Response:
     edge = context.of(request)
+    principal = await edge.gate.authenticate(request)
     req = await body.parse(request, ChatCompletionRequest, edge.settings.max_body_bytes)
+    edge.gate.check_model(principal, req.model)
     rid, created = context.request_id(request), int(time.time())
-    job = chat_job(req, rid, created)
+    job = chat_job(req, rid, created, caller(principal))
     include_usage = bool(req.stream and req.stream_options and req.stream_options.include_usage)
     renderer = ChatRenderer(rid, req.model, created, include_usage)
-    return await answer(request, edge, job, renderer, stream=bool(req.stream), include_usage=include_usage)
+    grant = await edge.gate.admit(request, principal, job.sampling.max_tokens)
+    return await answer(
+        request, edge, job, renderer, grant, stream=bool(req.stream), include_usage=include_usage
+    )
 
 
 @router.post(
@@ -44,9 +50,14 @@ async def create_chat_completion(request: Request) -> Response:
 )
 async def create_completion(request: Request) -> Response:
     edge = context.of(request)
+    principal = await edge.gate.authenticate(request)
     req = await body.parse(request, CompletionRequest, edge.settings.max_body_bytes)
+    edge.gate.check_model(principal, req.model)
     rid, created = context.request_id(request), int(time.time())
-    job = completion_job(req, rid, created)
+    job = completion_job(req, rid, created, caller(principal))
     include_usage = bool(req.stream and req.stream_options and req.stream_options.include_usage)
     renderer = TextRenderer(rid, req.model, created, include_usage)
-    return await answer(request, edge, job, renderer, stream=bool(req.stream), include_usage=include_usage)
+    grant = await edge.gate.admit(request, principal, job.sampling.max_tokens)
+    return await answer(
+        request, edge, job, renderer, grant, stream=bool(req.stream), include_usage=include_usage
+    )

@@ -24,8 +24,11 @@ def _served(request: Request) -> dict[str, float]:
 
 @router.get("/v1/models", summary="List models", responses=reply("ModelList"), response_class=Response)
 async def list_models(request: Request) -> Response:
+    """The models served right now that the caller's key may use."""
+    principal = await context.of(request).gate.authenticate(request)
     served = _served(request)
-    data = [r.Model(id=name, created=int(served[name]), owned_by=OWNER) for name in sorted(served)]
+    allowed = sorted(name for name in served if principal.key.allows(name))
+    data = [r.Model(id=name, created=int(served[name]), owned_by=OWNER) for name in allowed]
     return Response(r.encode(r.ModelList(data=data)), media_type="application/json")
 
 
@@ -36,8 +39,9 @@ async def list_models(request: Request) -> Response:
     response_class=Response,
 )
 async def retrieve_model(request: Request, model_id: str) -> Response:
+    principal = await context.of(request).gate.authenticate(request)
     served = _served(request)
-    if model_id not in served:
+    if model_id not in served or not principal.key.allows(model_id):
         raise NotFound(f"The model '{model_id}' does not exist", param="model", code="model_not_found")
     model = r.Model(id=model_id, created=int(served[model_id]), owned_by=OWNER)
     return Response(r.encode(model), media_type="application/json")

@@ -18,19 +18,22 @@ router = APIRouter()
 class Health(msgspec.Struct, kw_only=True):
     status: str
     nats: str
+    directory: str
     workers: int
     models: list[str]
 
 
 @router.get("/health", summary="Health of this edge", response_class=Response)
 async def health(request: Request) -> Response:
-    """200 while this edge can reach NATS (so it can serve), 503 otherwise."""
-    pipeline = context.of(request).pipeline
+    """200 while this edge can reach NATS and has loaded its tenant directory (so it can serve)."""
+    edge = context.of(request)
+    pipeline = edge.pipeline
     now = time.monotonic()
-    ok = pipeline.connected
+    ok = pipeline.connected and edge.gate.ready
     body = Health(
         status="ok" if ok else "unavailable",
-        nats="connected" if ok else "disconnected",
+        nats="connected" if pipeline.connected else "disconnected",
+        directory="loaded" if edge.gate.ready else "loading",
         workers=len(pipeline.fleet.snapshot(now)),
         models=sorted(pipeline.fleet.models(now)),
     )

@@ -38,7 +38,9 @@ def test_client_disconnect_stops_the_worker(fresh_stack: Stack) -> None:
     url = full_stack(fresh_stack, *SLOW)
     with (
         httpx.Client(timeout=20) as http,
-        http.stream("POST", f"{url}/v1/chat/completions", json={**BODY, "stream": True}) as response,
+        http.stream(
+            "POST", f"{url}/v1/chat/completions", json={**BODY, "stream": True}, headers=fresh_stack.auth
+        ) as response,
     ):
         lines = response.iter_lines()
         seen = [line for _, line in zip(range(6), lines, strict=False)]
@@ -52,7 +54,7 @@ def test_client_disconnect_stops_the_worker(fresh_stack: Stack) -> None:
 def test_non_stream_client_timeout_also_stops_the_worker(fresh_stack: Stack) -> None:
     url = full_stack(fresh_stack, *SLOW)
     with pytest.raises(httpx.ReadTimeout):
-        httpx.post(f"{url}/v1/chat/completions", json=BODY, timeout=1.0)
+        httpx.post(f"{url}/v1/chat/completions", json=BODY, timeout=1.0, headers=fresh_stack.auth)
     wait_until(
         lambda: (
             fresh_stack.metric("w1", "llmaas_worker_requests_total", model=CHAT, outcome="cancelled") == 1
@@ -67,7 +69,9 @@ def test_worker_killed_mid_stream_ends_the_stream_with_one_error(fresh_stack: St
     url = full_stack(fresh_stack, *SLOW)
     with (
         httpx.Client(timeout=30) as http,
-        http.stream("POST", f"{url}/v1/chat/completions", json={**BODY, "stream": True}) as response,
+        http.stream(
+            "POST", f"{url}/v1/chat/completions", json={**BODY, "stream": True}, headers=fresh_stack.auth
+        ) as response,
     ):
         assert response.status_code == 200
         received: list[str] = []
@@ -87,7 +91,7 @@ def test_worker_killed_mid_stream_ends_the_stream_with_one_error(fresh_stack: St
 
 def test_worker_stopping_gracefully_fails_what_it_cannot_finish(fresh_stack: Stack) -> None:
     url = full_stack(fresh_stack, *SLOW, "--drain-timeout-s", "0.5")
-    client = openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0)
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key=fresh_stack.api_key, max_retries=0)
     stream = client.chat.completions.create(model=CHAT, messages=BODY["messages"], stream=True)  # type: ignore[arg-type]
     next(iter(stream))
     fresh_stack.procs["w1"].send_signal(signal.SIGTERM)
@@ -97,18 +101,19 @@ def test_worker_stopping_gracefully_fails_what_it_cannot_finish(fresh_stack: Sta
     assert "shut down" in str(info.value.message)
 
 
-def timed_chat_once_connected(url: str) -> tuple[httpx.Response, float]:
+def timed_chat_once_connected(stack: Stack, url: str) -> tuple[httpx.Response, float]:
     """One chat request after the edge reports NATS connected, with how long the answer took."""
     wait_until(lambda: httpx.get(f"{url}/health").status_code == 200, 10, "edge connected")
+    headers = stack.auth
     started = time.monotonic()
-    response = httpx.post(f"{url}/v1/chat/completions", json=BODY, timeout=30)
+    response = httpx.post(f"{url}/v1/chat/completions", json=BODY, timeout=30, headers=headers)
     return response, time.monotonic() - started
 
 
 def test_no_worker_for_the_model_is_a_quick_503(fresh_stack: Stack) -> None:
     fresh_stack.guard()
     fresh_stack.scheduler()
-    response, took = timed_chat_once_connected(fresh_stack.edge())
+    response, took = timed_chat_once_connected(fresh_stack, fresh_stack.edge())
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "model_unavailable"
     assert int(response.headers["retry-after"]) >= 1
@@ -116,7 +121,7 @@ def test_no_worker_for_the_model_is_a_quick_503(fresh_stack: Stack) -> None:
 
 
 def test_no_pipeline_consumer_is_a_quick_503(fresh_stack: Stack) -> None:
-    response, took = timed_chat_once_connected(fresh_stack.edge())
+    response, took = timed_chat_once_connected(fresh_stack, fresh_stack.edge())
     assert response.status_code == 503
     assert response.json()["error"]["code"] == "no_consumer"
     assert "retry-after" in response.headers
@@ -126,15 +131,20 @@ def test_no_pipeline_consumer_is_a_quick_503(fresh_stack: Stack) -> None:
 def test_nats_down_is_503_and_the_edge_recovers_by_itself(fresh_stack: Stack) -> None:
     url = full_stack(fresh_stack, "--tokens-per-s", "0")
     small = {**BODY, "max_tokens": 3}
-    assert httpx.post(f"{url}/v1/chat/completions", json=small).status_code == 200
+    assert httpx.post(f"{url}/v1/chat/completions", json=small, headers=fresh_stack.auth).status_code == 200
     fresh_stack.nats.stop()
     wait_until(lambda: httpx.get(f"{url}/health").status_code == 503, 10, "the edge to notice NATS is gone")
-    down = httpx.post(f"{url}/v1/chat/completions", json=small, timeout=10)
+    down = httpx.post(f"{url}/v1/chat/completions", json=small, timeout=10, headers=fresh_stack.auth)
     assert down.status_code == 503
     assert "retry-after" in down.headers
     fresh_stack.nats.start()
     wait_until(
-        lambda: httpx.post(f"{url}/v1/chat/completions", json=small, timeout=10).status_code == 200,
+        lambda: (
+            httpx.post(
+                f"{url}/v1/chat/completions", json=small, timeout=10, headers=fresh_stack.auth
+            ).status_code
+            == 200
+        ),
         30,
         "requests to succeed again after NATS returned",
         fresh_stack.logs,

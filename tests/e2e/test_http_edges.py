@@ -15,7 +15,7 @@ CHAT_URL = "/v1/chat/completions"
 
 @pytest.fixture(scope="module")
 def http(stack: Stack) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=stack.base_url, timeout=20) as client:
+    with httpx.Client(base_url=stack.base_url, timeout=20, headers=stack.auth) as client:
         yield client
 
 

@@ -15,7 +15,7 @@ from tests.stack import Stack
 
 @pytest.fixture(scope="module")
 def client(stack: Stack) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{stack.base_url}/v1", api_key="unused", max_retries=0, timeout=20)
+    return openai.OpenAI(base_url=f"{stack.base_url}/v1", api_key=stack.api_key, max_retries=0, timeout=20)
 
 
 MESSAGES = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "What is NATS?"}]

@@ -13,7 +13,7 @@ import openai
 import pytest
 
 from tests.conftest import CHAT
-from tests.stack import free_port, wait_until
+from tests.stack import cli, free_port, key_from, wait_until
 
 
 def pid_alive(pid: int) -> bool:
@@ -50,9 +50,19 @@ def test_up_serves_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
         wait_until(
             lambda: (tmp_path / "up.log").read_text().count("ready: ") == 1, 60, "llmaas up to be ready"
         )
-        client = openai.OpenAI(base_url=f"{url}/v1", api_key="x", max_retries=0)
+        # The first start made an admin token, private to its owner, shown once on the terminal.
+        token_file = tmp_path / "admin-token"
+        assert token_file.stat().st_mode & 0o777 == 0o600
+        token = token_file.read_text().strip()
+        assert (tmp_path / "up.log").read_text().count(token) == 1
+        # An operator creates a tenant and a key with the CLI, which finds the token in the data dir.
+        where = ["--url", url, "--data-dir", str(tmp_path)]
+        cli("tenants", "create", "demo", "--tier", "tier1", *where)
+        key = key_from(cli("keys", "create", "--tenant", "demo", *where))
+        client = openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0)
         answer = client.chat.completions.create(model=CHAT, messages=[{"role": "user", "content": "hi"}])
         assert answer.choices[0].message.content
+        assert "intact: 2 events" in cli("audit", "verify", *where)
         assert (tmp_path / "jetstream").is_dir()
         children = [int(p) for p in Path(f"/proc/{up.pid}/task/{up.pid}/children").read_text().split()]
         assert len(children) == 5  # nats-server, edge, guard, scheduler, worker

@@ -20,7 +20,7 @@ import httpx
 import openai
 import pytest
 
-from tests.stack import Stack, free_port, wait_until
+from tests.stack import Stack, cli, free_port, key_from, wait_until
 
 CHAT = "smollm2:135m"
 EMBED = "all-minilm:l6-v2"
@@ -65,7 +65,7 @@ def real(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Iterator[S
 
 @pytest.fixture(scope="module")
 def client(real: Stack) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{real.base_url}/v1", api_key="x", max_retries=0, timeout=60)
+    return openai.OpenAI(base_url=f"{real.base_url}/v1", api_key=real.api_key, max_retries=0, timeout=60)
 
 
 @pytest.fixture(scope="module")
@@ -340,7 +340,7 @@ def test_a_client_disconnect_aborts_the_sequence_in_the_engine(real: Stack) -> N
     before = generated(real)
     received = 0
     with (
-        httpx.Client(timeout=60) as http,
+        httpx.Client(timeout=60, headers=real.auth) as http,
         http.stream("POST", f"{real.base_url}/v1/completions", json=body) as r,
     ):
         for line in r.iter_lines():
@@ -383,7 +383,10 @@ def test_llmaas_up_serves_both_builtin_models_by_default(data_dir: Path, tmp_pat
         wait_until(lambda: "ready: " in log_path.read_text(), 240, "llmaas up to be ready")
         health = httpx.get(f"http://127.0.0.1:{port}/health").json()
         assert sorted(health["models"]) == [EMBED, CHAT]
-        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key="x", max_retries=0)
+        where = ["--url", f"http://127.0.0.1:{port}", "--data-dir", str(data_dir)]
+        cli("tenants", "create", "demo", *where)
+        key = key_from(cli("keys", "create", "--tenant", "demo", *where))
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=key, max_retries=0)
         answer = client.chat.completions.create(model=CHAT, messages=CAPITAL, temperature=0, max_tokens=20)  # type: ignore[arg-type]
         assert "Paris" in (answer.choices[0].message.content or "")
         up.send_signal(signal.SIGINT)
@@ -408,7 +411,7 @@ def test_an_engine_that_dies_fails_its_streams_and_its_worker_leaves(real: Stack
     worker = real.procs["chat"]
     events: list[str] = []
     with (
-        httpx.Client(timeout=60) as http,
+        httpx.Client(timeout=60, headers=real.auth) as http,
         http.stream("POST", f"{real.base_url}/v1/completions", json=body) as r,
     ):
         for line in r.iter_lines():

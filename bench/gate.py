@@ -1,0 +1,103 @@
+"""What authentication and limits cost per request, in the edge's own code against a real nats-server.
+
+Run: ``python -m bench.gate [--requests 3000]``. Times, one request after another:
+``authenticate`` (the key looked up in the directory's local copy, its secret hashed and compared),
+``admit`` on a tier with every limit (five shared counters: requests/minute, output tokens/hour and
+/day, budget, in-flight; set far above the load so none refuses) and ``settle`` (the reservation
+replaced by the usage), and the same on a tier without limits. The end-to-end view (TTFT and
+throughput through the whole stack, with and without limits) is in ``bench.overhead``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import nats
+from pydantic import SecretStr
+from starlette.requests import Request
+
+from bench.overhead import BENCH_TIERS
+from edge.gate import Gate
+from edge.settings import EdgeSettings
+from llmaas import tenants
+from llmaas.nats_server import NatsServer
+from llmaas.tenants import ApiKey, Tenant
+from llmaas.wire import Usage
+
+
+def request_with(key: str) -> Request:
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/v1/chat/completions",
+        "headers": [(b"authorization", f"Bearer {key}".encode())],
+        "client": ("127.0.0.1", 1),
+        "state": {},
+    }
+    return Request(scope)
+
+
+def row(label: str, samples: list[float]) -> str:
+    q = statistics.quantiles(samples, n=100)
+    return f"| {label:<34} | {q[49] * 1e6:8.1f} | {q[98] * 1e6:8.1f} |"
+
+
+async def main(requests: int) -> None:
+    root = Path(tempfile.mkdtemp(prefix="llmaas-gate-"))
+    server = NatsServer(root, port=-1)
+    url = server.start()
+    try:
+        (root / "tiers.toml").write_text(BENCH_TIERS)
+        settings = EdgeSettings(
+            nats_url=url, admin_token=SecretStr(tenants.mint_admin_token()), tiers_file=root / "tiers.toml"
+        )
+        gate = Gate(settings, "bench")
+        nc = await nats.connect(url)
+        await gate.open(nc)
+        keys: dict[str, str] = {}
+        for tier in ("limited", "open"):
+            await gate.directory.create_tenant(Tenant(name=tier, tier=tier, created_at=time.time()))
+            key_id, secret, digest = tenants.mint_key()
+            await gate.directory.create_key(
+                ApiKey(id=key_id, tenant=tier, name="bench", secret_sha256=digest, created_at=time.time())
+            )
+            keys[tier] = secret
+        print(f"\n{requests} requests, one after another, {nats.__name__}-py to nats-server on loopback\n")
+        print(f"| {'step':<34} | p50 (µs) | p99 (µs) |\n|{'-' * 36}|----------|----------|")
+        usage = Usage(prompt_tokens=20, completion_tokens=16)
+        for tier, key in keys.items():
+            request = request_with(key)
+            auth, admit, settle = [], [], []
+            for _ in range(requests):
+                t0 = time.perf_counter()
+                principal = await gate.authenticate(request)
+                t1 = time.perf_counter()
+                grant = await gate.admit(request, principal, 16)
+                t2 = time.perf_counter()
+                task = gate.limiter.settle(grant, usage, 16)
+                if task is not None:
+                    await task
+                t3 = time.perf_counter()
+                auth.append(t1 - t0)
+                admit.append(t2 - t1)
+                settle.append(t3 - t2)
+            print(row(f"{tier}: authenticate", auth))
+            print(row(f"{tier}: admit", admit))
+            print(row(f"{tier}: settle (off the answer)", settle))
+        await gate.close()
+        await nc.close()
+    finally:
+        server.stop()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--requests", type=int, default=3000)
+    asyncio.run(main(parser.parse_args().requests))

@@ -1,0 +1,163 @@
+"""Who may call, and how much: API keys, per-model permissions, tier limits and the admin token.
+
+Every ``/v1`` request passes here before anything is published: ``authenticate`` finds the key in
+the directory's local copy (no network on the hot path), ``check_model`` applies its permissions and
+``admit`` takes its share of the tier's limits. Authentication failures become audit events; error
+messages and logs name a key by its public id only, never by its secret.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import time
+from dataclasses import dataclass
+
+from nats.aio.client import Client
+from starlette.requests import Request
+
+from edge.limits import Grant, Limiter
+from edge.settings import EdgeSettings
+from llmaas import audit, tenants, tiers, wire
+from llmaas.audit import AuditLog
+from llmaas.directory import Directory, StoreUnavailable
+from llmaas.errors import PermissionDenied, ServerError, Unauthenticated, Unavailable
+from llmaas.pricing import PriceList
+from llmaas.tenants import ApiKey, Tenant
+from llmaas.tiers import Tier
+
+log = logging.getLogger(__name__)
+
+_MISSING = (
+    "You didn't provide an API key. You need to provide your API key in an Authorization header "
+    "using Bearer auth (i.e. Authorization: Bearer YOUR_KEY)."
+)
+
+
+@dataclass(frozen=True)
+class Principal:
+    tenant: Tenant
+    key: ApiKey
+    tier: Tier
+
+
+def caller(principal: Principal) -> wire.Caller:
+    """Who the job is for, as the rest of the pipeline (guard, metering) sees it."""
+    return wire.Caller(tenant=principal.tenant.name, token_id=principal.key.id)
+
+
+def source_of(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization")
+    if not header:
+        return None
+    scheme, _, value = header.partition(" ")
+    return value.strip() if scheme.lower() == "bearer" and value.strip() else None
+
+
+class Gate:
+    def __init__(self, settings: EdgeSettings, edge_id: str) -> None:
+        self.directory = Directory()
+        self.tiers = tiers.load(settings.tiers_file)
+        self.limiter = Limiter(PriceList.load(settings.prices_file), settings.default_reserved_tokens)
+        self.audit = AuditLog(edge_id)
+        token = settings.admin_token.get_secret_value() if settings.admin_token else None
+        self._admin_digest = tenants.digest(token) if token else None
+        self.ready = False
+
+    async def open(self, nc: Client) -> None:
+        await asyncio.gather(self.directory.open(nc), self.limiter.open(nc), self.audit.open(nc))
+        self.ready = True
+
+    async def close(self) -> None:
+        await self.limiter.close()
+        await self.audit.close()
+        await self.directory.close()
+
+    # --- tenants' keys ---------------------------------------------------------------------------
+
+    async def authenticate(self, request: Request) -> Principal:
+        """The caller's key, tenant and tier; raises Unauthenticated (401) or Unavailable (503)."""
+        presented = bearer(request)
+        if presented is None:
+            raise self._refuse(request, "missing", _MISSING, code="missing_api_key")
+        if not self.ready:
+            raise Unavailable("Authentication is starting up; retry shortly.", retry_after_s=1)
+        parsed = tenants.parse_key(presented)
+        if parsed is None:
+            raise self._refuse(request, "malformed", "Incorrect API key provided.")
+        key_id, secret = parsed
+        key = self.directory.key(key_id)
+        if key is None:
+            try:
+                key = await self.directory.fetch_key(key_id)  # created a moment ago on another edge
+            except StoreUnavailable:
+                raise Unavailable("The key store is unreachable; retry shortly.", retry_after_s=1) from None
+        if key is None or not tenants.matches(secret, key.secret_sha256):
+            raise self._refuse(request, key_id, f"Incorrect API key provided (key id {key_id}).")
+        now = time.time()
+        if key.state == "revoked":
+            raise self._refuse(request, key_id, f"The API key {key_id} has been revoked.")
+        if not key.usable_at(now):
+            hint = f" It was rotated; use its successor {key.successor}." if key.successor else ""
+            raise self._refuse(request, key_id, f"The API key {key_id} has expired.{hint}")
+        tenant = self.directory.tenant(key.tenant)
+        if tenant is None:
+            raise self._refuse(request, key_id, f"The API key {key_id} belongs to no existing tenant.")
+        tier = self.tiers.get(tenant.tier)
+        if tier is None:
+            log.error("tenant %s has tier %r, which this edge does not know", tenant.name, tenant.tier)
+            raise ServerError("This tenant's billing tier is not configured on this server.")
+        return Principal(tenant=tenant, key=key, tier=tier)
+
+    def _refuse(
+        self, request: Request, key_id: str, message: str, code: str = "invalid_api_key"
+    ) -> Unauthenticated:
+        actor = "anonymous" if key_id in ("malformed", "missing") else f"key:{key_id}"
+        source, detail = source_of(request), {"reason": message}
+        self.audit.record(
+            audit.event(actor, "auth.failure", request.url.path, "denied", source=source, detail=detail)
+        )
+        return Unauthenticated(message, code=code)
+
+    def check_model(self, principal: Principal, model: str) -> None:
+        if not principal.key.allows(model):
+            raise PermissionDenied(
+                f"The API key {principal.key.id} may not use the model '{model}' "
+                f"(it may use: {', '.join(principal.key.models)}).",
+                param="model",
+                code="model_not_allowed",
+            )
+
+    async def admit(self, request: Request, principal: Principal, max_tokens: int | None) -> Grant:
+        """Take the request's share of its tier's limits; the rate-limit headers go on the response."""
+        p = principal
+        grant = await self.limiter.admit(p.tenant, p.key, p.tier, max_tokens, time.time())
+        request.scope["state"]["headers"] = grant.headers
+        return grant
+
+    # --- administrators --------------------------------------------------------------------------
+
+    def check_admin(self, request: Request) -> str:
+        """The operator's name for the audit trail; raises Unauthenticated for a wrong admin token."""
+        if self._admin_digest is None:
+            raise PermissionDenied(
+                "The admin API is disabled on this edge: start it with LLMAAS_ADMIN_TOKEN set.",
+                code="admin_disabled",
+            )
+        presented = bearer(request)
+        if presented is None or not hmac.compare_digest(tenants.digest(presented), self._admin_digest):
+            self.audit.record(
+                audit.event(
+                    "anonymous", "admin.auth_failure", request.url.path, "denied", source=source_of(request)
+                )
+            )
+            raise Unauthenticated("Incorrect or missing admin token.", code="invalid_admin_token")
+        if not self.ready:
+            raise Unavailable("The tenant directory is still loading; retry shortly.", retry_after_s=1)
+        operator = request.headers.get("x-llmaas-operator", "")[:64]
+        return f"admin:{operator}" if operator else "admin"

@@ -1,0 +1,282 @@
+"""Tier limits, exact across edge replicas: shared counters in a JetStream counter stream.
+
+Every limit is one counter per tenant and fixed UTC window (requests this minute, output tokens this
+hour and today, nano-euros this month) or per key (requests in flight). Admission adds the request's
+share to each counter atomically on the server (``Nats-Incr``) and reads the new totals from the acks:
+if any total passed its limit, the request is refused and its shares are taken back. The server
+orders the increments, so N edges admit exactly as many requests as one would: with a limit of 60,
+the 61st increment anywhere sees 61. Output tokens are reserved with ``max_tokens`` (or a default) and
+settled with the real usage when the request ends; a refused request costs nothing.
+
+A refusal caused by another request's share that is about to be taken back is possible in a burst at
+the very edge of a limit (never an admission beyond it). An edge killed mid-request leaves its
+in-flight count behind until the counter's stream ages it out (``max_age`` after its last change).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import math
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+from nats.aio.client import Client
+from nats.errors import Error as NatsError
+from nats.js.api import StorageType, StreamConfig
+from nats.js.client import JetStreamContext
+
+from llmaas import subjects
+from llmaas.errors import QuotaExceeded, RateLimited, Unavailable
+from llmaas.pricing import NANO, PriceList
+from llmaas.tenants import ApiKey, Tenant
+from llmaas.tiers import Tier
+from llmaas.wire import Usage
+
+log = logging.getLogger(__name__)
+
+STREAM = "LLMAAS_LIMITS"
+MAX_AGE_S = 40 * 86400.0
+"""Long enough for a monthly window; old windows' counters disappear by themselves."""
+
+
+@dataclass(frozen=True)
+class _Counter:
+    subject: str
+    amount: int
+    limit: int
+    measure: str  # requests, tokens, budget, concurrency
+    resets_at: float  # epoch seconds; 0 for concurrency
+
+
+@dataclass
+class Grant:
+    """What admission took, to settle when the request ends, and the headers to send with it."""
+
+    tenant: str
+    reserved_tokens: int
+    reserved_nano: int
+    counters: list[_Counter]
+    headers: list[tuple[bytes, bytes]] = field(default_factory=list)
+    settled: bool = False
+
+
+class Limiter:
+    def __init__(self, prices: PriceList, default_reserved_tokens: int) -> None:
+        self.prices = prices
+        self.default_reserved_tokens = default_reserved_tokens
+        self._nc: Client | None = None
+        self._js: JetStreamContext | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def open(self, nc: Client) -> None:
+        self._nc = nc
+        self._js = nc.jetstream()
+        await self._js.add_stream(
+            StreamConfig(
+                name=STREAM,
+                subjects=[subjects.LIMITS],
+                storage=StorageType.FILE,
+                allow_msg_counter=True,
+                max_age=MAX_AGE_S,
+            )
+        )
+
+    async def close(self) -> None:
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=2)
+
+    async def admit(
+        self, tenant: Tenant, key: ApiKey, tier: Tier, max_tokens: int | None, now: float
+    ) -> Grant:
+        """Take this request's share of every limit, or raise RateLimited / QuotaExceeded.
+
+        Raises Unavailable when the counters cannot be reached: limits are never skipped silently.
+        """
+        reserve = self.default_reserved_tokens if max_tokens is None else max_tokens
+        price = self.prices.at(dt.datetime.fromtimestamp(now, dt.UTC).date())
+        reserve_nano = price.cost_nano(0, reserve)
+        counters = _counters(tenant.name, key.id, tier, reserve=reserve, reserve_nano=reserve_nano, now=now)
+        grant = Grant(
+            tenant=tenant.name, reserved_tokens=reserve, reserved_nano=reserve_nano, counters=counters
+        )
+        if not counters:
+            return grant
+        totals = await self._add([(c.subject, c.amount) for c in counters])
+        grant.headers = _headers(counters, totals, now)
+        over = [c for c, total in zip(counters, totals, strict=True) if total > c.limit]
+        if over:
+            # Taken back before the refusal is sent, so the caller's next request sees the window as is.
+            await self._spawn(self._add([(c.subject, -c.amount) for c in counters]))
+            grant.settled = True
+            refusal = _refusal(over, reserve, now)
+            refusal.headers = tuple(grant.headers)
+            raise refusal
+        return grant
+
+    def settle(
+        self, grant: Grant, usage: Usage | None, generated_tokens: int, *, batch: bool = False
+    ) -> asyncio.Task[None] | None:
+        """Replace the reservation by what the request really used, once; the work runs in a task
+        that callers may await (answers sent after it see their own usage in the next request)."""
+        if grant.settled:
+            return None
+        grant.settled = True
+        used = usage.completion_tokens if usage is not None else generated_tokens
+        day = dt.datetime.now(dt.UTC).date()
+        cost = (
+            self.prices.at(day).cost_nano(
+                usage.prompt_tokens, usage.completion_tokens, usage.reasoning_tokens, batch=batch
+            )
+            if usage is not None
+            else self.prices.at(day).cost_nano(0, generated_tokens, batch=batch)
+        )
+        changes: list[tuple[str, int]] = []
+        for c in grant.counters:
+            if c.measure == "tokens":
+                changes.append((c.subject, used - grant.reserved_tokens))
+            elif c.measure == "budget":
+                changes.append((c.subject, cost - grant.reserved_nano))
+            elif c.measure == "concurrency":
+                changes.append((c.subject, -1))
+        changes = [(s, n) for s, n in changes if n]
+        return self._spawn(self._add(changes)) if changes else None
+
+    async def _add(self, changes: list[tuple[str, int]]) -> list[int]:
+        js, nc = self._js, self._nc
+        if js is None or nc is None:
+            raise RuntimeError("Limiter.open was not called")
+        if not nc.is_connected:
+            raise Unavailable("The platform's message bus is unreachable; retry shortly.", retry_after_s=1)
+        try:
+            acks = await asyncio.gather(
+                *(js.publish(s, b"", headers={"Nats-Incr": f"{n:+d}"}) for s, n in changes)
+            )
+        except (NatsError, TimeoutError) as exc:
+            raise Unavailable(
+                "The platform cannot check this tenant's limits right now; retry shortly.", retry_after_s=1
+            ) from exc
+        return [int(ack.val or 0) for ack in acks]
+
+    def _spawn(self, work: Coroutine[Any, Any, list[int]]) -> asyncio.Task[None]:
+        async def run() -> None:
+            try:
+                await work
+            except Unavailable:
+                log.error("a limit counter could not be settled (NATS unreachable); it stays conservative")
+
+        task = asyncio.create_task(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+
+def _windows(now: float) -> tuple[dt.datetime, dict[str, tuple[str, float]]]:
+    t = dt.datetime.fromtimestamp(now, dt.UTC)
+    minute = t.replace(second=0, microsecond=0)
+    hour = minute.replace(minute=0)
+    day = hour.replace(hour=0)
+    month = day.replace(day=1)
+    next_month = (month + dt.timedelta(days=32)).replace(day=1)
+    return t, {
+        "rpm": (minute.strftime("%Y%m%d%H%M"), (minute + dt.timedelta(minutes=1)).timestamp()),
+        "tokens_hour": (hour.strftime("%Y%m%d%H"), (hour + dt.timedelta(hours=1)).timestamp()),
+        "tokens_day": (day.strftime("%Y%m%d"), (day + dt.timedelta(days=1)).timestamp()),
+        "budget_month": (month.strftime("%Y%m"), next_month.timestamp()),
+    }
+
+
+def _counters(
+    tenant: str, key_id: str, tier: Tier, *, reserve: int, reserve_nano: int, now: float
+) -> list[_Counter]:
+    _, w = _windows(now)
+
+    def counter(measure: str, amount: int, limit: int, kind: str) -> _Counter:
+        window, resets = w[measure]
+        return _Counter(subjects.limit_counter(tenant, measure, window), amount, limit, kind, resets)
+
+    out: list[_Counter] = []
+    if tier.requests_per_minute is not None:
+        out.append(counter("rpm", 1, tier.requests_per_minute, "requests"))
+    if tier.output_tokens_per_hour is not None:
+        out.append(counter("tokens_hour", reserve, tier.output_tokens_per_hour, "tokens"))
+    if tier.output_tokens_per_day is not None:
+        out.append(counter("tokens_day", reserve, tier.output_tokens_per_day, "tokens"))
+    if tier.monthly_budget_eur is not None:
+        budget = round(tier.monthly_budget_eur * NANO)
+        out.append(counter("budget_month", reserve_nano, budget, "budget"))
+    if tier.concurrent_per_key is not None:
+        subject = subjects.limit_counter(tenant, "in_flight", key_id)
+        out.append(_Counter(subject, 1, tier.concurrent_per_key, "concurrency", 0.0))
+    return out
+
+
+def _refusal(over: list[_Counter], reserve: int, now: float) -> QuotaExceeded | RateLimited:
+    kinds = {c.measure: c for c in over}
+    if "budget" in kinds:
+        return QuotaExceeded(
+            "You exceeded this month's budget for your tier; raise the tier or wait for next month.",
+        )
+    if "requests" in kinds:
+        c = kinds["requests"]
+        return RateLimited(
+            f"Rate limit reached for requests per minute: limit {c.limit}. Please try again in "
+            f"{_duration(c.resets_at - now)}.",
+            type_="requests",
+            retry_after_s=c.resets_at - now,
+        )
+    if "tokens" in kinds:
+        c = min((c for c in over if c.measure == "tokens"), key=lambda c: c.resets_at)
+        window = "hour" if "tokens_hour" in c.subject else "day"
+        return RateLimited(
+            f"Rate limit reached for output tokens per {window}: limit {c.limit}, this request reserves "
+            f"{reserve} (its max_tokens). Please try again in {_duration(c.resets_at - now)}, or ask "
+            "for fewer tokens.",
+            type_="tokens",
+            retry_after_s=c.resets_at - now,
+        )
+    c = kinds["concurrency"]
+    return RateLimited(
+        f"Too many concurrent requests for this API key: limit {c.limit}. Retry when one has finished.",
+        type_="requests",
+        retry_after_s=1,
+    )
+
+
+def _headers(counters: list[_Counter], totals: list[int], now: float) -> list[tuple[bytes, bytes]]:
+    """OpenAI's x-ratelimit-* headers: requests per minute, and the tighter of the token windows."""
+    headers: list[tuple[bytes, bytes]] = []
+    tokens: tuple[int, int, float] | None = None  # limit, remaining, resets_at
+    for c, total in zip(counters, totals, strict=True):
+        remaining = max(0, c.limit - total)
+        if c.measure == "requests":
+            headers += [
+                (b"x-ratelimit-limit-requests", str(c.limit).encode()),
+                (b"x-ratelimit-remaining-requests", str(remaining).encode()),
+                (b"x-ratelimit-reset-requests", _duration(c.resets_at - now).encode()),
+            ]
+        elif c.measure == "tokens" and (tokens is None or remaining < tokens[1]):
+            tokens = (c.limit, remaining, c.resets_at)
+    if tokens is not None:
+        headers += [
+            (b"x-ratelimit-limit-tokens", str(tokens[0]).encode()),
+            (b"x-ratelimit-remaining-tokens", str(tokens[1]).encode()),
+            (b"x-ratelimit-reset-tokens", _duration(tokens[2] - now).encode()),
+        ]
+    return headers
+
+
+def _duration(seconds: float) -> str:
+    """OpenAI's reset format: ``1s``, ``6m0s``, ``1h2m3s``, ``250ms``."""
+    if seconds < 1:
+        return f"{max(1, math.ceil(seconds * 1000))}ms"
+    total = math.ceil(seconds)
+    h, rest = divmod(total, 3600)
+    m, s = divmod(rest, 60)
+    if h:
+        return f"{h}h{m}m{s}s"
+    if m:
+        return f"{m}m{s}s"
+    return f"{s}s"

@@ -1,0 +1,301 @@
+"""The admin API (``/admin/v1``): tenants, API keys and the audit chain, behind the admin token.
+
+Every change is written to the directory with compare-and-set and appended to the audit trail
+before the response is sent: an action that could not be audited fails (503) rather than go unseen.
+A key's secret appears in exactly one response, the one that created it.
+"""
+
+from __future__ import annotations
+
+import time
+
+import msgspec
+from fastapi import APIRouter
+from nats.errors import Error as NatsError
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.requests import Request
+from starlette.responses import Response
+
+from edge import body, context
+from edge.context import EdgeContext
+from edge.gate import source_of
+from llmaas import audit, directory, tenants
+from llmaas.errors import Conflict, InvalidRequest, NotFound, Unavailable
+from llmaas.tenants import ApiKey, Tenant
+
+router = APIRouter(prefix="/admin/v1", include_in_schema=False)
+
+DEFAULT_GRACE_S = 24 * 3600.0
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class TenantCreate(_Body):
+    name: str
+    tier: str = "tier1"
+
+
+class TenantChange(_Body):
+    tier: str | None = None
+    guard_enabled: bool | None = None
+
+
+class KeyCreate(_Body):
+    tenant: str
+    name: str = "default"
+    models: list[str] = []
+    expires_in_s: float | None = Field(default=None, gt=0)
+    rotate_every_s: float | None = Field(default=None, gt=0)
+
+
+class KeyRotate(_Body):
+    grace_s: float = Field(default=DEFAULT_GRACE_S, ge=0)
+
+
+class KeyView(msgspec.Struct, kw_only=True):
+    """A key as administrators see it: everything but the secret's digest."""
+
+    id: str
+    tenant: str
+    name: str
+    state: str
+    models: list[str]
+    created_at: float
+    expires_at: float | None
+    rotate_every_s: float | None
+    successor: str | None
+    predecessor: str | None
+    key: str | None = None
+    """The secret key itself: only in the response that created it."""
+
+
+def _view(key: ApiKey, now: float, secret: str | None = None) -> KeyView:
+    state: str = key.state
+    if state == "active" and not key.usable_at(now):
+        state = "expired"
+    elif state == "active" and key.successor:
+        state = "rotating"  # still valid, until the end of its grace period
+    return KeyView(
+        id=key.id,
+        tenant=key.tenant,
+        name=key.name,
+        state=state,
+        models=key.models,
+        created_at=key.created_at,
+        expires_at=key.expires_at,
+        rotate_every_s=key.rotate_every_s,
+        successor=key.successor,
+        predecessor=key.predecessor,
+        key=secret,
+    )
+
+
+def _json(value: object, status: int = 200) -> Response:
+    return Response(msgspec.json.encode(value), status_code=status, media_type="application/json")
+
+
+async def _audited(
+    request: Request, edge: EdgeContext, actor: str, action: str, *, target: str, detail: dict[str, str]
+) -> None:
+    try:
+        await edge.gate.audit.append(
+            audit.event(actor, action, target, "ok", source=source_of(request), detail=detail)
+        )
+    except (NatsError, TimeoutError) as exc:
+        raise Unavailable("The audit trail is unreachable; the action was applied but not audited.") from exc
+
+
+def _missing(kind: str, name: str) -> NotFound:
+    return NotFound(f"No {kind} named '{name}'.", code=f"{kind}_not_found")
+
+
+def _unreachable() -> Unavailable:
+    return Unavailable("The tenant directory is unreachable; retry shortly.", retry_after_s=1)
+
+
+@router.post("/tenants")
+async def create_tenant(request: Request) -> Response:
+    edge = context.of(request)
+    actor = edge.gate.check_admin(request)
+    req = await body.parse(request, TenantCreate, 64 * 1024)
+    try:
+        tenants.check_name(req.name)
+    except ValueError as exc:
+        raise InvalidRequest(str(exc), param="name") from None
+    _check_tier(edge, req.tier)
+    tenant = Tenant(name=req.name, tier=req.tier, created_at=time.time())
+    try:
+        await edge.gate.directory.create_tenant(tenant)
+    except directory.Conflict:
+        raise Conflict(f"A tenant named '{req.name}' already exists.", param="name") from None
+    except directory.StoreUnavailable:
+        raise _unreachable() from None
+    await _audited(request, edge, actor, "tenant.create", target=req.name, detail={"tier": req.tier})
+    return _json(tenant, 201)
+
+
+@router.get("/tenants")
+async def list_tenants(request: Request) -> Response:
+    edge = context.of(request)
+    edge.gate.check_admin(request)
+    records = edge.gate.directory.tenants_copy.records
+    return _json({"data": [records[name] for name in sorted(records)]})
+
+
+@router.patch("/tenants/{name}")
+async def change_tenant(request: Request, name: str) -> Response:
+    edge = context.of(request)
+    actor = edge.gate.check_admin(request)
+    req = await body.parse(request, TenantChange, 64 * 1024)
+    changes: dict[str, object] = {}
+    if req.tier is not None:
+        _check_tier(edge, req.tier)
+        changes["tier"] = req.tier
+    if req.guard_enabled is not None:
+        changes["guard_enabled"] = req.guard_enabled
+    if not changes:
+        raise InvalidRequest("Nothing to change: give 'tier' or 'guard_enabled'.")
+    try:
+        tenant = await edge.gate.directory.change_tenant(
+            name, lambda t: msgspec.structs.replace(t, **changes)
+        )
+    except KeyError:
+        raise _missing("tenant", name) from None
+    except (directory.StoreUnavailable, directory.Conflict):
+        raise _unreachable() from None
+    await _audited(
+        request, edge, actor, "tenant.change", target=name, detail={k: str(v) for k, v in changes.items()}
+    )
+    return _json(tenant)
+
+
+@router.post("/keys")
+async def create_key(request: Request) -> Response:
+    edge = context.of(request)
+    actor = edge.gate.check_admin(request)
+    req = await body.parse(request, KeyCreate, 64 * 1024)
+    if edge.gate.directory.tenant(req.tenant) is None:
+        raise _missing("tenant", req.tenant)
+    now = time.time()
+    key, secret = await _mint(
+        edge,
+        tenant=req.tenant,
+        name=req.name,
+        models=req.models,
+        expires_at=now + req.expires_in_s if req.expires_in_s else None,
+        rotate_every_s=req.rotate_every_s,
+    )
+    detail = {"key": key.id, "models": ",".join(key.models) or "*"}
+    await _audited(request, edge, actor, "key.create", target=req.tenant, detail=detail)
+    return _json(_view(key, now, secret), 201)
+
+
+async def _mint(
+    edge: EdgeContext,
+    *,
+    tenant: str,
+    name: str,
+    models: list[str],
+    expires_at: float | None,
+    rotate_every_s: float | None,
+    predecessor: str | None = None,
+) -> tuple[ApiKey, str]:
+    key_id, secret, sha = tenants.mint_key()
+    key = ApiKey(
+        id=key_id,
+        tenant=tenant,
+        name=name,
+        secret_sha256=sha,
+        created_at=time.time(),
+        models=models,
+        expires_at=expires_at,
+        rotate_every_s=rotate_every_s,
+        predecessor=predecessor,
+    )
+    try:
+        await edge.gate.directory.create_key(key)
+    except (directory.StoreUnavailable, directory.Conflict):
+        raise _unreachable() from None
+    return key, secret
+
+
+@router.get("/keys")
+async def list_keys(request: Request) -> Response:
+    edge = context.of(request)
+    edge.gate.check_admin(request)
+    wanted = request.query_params.get("tenant")
+    now = time.time()
+    keys = [k for k in edge.gate.directory.keys_copy.records.values() if wanted in (None, k.tenant)]
+    keys.sort(key=lambda k: (k.tenant, k.created_at))
+    return _json({"data": [_view(k, now) for k in keys]})
+
+
+@router.post("/keys/{key_id}/rotate")
+async def rotate_key(request: Request, key_id: str) -> Response:
+    """A successor with the same tenant, models and schedule; the old key lives ``grace_s`` more."""
+    edge = context.of(request)
+    actor = edge.gate.check_admin(request)
+    req = await body.parse(request, KeyRotate, 64 * 1024)
+    old = edge.gate.directory.key(key_id)
+    now = time.time()
+    if old is None:
+        raise _missing("key", key_id)
+    if not old.usable_at(now) or old.successor:
+        raise Conflict(f"The key {key_id} is revoked, expired or already rotated; rotate its successor.")
+    lifetime = old.expires_at - old.created_at if old.expires_at else None
+    new, secret = await _mint(
+        edge,
+        tenant=old.tenant,
+        name=old.name,
+        models=old.models,
+        expires_at=now + lifetime if lifetime else None,
+        rotate_every_s=old.rotate_every_s,
+        predecessor=old.id,
+    )
+    grace_end = now + req.grace_s
+
+    def retire(k: ApiKey) -> ApiKey:
+        ends = grace_end if k.expires_at is None else min(k.expires_at, grace_end)
+        return msgspec.structs.replace(k, successor=new.id, expires_at=ends)
+
+    try:
+        await edge.gate.directory.change_key(key_id, retire)
+    except KeyError:
+        raise _missing("key", key_id) from None
+    except (directory.StoreUnavailable, directory.Conflict):
+        raise _unreachable() from None
+    detail = {"successor": new.id, "grace_s": f"{req.grace_s:g}"}
+    await _audited(request, edge, actor, "key.rotate", target=key_id, detail=detail)
+    return _json(_view(new, now, secret), 201)
+
+
+@router.post("/keys/{key_id}/revoke")
+async def revoke_key(request: Request, key_id: str) -> Response:
+    edge = context.of(request)
+    actor = edge.gate.check_admin(request)
+    try:
+        key = await edge.gate.directory.change_key(
+            key_id, lambda k: msgspec.structs.replace(k, state="revoked")
+        )
+    except KeyError:
+        raise _missing("key", key_id) from None
+    except (directory.StoreUnavailable, directory.Conflict):
+        raise _unreachable() from None
+    await _audited(request, edge, actor, "key.revoke", target=key_id, detail={"tenant": key.tenant})
+    return _json(_view(key, time.time()))
+
+
+@router.get("/audit/verify")
+async def verify_audit(request: Request) -> Response:
+    edge = context.of(request)
+    edge.gate.check_admin(request)
+    js = edge.pipeline.jetstream()
+    return _json(await audit.verify(js))
+
+
+def _check_tier(edge: EdgeContext, tier: str) -> None:
+    if tier not in edge.gate.tiers:
+        known = ", ".join(sorted(edge.gate.tiers))
+        raise InvalidRequest(f"Unknown tier '{tier}' (known: {known}).", param="tier")

@@ -1,0 +1,106 @@
+"""The administrator's side of the admin API: the admin token, and a small client for the CLI.
+
+The admin token is what ``llmaas up`` creates on its first start (``<data-dir>/admin-token``, mode
+0600) unless ``LLMAAS_ADMIN_TOKEN`` sets it; the CLI finds it the same way.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import re
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from llmaas.tenants import mint_admin_token
+
+TOKEN_FILE = "admin-token"
+DEFAULT_URL = "http://127.0.0.1:8000"
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+class AdminError(Exception):
+    """The admin API refused or could not be reached; the message is for the operator."""
+
+
+def token_file(data_dir: Path) -> Path:
+    return data_dir / TOKEN_FILE
+
+
+def ensure_token(data_dir: Path) -> tuple[str, bool]:
+    """The admin token (from ``LLMAAS_ADMIN_TOKEN`` or the data dir), creating it once: (token, created)."""
+    explicit = os.environ.get("LLMAAS_ADMIN_TOKEN")
+    if explicit:
+        return explicit, False
+    path = token_file(data_dir)
+    if path.exists():
+        return path.read_text().strip(), False
+    token = mint_admin_token()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Created with mode 0600 from the start: never readable by others, not even for a moment.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(token + "\n")
+    return token, True
+
+
+def find_token(data_dir: Path) -> str:
+    explicit = os.environ.get("LLMAAS_ADMIN_TOKEN")
+    if explicit:
+        return explicit
+    path = token_file(data_dir)
+    try:
+        return path.read_text().strip()
+    except FileNotFoundError:
+        raise AdminError(
+            f"No admin token: set LLMAAS_ADMIN_TOKEN, or run `llmaas up` once (it writes {path})."
+        ) from None
+
+
+def seconds(text: str) -> float:
+    """``90d``, ``24h``, ``30m``, ``45s`` -> seconds; raises ValueError with the accepted forms."""
+    match = _DURATION.match(text.strip())
+    if not match:
+        raise ValueError(f"invalid duration {text!r}: use a number and s, m, h or d (e.g. 90d, 24h)")
+    return float(match.group(1)) * _UNIT_S[match.group(2)]
+
+
+class AdminClient:
+    def __init__(self, url: str, token: str, timeout_s: float = 10.0) -> None:
+        self.url = url.rstrip("/")
+        self.token = token
+        self.timeout_s = timeout_s
+
+    def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(
+            f"{self.url}/admin/v1{path}",
+            data=data,
+            method=method,
+            headers={
+                "authorization": f"Bearer {self.token}",
+                "content-type": "application/json",
+                "x-llmaas-operator": getpass.getuser(),
+            },
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+                return json.loads(response.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            raise AdminError(f"{exc.code}: {_message(exc.read())}") from None
+        except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+            raise AdminError(
+                f"cannot reach the edge at {self.url} ({exc}); is `llmaas up` running?"
+            ) from None
+
+
+def _message(raw: bytes) -> str:
+    try:
+        error = json.loads(raw)["error"]
+        return str(error["message"])
+    except (ValueError, KeyError, TypeError):
+        return raw.decode(errors="replace")[:300]

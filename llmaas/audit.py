@@ -1,0 +1,234 @@
+"""The audit trail: admin actions and authentication failures as one hash-chained JetStream stream.
+
+Each event carries the hash of the one before it and its own hash over its content, so an edited,
+removed or inserted event breaks the chain at that point (``verify``). The stream itself denies
+deletes and purges. Several edges append to the same chain: each publish states the stream sequence
+it expects to follow (``Nats-Expected-Last-Sequence``); the loser of a race reads the new tail and
+re-links its event, so the chain stays one line whatever the number of edges.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import time
+from collections.abc import Mapping
+from typing import Literal
+
+import msgspec
+from nats.aio.client import Client
+from nats.errors import Error as NatsError
+from nats.js.api import StorageType, StreamConfig
+from nats.js.client import JetStreamContext
+from nats.js.errors import BadRequestError, NotFoundError
+
+from llmaas import subjects
+
+log = logging.getLogger(__name__)
+
+STREAM = "LLMAAS_AUDIT"
+GENESIS = "0" * 64
+_WRONG_LAST_SEQUENCE = 10071
+_QUEUE_LIMIT = 10_000
+
+Outcome = Literal["ok", "denied", "failed"]
+
+
+class AuditEvent(msgspec.Struct, frozen=True, kw_only=True):
+    at: float
+    actor: str
+    """``admin:<operator>``, ``key:<id>`` or ``anonymous``: never a secret."""
+    action: str
+    target: str
+    outcome: Outcome
+    source: str
+    """The client address the request came from."""
+    detail: dict[str, str] = {}
+    edge: str = ""
+    prev: str = GENESIS
+    hash: str = ""
+
+
+_encoder = msgspec.json.Encoder(order="sorted")
+_decoder = msgspec.json.Decoder(AuditEvent)
+
+
+def seal(event: AuditEvent, prev: str) -> AuditEvent:
+    """``event`` linked after the event whose hash is ``prev``, with its own hash set."""
+    linked = msgspec.structs.replace(event, prev=prev, hash="")
+    return msgspec.structs.replace(linked, hash=hashlib.sha256(_encoder.encode(linked)).hexdigest())
+
+
+def intact(event: AuditEvent) -> bool:
+    return seal(event, event.prev).hash == event.hash
+
+
+async def ensure_stream(js: JetStreamContext) -> None:
+    await js.add_stream(
+        StreamConfig(
+            name=STREAM,
+            subjects=[subjects.AUDIT],
+            storage=StorageType.FILE,
+            deny_delete=True,
+            deny_purge=True,
+        )
+    )
+
+
+class AuditLog:
+    """Appends events in order; ``record`` queues (never blocks a request), ``append`` waits."""
+
+    def __init__(self, edge_id: str) -> None:
+        self.edge_id = edge_id
+        self._js: JetStreamContext | None = None
+        self._tail: tuple[int, str] | None = None  # (stream sequence, hash) of the last event
+        self._queue: asyncio.Queue[AuditEvent] = asyncio.Queue(_QUEUE_LIMIT)
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task[None] | None = None
+        self.dropped = 0
+
+    async def open(self, nc: Client) -> None:
+        self._js = nc.jetstream()
+        await ensure_stream(self._js)
+        self._task = asyncio.create_task(self._drain())
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    def record(self, event: AuditEvent) -> None:
+        try:
+            self._queue.put_nowait(event)
+        except asyncio.QueueFull:
+            # Only a flood of failed logins fills this; say so rather than grow without bound.
+            self.dropped += 1
+            log.error("audit queue full: event %s on %s dropped", event.action, event.target)
+
+    async def append(self, event: AuditEvent) -> AuditEvent:
+        """Publish ``event`` at the end of the chain and return it sealed; raises on NATS errors."""
+        async with self._lock:
+            return await self._append(event)
+
+    async def _drain(self) -> None:
+        while True:
+            event = await self._queue.get()
+            while True:
+                try:
+                    async with self._lock:
+                        await self._append(event)
+                    break
+                except (NatsError, TimeoutError) as exc:
+                    log.warning("audit event not yet written (%s); retrying", type(exc).__name__)
+                    await asyncio.sleep(0.5)
+
+    async def _append(self, event: AuditEvent) -> AuditEvent:
+        js = self._js
+        if js is None:
+            raise RuntimeError("AuditLog.open was not called")
+        event = msgspec.structs.replace(event, edge=self.edge_id)
+        while True:
+            if self._tail is None:
+                self._tail = await _tail(js)
+            seq, prev = self._tail
+            sealed = seal(event, prev)
+            try:
+                ack = await js.publish(
+                    subjects.AUDIT,
+                    _encoder.encode(sealed),
+                    stream=STREAM,
+                    headers={"Nats-Expected-Last-Sequence": str(seq)},
+                )
+            except BadRequestError as exc:
+                if exc.err_code != _WRONG_LAST_SEQUENCE:
+                    raise
+                self._tail = None  # another edge appended first: re-read the tail and re-link
+                continue
+            self._tail = (ack.seq, sealed.hash)
+            return sealed
+
+
+async def _tail(js: JetStreamContext) -> tuple[int, str]:
+    info = await js.stream_info(STREAM)
+    last = info.state.last_seq
+    if last == 0:
+        return 0, GENESIS
+    msg = await js.get_msg(STREAM, last)
+    return last, _decoder.decode(msg.data or b"").hash
+
+
+class Verdict(msgspec.Struct, frozen=True, kw_only=True):
+    ok: bool
+    events: int
+    last_hash: str
+    problem: str | None = None
+    """What broke and where (stream sequence), when ``ok`` is false."""
+
+
+class ChainWalk:
+    """Checks events one by one, in stream order: each present, intact and linked to the one before."""
+
+    def __init__(self) -> None:
+        self.expected_seq = 1
+        self.last_hash = GENESIS
+        self.count = 0
+
+    def step(self, seq: int, data: bytes | None) -> str | None:
+        """None if the event at ``seq`` is sound (``data`` None: it is missing), else the problem."""
+        if seq != self.expected_seq or data is None:
+            first_missing = self.expected_seq if seq != self.expected_seq else seq
+            return f"event {first_missing} is missing"
+        try:
+            event = _decoder.decode(data)
+        except msgspec.DecodeError:
+            return f"event {seq} is unreadable"
+        if event.prev != self.last_hash:
+            return f"event {seq} does not follow event {seq - 1} (its link is {event.prev[:12]}…)"
+        if not intact(event):
+            return f"event {seq} was altered (its content does not match its hash)"
+        self.expected_seq, self.last_hash, self.count = seq + 1, event.hash, self.count + 1
+        return None
+
+    def verdict(self, problem: str | None = None) -> Verdict:
+        return Verdict(ok=problem is None, events=self.count, last_hash=self.last_hash, problem=problem)
+
+
+async def verify(js: JetStreamContext) -> Verdict:
+    """Walk the whole stream: every sequence present, every hash right, every link to the one before."""
+    walk = ChainWalk()
+    try:
+        info = await js.stream_info(STREAM)
+    except NotFoundError:
+        return walk.verdict()
+    for seq in range(info.state.first_seq or 1, info.state.last_seq + 1):
+        try:
+            data: bytes | None = (await js.get_msg(STREAM, seq)).data or b""
+        except NotFoundError:
+            data = None
+        problem = walk.step(seq, data)
+        if problem is not None:
+            return walk.verdict(problem)
+    return walk.verdict()
+
+
+def event(
+    actor: str,
+    action: str,
+    target: str,
+    outcome: Outcome,
+    *,
+    source: str = "",
+    detail: Mapping[str, str] | None = None,
+) -> AuditEvent:
+    return AuditEvent(
+        at=time.time(),
+        actor=actor,
+        action=action,
+        target=target,
+        outcome=outcome,
+        source=source,
+        detail=dict(detail or {}),
+    )

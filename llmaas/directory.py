@@ -1,0 +1,201 @@
+"""The tenant directory: tenants and API keys in NATS KV, and a local copy every edge keeps current.
+
+Reads never leave the process: authentication is a dict lookup in the copy, which a KV watch keeps
+up to date within milliseconds of any change (revocations included) on every edge. When NATS is
+down the copy simply stops changing, so keys an edge already knew keep working; when NATS comes
+back the copy is rebuilt from a fresh snapshot (which also catches what changed meanwhile).
+Writes (the admin API's) go to KV with compare-and-set, so two administrators cannot lose an update.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from typing import Generic, TypeVar
+
+import msgspec
+from nats.aio.client import Client
+from nats.errors import Error as NatsError
+from nats.js.api import KeyValueConfig, StorageType
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
+
+from llmaas.tenants import ApiKey, Tenant
+
+log = logging.getLogger(__name__)
+
+TENANTS_BUCKET = "llmaas_tenants"
+KEYS_BUCKET = "llmaas_keys"
+
+R = TypeVar("R", Tenant, ApiKey)
+
+
+class Conflict(Exception):
+    """The record changed (or appeared) since it was read; the write was not made."""
+
+
+class StoreUnavailable(Exception):
+    """The KV store could not be reached."""
+
+
+class _Copy(Generic[R]):
+    """One bucket's records, kept current by a watch; ``revisions`` serve compare-and-set."""
+
+    def __init__(self, kind: type[R]) -> None:
+        self.decoder: msgspec.json.Decoder[R] = msgspec.json.Decoder(kind)
+        self.records: dict[str, R] = {}
+        self.revisions: dict[str, int] = {}
+
+
+class Directory:
+    def __init__(self) -> None:
+        self.tenants_copy: _Copy[Tenant] = _Copy(Tenant)
+        self.keys_copy: _Copy[ApiKey] = _Copy(ApiKey)
+        self.loaded = asyncio.Event()
+        self._kv: dict[str, KeyValue] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._resyncs: list[asyncio.Event] = []
+
+    # --- lifecycle -------------------------------------------------------------------------------
+
+    async def open(self, nc: Client) -> None:
+        """Create the buckets if needed and start watching them (returns once both are loaded)."""
+        js = nc.jetstream()
+        for bucket in (TENANTS_BUCKET, KEYS_BUCKET):
+            # history keeps the last versions of each record: what a key looked like before a change.
+            config = KeyValueConfig(bucket=bucket, history=5, storage=StorageType.FILE)
+            self._kv[bucket] = await js.create_key_value(config)
+        ready = [asyncio.Event(), asyncio.Event()]
+        self._resyncs = [asyncio.Event(), asyncio.Event()]
+        self._tasks = [
+            asyncio.create_task(self._follow(self._kv[TENANTS_BUCKET], self.tenants_copy, ready[0], 0)),
+            asyncio.create_task(self._follow(self._kv[KEYS_BUCKET], self.keys_copy, ready[1], 1)),
+        ]
+        await asyncio.gather(*(event.wait() for event in ready))
+        self.loaded.set()
+
+    def resync(self) -> None:
+        """Rebuild the copy from a fresh snapshot (called when the NATS connection comes back)."""
+        for event in self._resyncs:
+            event.set()
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _follow(self, kv: KeyValue, copy: _Copy[R], ready: asyncio.Event, index: int) -> None:
+        while True:
+            try:
+                await self._watch(kv, copy, ready, self._resyncs[index])
+            except (NatsError, TimeoutError) as exc:
+                log.warning("watching %s failed (%s); retrying", kv._name, type(exc).__name__)
+                await asyncio.sleep(0.5)
+
+    async def _watch(
+        self, kv: KeyValue, copy: _Copy[R], ready: asyncio.Event, resync_wanted: asyncio.Event
+    ) -> None:
+        watcher = await kv.watchall()
+        resync = asyncio.ensure_future(resync_wanted.wait())
+        try:
+            records: dict[str, R] = {}
+            revisions: dict[str, int] = {}
+            live = False
+            while True:
+                update = asyncio.ensure_future(watcher.updates(timeout=None))  # type: ignore[no-untyped-call]
+                done, _ = await asyncio.wait({update, resync}, return_when=asyncio.FIRST_COMPLETED)
+                if resync in done:
+                    update.cancel()
+                    resync_wanted.clear()
+                    return  # the caller starts a fresh watch, hence a fresh snapshot
+                entry = update.result()
+                if entry is None:  # the snapshot is complete: switch to it, then apply changes live
+                    copy.records, copy.revisions = records, revisions
+                    live = True
+                    ready.set()
+                    continue
+                if entry.operation in (KV_DEL, KV_PURGE) or not entry.value:
+                    records.pop(entry.key, None)
+                    revisions.pop(entry.key, None)
+                else:
+                    try:
+                        records[entry.key] = copy.decoder.decode(entry.value)
+                    except msgspec.DecodeError:
+                        log.error("unreadable record %s in %s; ignored", entry.key, kv._name)
+                        continue
+                    revisions[entry.key] = entry.revision or 0
+                if live and copy.records is not records:
+                    copy.records, copy.revisions = records, revisions
+        finally:
+            resync.cancel()
+            with contextlib.suppress(NatsError, TimeoutError):
+                await watcher.stop()  # type: ignore[no-untyped-call]
+
+    # --- reads -----------------------------------------------------------------------------------
+
+    def tenant(self, name: str) -> Tenant | None:
+        return self.tenants_copy.records.get(name)
+
+    def key(self, key_id: str) -> ApiKey | None:
+        return self.keys_copy.records.get(key_id)
+
+    async def fetch_key(self, key_id: str) -> ApiKey | None:
+        """A key that is not (yet) in the copy, read from KV; raises StoreUnavailable."""
+        try:
+            entry = await self._kv[KEYS_BUCKET].get(key_id)
+        except KeyNotFoundError:
+            return None
+        except (NatsError, TimeoutError) as exc:
+            raise StoreUnavailable(str(exc)) from None
+        if not entry.value:
+            return None
+        key: ApiKey = self.keys_copy.decoder.decode(entry.value)
+        return key
+
+    # --- writes (admin) --------------------------------------------------------------------------
+
+    async def create_tenant(self, tenant: Tenant) -> None:
+        await self._create(TENANTS_BUCKET, tenant.name, tenant)
+
+    async def create_key(self, key: ApiKey) -> None:
+        await self._create(KEYS_BUCKET, key.id, key)
+
+    async def change_tenant(self, name: str, change: Callable[[Tenant], Tenant]) -> Tenant:
+        return await self._change(TENANTS_BUCKET, name, self.tenants_copy, change)
+
+    async def change_key(self, key_id: str, change: Callable[[ApiKey], ApiKey]) -> ApiKey:
+        return await self._change(KEYS_BUCKET, key_id, self.keys_copy, change)
+
+    async def _create(self, bucket: str, name: str, record: Tenant | ApiKey) -> None:
+        try:
+            await self._kv[bucket].create(name, msgspec.json.encode(record))
+        except KeyWrongLastSequenceError:
+            raise Conflict(name) from None
+        except (NatsError, TimeoutError) as exc:
+            raise StoreUnavailable(str(exc)) from None
+
+    async def _change(self, bucket: str, name: str, copy: _Copy[R], change: Callable[[R], R]) -> R:
+        """Read the record fresh, apply ``change``, write it back unless someone else wrote first."""
+        kv = self._kv[bucket]
+        for _ in range(5):
+            try:
+                entry = await kv.get(name)
+            except KeyNotFoundError:
+                raise KeyError(name) from None
+            except (NatsError, TimeoutError) as exc:
+                raise StoreUnavailable(str(exc)) from None
+            if not entry.value:
+                raise KeyError(name)
+            updated = change(copy.decoder.decode(entry.value))
+            try:
+                await kv.update(name, msgspec.json.encode(updated), last=entry.revision)
+            except KeyWrongLastSequenceError:
+                continue
+            except (NatsError, TimeoutError) as exc:
+                raise StoreUnavailable(str(exc)) from None
+            return updated
+        raise Conflict(name)

@@ -1,0 +1,308 @@
+"""Tenants, keys, permissions and limits on two edge replicas sharing one NATS (the real KV and streams)."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import os
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+
+import httpx
+import msgspec
+import nats
+import openai
+import pytest
+
+from llmaas import audit, subjects
+from llmaas.pricing import PriceList
+from tests.conftest import CHAT, EMBED
+from tests.stack import Stack, cli, wait_until
+
+SLOW = "slow-chat"
+ASK = {"model": CHAT, "messages": [{"role": "user", "content": "hello"}], "max_tokens": 4}
+
+
+class Edges:
+    def __init__(self, stack: Stack, a: str, b: str) -> None:
+        self.stack, self.a, self.b = stack, a, b
+
+    def chat(self, url: str, key: str, **extra: object) -> httpx.Response:
+        headers = {"authorization": f"Bearer {key}"}
+        return httpx.post(f"{url}/v1/chat/completions", json={**ASK, **extra}, headers=headers, timeout=20)
+
+    def models(self, url: str, key: str) -> httpx.Response:
+        return httpx.get(f"{url}/v1/models", headers={"authorization": f"Bearer {key}"}, timeout=5)
+
+
+@pytest.fixture(scope="module")
+def edges(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edges]:
+    s = Stack(tmp_path_factory.mktemp("tenancy"))
+    try:
+        s.guard()
+        s.scheduler()
+        s.worker("w1", "--tokens-per-s", "0")
+        s.worker("w-slow", "--chat-model", SLOW, "--tokens-per-s", "20", "--capacity", "16")
+        a = s.edge(name="edge-a")
+        b = s.edge(name="edge-b")
+        s.wait_for_model(CHAT)
+        s.wait_for_model(SLOW)
+        yield Edges(s, a, b)
+    finally:
+        s.close()
+
+
+def error_of(response: httpx.Response, status: int) -> dict[str, str]:
+    assert response.status_code == status, response.text
+    error: dict[str, str] = response.json()["error"]
+    return error
+
+
+# --- authentication ------------------------------------------------------------------------------
+
+
+def test_missing_malformed_and_wrong_keys_are_401_without_echoing_the_secret(edges: Edges) -> None:
+    missing = httpx.post(f"{edges.a}/v1/chat/completions", json=ASK)
+    assert error_of(missing, 401)["code"] == "missing_api_key"
+    real = edges.stack.new_key("auth-checks")
+    forged = real[:-6] + "AAAAAA"  # right id, wrong secret
+    for presented in ("not-a-key", "sk-llmaas-zzz", forged):
+        response = edges.chat(edges.b, presented)
+        error = error_of(response, 401)
+        assert error["code"] == "invalid_api_key"
+        secret = presented.rpartition("_")[2]
+        assert secret not in response.text or len(secret) < 6
+    assert edges.chat(edges.b, real).status_code == 200
+
+
+def test_a_key_created_on_one_edge_works_at_once_on_the_other(edges: Edges) -> None:
+    key = edges.stack.new_key("instant")  # created through the last edge started (b)
+    assert edges.chat(edges.a, key).status_code == 200
+
+
+def test_an_expired_key_stops_working_by_itself(edges: Edges) -> None:
+    key = edges.stack.new_key("expiring", expires_in_s=1.5)
+    assert edges.chat(edges.a, key).status_code == 200
+    wait_until(lambda: edges.chat(edges.a, key).status_code == 401, 10, "the key to expire")
+    assert "expired" in error_of(edges.chat(edges.b, key), 401)["message"]
+
+
+def test_revocation_reaches_the_other_edge_within_a_second(edges: Edges) -> None:
+    key = edges.stack.new_key("revoked")
+    key_id = key.removeprefix("sk-llmaas-").partition("_")[0]
+    assert edges.chat(edges.b, key).status_code == 200
+    edges.stack.admin("POST", f"/keys/{key_id}/revoke", url=edges.a)
+    revoked_at = time.monotonic()
+    wait_until(lambda: edges.models(edges.b, key).status_code == 401, 1.0, "edge b to refuse the key")
+    took = time.monotonic() - revoked_at
+    assert took < 1.0
+    assert "revoked" in error_of(edges.chat(edges.b, key), 401)["message"]
+
+
+def test_rotation_keeps_the_old_key_for_its_grace_period_then_only_the_successor(edges: Edges) -> None:
+    old = edges.stack.new_key("rotating")
+    old_id = old.removeprefix("sk-llmaas-").partition("_")[0]
+    rotated = edges.stack.admin("POST", f"/keys/{old_id}/rotate", {"grace_s": 2}, url=edges.a)
+    new = rotated["key"]
+    assert rotated["predecessor"] == old_id
+    assert edges.chat(edges.b, old).status_code == 200  # in its grace period
+    assert edges.chat(edges.b, new).status_code == 200
+    listed = {k["id"]: k for k in edges.stack.admin("GET", "/keys?tenant=rotating")["data"]}
+    assert listed[old_id]["state"] == "rotating" and listed[old_id]["successor"] == rotated["id"]
+    assert all(k["key"] is None for k in listed.values())  # secrets are never listed
+    wait_until(lambda: edges.chat(edges.b, old).status_code == 401, 10, "the grace period to end")
+    assert rotated["id"] in error_of(edges.chat(edges.a, old), 401)["message"]  # names the successor
+    assert edges.chat(edges.a, new).status_code == 200
+
+
+# --- permissions ---------------------------------------------------------------------------------
+
+
+def test_a_key_uses_and_sees_only_its_models(edges: Edges) -> None:
+    key = edges.stack.new_key("narrow", models=[CHAT])
+    client = openai.OpenAI(base_url=f"{edges.a}/v1", api_key=key, max_retries=0)
+    assert [m.id for m in client.models.list()] == [CHAT]
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve(EMBED)
+    with pytest.raises(openai.PermissionDeniedError) as denied:
+        client.embeddings.create(model=EMBED, input="x")
+    assert denied.value.code == "model_not_allowed"
+    assert client.chat.completions.create(model=CHAT, messages=ASK["messages"], max_tokens=2).choices  # type: ignore[arg-type]
+
+    wide = edges.stack.new_key("narrow", models=["synthetic-*"])
+    listed = {m.id for m in openai.OpenAI(base_url=f"{edges.b}/v1", api_key=wide).models.list()}
+    assert listed == {CHAT, EMBED}
+
+
+# --- limits --------------------------------------------------------------------------------------
+
+
+def _away_from_a_minute_boundary() -> None:
+    """The request window is a UTC minute: start a burst with time to spare before the next one."""
+    wait_until(lambda: time.time() % 60 < 45, 20, "a fresh minute")
+
+
+def test_requests_per_minute_are_exact_across_two_edges(edges: Edges) -> None:
+    key = edges.stack.new_key("burst", tier="rpm60")
+
+    async def burst() -> list[httpx.Response]:
+        async with httpx.AsyncClient(timeout=30, headers={"authorization": f"Bearer {key}"}) as http:
+            calls = [
+                http.post(f"{edges.a if i % 2 else edges.b}/v1/chat/completions", json=ASK)
+                for i in range(100)
+            ]
+            return await asyncio.gather(*calls)
+
+    _away_from_a_minute_boundary()
+    responses = asyncio.run(burst())
+    statuses = Counter(r.status_code for r in responses)
+    assert statuses == {200: 60, 429: 40}, statuses
+    refused = next(r for r in responses if r.status_code == 429)
+    error = refused.json()["error"]
+    assert error["code"] == "rate_limit_exceeded" and error["type"] == "requests"
+    assert 1 <= int(refused.headers["retry-after"]) <= 60
+    assert refused.headers["x-ratelimit-remaining-requests"] == "0"
+    remaining = sorted(
+        int(r.headers["x-ratelimit-remaining-requests"]) for r in responses if r.status_code == 200
+    )
+    assert remaining == list(range(60))  # each admitted request saw its own place in the window
+    assert all(r.headers["x-ratelimit-limit-requests"] == "60" for r in responses)
+
+
+def test_output_tokens_are_reserved_with_max_tokens_and_settled_with_the_real_usage(edges: Edges) -> None:
+    key = edges.stack.new_key("tokens", tier="tokens100")
+    first = edges.chat(edges.a, key, max_tokens=60)
+    assert first.status_code == 200
+    used = first.json()["usage"]["completion_tokens"]
+    assert used < 60  # the synthetic answer is shorter than what was reserved
+    assert first.headers["x-ratelimit-limit-tokens"] == "100"
+    assert first.headers["x-ratelimit-remaining-tokens"] == "40"  # 60 reserved while it ran
+    too_many = edges.chat(edges.b, key, max_tokens=101 - used)  # would pass the limit by one token
+    error = error_of(too_many, 429)
+    assert error["type"] == "tokens" and error["code"] == "rate_limit_exceeded"
+    assert "retry-after" in too_many.headers
+    # The first answer was settled with its real usage, so exactly the rest of the hour still fits.
+    rest = edges.chat(edges.b, key, max_tokens=100 - used)
+    assert rest.status_code == 200, rest.text
+    assert rest.headers["x-ratelimit-remaining-tokens"] == "0"
+
+
+def test_a_spent_budget_is_insufficient_quota_and_not_retried(edges: Edges) -> None:
+    key = edges.stack.new_key("spender", tier="budget")
+    price = PriceList.load().at(dt.datetime.now(dt.UTC).date())
+    reserve, budget = price.cost_nano(0, 50), 1_000_000  # the tests' tier "budget": 0.001 €
+    spent = admitted = 0
+    while True:
+        response = edges.chat(edges.a if admitted % 2 else edges.b, key, max_tokens=50)
+        # Admitted exactly while what was spent plus this request's reservation fits the budget.
+        assert (response.status_code == 200) == (spent + reserve <= budget), (spent, response.text)
+        if response.status_code != 200:
+            break
+        usage = response.json()["usage"]
+        spent += price.cost_nano(usage["prompt_tokens"], usage["completion_tokens"])
+        admitted += 1
+    assert admitted >= 2
+    error = error_of(response, 429)
+    assert error["code"] == "insufficient_quota" and error["type"] == "insufficient_quota"
+    assert response.headers["x-should-retry"] == "false" and "retry-after" not in response.headers
+    client = openai.OpenAI(base_url=f"{edges.a}/v1", api_key=key, max_retries=2)
+    with pytest.raises(openai.RateLimitError) as info:
+        client.chat.completions.create(model=CHAT, messages=ASK["messages"], max_tokens=50)  # type: ignore[arg-type]
+    assert info.value.code == "insufficient_quota"
+
+
+def test_concurrent_requests_per_key_are_limited_across_edges(edges: Edges) -> None:
+    key = edges.stack.new_key("pair", tier="pair")
+    slow = {"model": SLOW, "messages": ASK["messages"], "max_tokens": 200, "stream": True}
+    headers = {"authorization": f"Bearer {key}"}
+    with (
+        httpx.Client(timeout=30, headers=headers) as http,
+        http.stream("POST", f"{edges.a}/v1/chat/completions", json=slow) as one,
+        http.stream("POST", f"{edges.b}/v1/chat/completions", json=slow) as two,
+    ):
+        assert one.status_code == two.status_code == 200
+        third = edges.chat(edges.a, key)
+        assert "concurrent" in error_of(third, 429)["message"]
+    # Both streams are closed: their slots come back.
+    wait_until(lambda: edges.chat(edges.b, key).status_code == 200, 5, "a free slot")
+
+
+# --- audit trail ---------------------------------------------------------------------------------
+
+
+def test_admin_actions_and_failed_logins_on_both_edges_form_one_intact_chain(edges: Edges) -> None:
+    before = edges.stack.admin("GET", "/audit/verify")["events"]
+
+    async def failures() -> None:
+        async with httpx.AsyncClient(timeout=10, headers={"authorization": "Bearer sk-llmaas-bad"}) as http:
+            await asyncio.gather(*(http.get(f"{url}/v1/models") for url in [edges.a, edges.b] * 20))
+
+    asyncio.run(failures())
+    edges.stack.new_key("audited")  # one tenant.create and one key.create
+    wait_until(
+        lambda: edges.stack.admin("GET", "/audit/verify")["events"] == before + 42,
+        10,
+        "the 40 failures and 2 admin actions to be audited",
+    )
+    verdict = edges.stack.admin("GET", "/audit/verify", url=edges.a)
+    assert verdict["ok"] and verdict["problem"] is None
+
+
+def test_a_tampered_audit_trail_fails_verification(fresh_stack: Stack) -> None:
+    url = fresh_stack.edge()
+    fresh_stack.new_key("victim")
+    where = ["--url", url]
+    env = {"LLMAAS_ADMIN_TOKEN": fresh_stack.admin_token}
+    assert "intact: 2 events" in cli("audit", "verify", *where, env=env)
+
+    async def forge() -> None:
+        nc = await nats.connect(fresh_stack.nats.url)
+        forged = audit.seal(audit.event("admin", "key.create", "victim", "ok"), audit.GENESIS)
+        await nc.jetstream().publish(subjects.AUDIT, msgspec.json.encode(forged))
+        await nc.close()
+
+    asyncio.run(forge())
+    done = subprocess.run(
+        [sys.executable, "-m", "llmaas", "audit", "verify", *where],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        check=False,
+    )
+    assert done.returncode != 0
+    assert "BROKEN after 2 good events: event 3 does not follow event 2" in done.stderr
+
+
+# --- store outage --------------------------------------------------------------------------------
+
+
+def test_a_store_outage_never_turns_known_keys_into_401s_and_heals_by_itself(fresh_stack: Stack) -> None:
+    fresh_stack.guard()
+    fresh_stack.scheduler()
+    fresh_stack.worker("w1", "--tokens-per-s", "0")
+    url = fresh_stack.edge()
+    fresh_stack.wait_for_model(CHAT)
+    key, doomed = fresh_stack.api_key, fresh_stack.new_key()
+    auth = {"authorization": f"Bearer {key}"}
+    fresh_stack.nats.stop()
+    wait_until(lambda: httpx.get(f"{url}/health").status_code == 503, 10, "the edge to notice")
+    assert httpx.get(f"{url}/v1/models", headers=auth).status_code == 200  # authenticated from its copy
+    down = httpx.post(f"{url}/v1/chat/completions", json=ASK, headers=auth, timeout=10)
+    assert down.status_code == 503 and "retry-after" in down.headers
+    fresh_stack.nats.start()
+    wait_until(
+        lambda: (
+            httpx.post(f"{url}/v1/chat/completions", json=ASK, headers=auth, timeout=10).status_code == 200
+        ),
+        30,
+        "requests to succeed again",
+        fresh_stack.logs,
+    )
+    # The directory is followed again: a revocation made now still reaches the edge within a second.
+    doomed_id = doomed.removeprefix("sk-llmaas-").partition("_")[0]
+    fresh_stack.admin("POST", f"/keys/{doomed_id}/revoke")
+    doomed_auth = {"authorization": f"Bearer {doomed}"}
+    wait_until(lambda: httpx.get(f"{url}/v1/models", headers=doomed_auth).status_code == 401, 1.0, "refusal")

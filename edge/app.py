@@ -19,7 +19,7 @@ from edge.gate import Gate
 from edge.metrics import EdgeMetrics
 from edge.middleware import Envelope
 from edge.pipeline import Pipeline
-from edge.routes import admin, embeddings, generation, models, ops
+from edge.routes import admin, embeddings, generation, keys, models, ops
 from edge.routes.docs import REF, response_schemas
 from edge.schemas import REQUEST_MODELS
 from edge.settings import EdgeSettings
@@ -60,7 +60,7 @@ def create_app(settings: EdgeSettings) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.edge = edge
-    for module in (generation, embeddings, models, ops, admin):
+    for module in (generation, embeddings, models, keys, ops, admin):
         app.include_router(module.router)
     errors.install(app)
     app.add_middleware(Envelope, metrics=metrics)

@@ -12,14 +12,14 @@ import asyncio
 import hmac
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from nats.aio.client import Client
 from starlette.requests import Request
 
 from edge.limits import Grant, Limiter
 from edge.settings import EdgeSettings
-from llmaas import audit, tenants, tiers, wire
+from llmaas import audit, directory, tenants, tiers, wire
 from llmaas.audit import AuditLog
 from llmaas.directory import Directory, StoreUnavailable
 from llmaas.errors import PermissionDenied, ServerError, Unauthenticated, Unavailable
@@ -40,6 +40,8 @@ class Principal:
     tenant: Tenant
     key: ApiKey
     tier: Tier
+    secret: str = field(repr=False, default="")
+    """The presented secret, kept for this request only (it opens a sealed successor key)."""
 
 
 def caller(principal: Principal) -> wire.Caller:
@@ -68,6 +70,8 @@ class Gate:
         token = settings.admin_token.get_secret_value() if settings.admin_token else None
         self._admin_digest = tenants.digest(token) if token else None
         self.ready = False
+        self._rotating: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
 
     async def open(self, nc: Client) -> None:
         await asyncio.gather(self.directory.open(nc), self.limiter.open(nc), self.audit.open(nc))
@@ -112,7 +116,42 @@ class Gate:
         if tier is None:
             log.error("tenant %s has tier %r, which this edge does not know", tenant.name, tenant.tier)
             raise ServerError("This tenant's billing tier is not configured on this server.")
-        return Principal(tenant=tenant, key=key, tier=tier)
+        if key.rotation_due(now):
+            self._rotate_soon(key.id, secret)
+        if key.successor:
+            # Tell the holder, on every answer, that a successor waits (GET /v1/keys/current has it).
+            notice = (b"x-llmaas-key-successor", key.successor.encode())
+            request.scope["state"].setdefault("headers", []).append(notice)
+        return Principal(tenant=tenant, key=key, tier=tier, secret=secret)
+
+    def _rotate_soon(self, key_id: str, secret: str) -> None:
+        """Rotate a key that reached its age, off the request's path; once per key and edge at a time
+        (and once overall: the directory lets exactly one rotation win)."""
+        if key_id in self._rotating:
+            return
+        self._rotating.add(key_id)
+
+        async def rotate() -> None:
+            grace = self._grace(key_id)
+            try:
+                new, _ = await self.directory.rotate_key(key_id, grace_s=grace, old_secret=secret)
+            except directory.Conflict:
+                return  # another edge rotated it first
+            except (directory.StoreUnavailable, KeyError) as exc:
+                log.warning("automatic rotation of key %s failed (%s); retried on its next use", key_id, exc)
+                return
+            finally:
+                self._rotating.discard(key_id)
+            detail = {"successor": new.id, "automatic": "true"}
+            self.audit.record(audit.event("system", "key.rotate", key_id, "ok", detail=detail))
+
+        task = asyncio.create_task(rotate())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _grace(self, key_id: str) -> float:
+        key = self.directory.key(key_id)
+        return key.grace_s if key is not None else tenants.DEFAULT_GRACE_S
 
     def _refuse(
         self, request: Request, key_id: str, message: str, code: str = "invalid_api_key"
@@ -137,7 +176,7 @@ class Gate:
         """Take the request's share of its tier's limits; the rate-limit headers go on the response."""
         p = principal
         grant = await self.limiter.admit(p.tenant, p.key, p.tier, max_tokens, time.time())
-        request.scope["state"]["headers"] = grant.headers
+        request.scope["state"].setdefault("headers", []).extend(grant.headers)
         return grant
 
     # --- administrators --------------------------------------------------------------------------

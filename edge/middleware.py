@@ -14,6 +14,7 @@ _ROUTES = {
     "/v1/completions": "/v1/completions",
     "/v1/embeddings": "/v1/embeddings",
     "/v1/models": "/v1/models",
+    "/v1/keys/current": "/v1/keys/current",
     "/health": "/health",
     "/metrics": "/metrics",
 }

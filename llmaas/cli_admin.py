@@ -36,7 +36,7 @@ def _show_key(key: dict[str, Any]) -> None:
     print(f"models:   {', '.join(key['models']) or 'all'}")
     print(f"expires:  {_when(key['expires_at'])}")
     if key.get("rotate_every_s"):
-        print(f"rotates:  every {key['rotate_every_s'] / 86400:g} days")
+        print(f"rotates:  every {key['rotate_every_s'] / 86400:g} days (successor: GET /v1/keys/current)")
     print(f"key:      {key['key']}")
     print("Store the key now: it is shown only once (the platform keeps only its hash).")
 
@@ -65,6 +65,8 @@ def cmd_keys_create(args: argparse.Namespace) -> None:
         body["expires_in_s"] = admin.seconds(args.expires_in)
     if args.rotate_every:
         body["rotate_every_s"] = admin.seconds(args.rotate_every)
+    if args.grace:
+        body["grace_s"] = admin.seconds(args.grace)
     _show_key(_client(args).call("POST", "/keys", body))
 
 
@@ -142,7 +144,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "--models", action="append", help="allowed models, names or patterns like 'qwen3:*' (default: all)"
     )
     p.add_argument("--expires-in", help="lifetime, e.g. 90d (default: none)")
-    p.add_argument("--rotate-every", help="rotate automatically, e.g. 30d")
+    p.add_argument(
+        "--rotate-every",
+        help="rotate automatically at this age, e.g. 30d: the holder collects the successor from "
+        "GET /v1/keys/current with the old key",
+    )
+    p.add_argument("--grace", help="how long a rotated key keeps working (default 24h)")
     p.set_defaults(func=cmd_keys_create)
     p = k.add_parser("list", help="keys with their state (never their secrets)")
     p.add_argument("--tenant")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable
 from typing import Generic, TypeVar
 
@@ -22,6 +23,7 @@ from nats.js.api import KeyValueConfig, StorageType
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
+from llmaas import tenants
 from llmaas.tenants import ApiKey, Tenant
 
 log = logging.getLogger(__name__)
@@ -163,6 +165,76 @@ class Directory:
 
     async def create_key(self, key: ApiKey) -> None:
         await self._create(KEYS_BUCKET, key.id, key)
+
+    async def issue_key(
+        self,
+        *,
+        tenant: str,
+        name: str,
+        models: list[str],
+        expires_at: float | None,
+        rotate_every_s: float | None,
+        grace_s: float = tenants.DEFAULT_GRACE_S,
+        predecessor: str | None = None,
+    ) -> tuple[ApiKey, str]:
+        """A new key, stored; returns it with its secret (to show once, never to store)."""
+        key_id, presented, sha = tenants.mint_key()
+        key = ApiKey(
+            id=key_id,
+            tenant=tenant,
+            name=name,
+            secret_sha256=sha,
+            created_at=time.time(),
+            models=models,
+            expires_at=expires_at,
+            rotate_every_s=rotate_every_s,
+            grace_s=grace_s,
+            predecessor=predecessor,
+        )
+        await self.create_key(key)
+        return key, presented
+
+    async def rotate_key(
+        self, key_id: str, *, grace_s: float, old_secret: str | None = None
+    ) -> tuple[ApiKey, str]:
+        """Issue the successor of ``key_id`` (same tenant, models, lifetime and schedule) and let the
+        old key live ``grace_s`` more. With ``old_secret`` (automatic rotation), the successor is
+        also sealed into the old key's record for its holder to collect.
+
+        Raises KeyError (no such key), Conflict (revoked, expired or already rotated: exactly one
+        rotation wins when several edges try at once) and StoreUnavailable.
+        """
+        old = self.key(key_id) or await self.fetch_key(key_id)
+        now = time.time()
+        if old is None:
+            raise KeyError(key_id)
+        if not old.usable_at(now) or old.successor:
+            raise Conflict(key_id)
+        lifetime = old.expires_at - old.created_at if old.expires_at else None
+        new, presented = await self.issue_key(
+            tenant=old.tenant,
+            name=old.name,
+            models=old.models,
+            expires_at=now + lifetime if lifetime else None,
+            rotate_every_s=old.rotate_every_s,
+            grace_s=old.grace_s,
+            predecessor=old.id,
+        )
+        sealed = tenants.seal_successor(old_secret, presented) if old_secret else None
+
+        def retire(k: ApiKey) -> ApiKey:
+            if k.successor or k.state != "active":
+                raise Conflict(key_id)
+            ends = now + grace_s if k.expires_at is None else min(k.expires_at, now + grace_s)
+            return msgspec.structs.replace(k, successor=new.id, expires_at=ends, sealed_successor=sealed)
+
+        try:
+            await self.change_key(key_id, retire)
+        except Conflict:
+            # Another rotation won: this successor must never work.
+            await self.change_key(new.id, lambda k: msgspec.structs.replace(k, state="revoked"))
+            raise
+        return new, presented
 
     async def change_tenant(self, name: str, change: Callable[[Tenant], Tenant]) -> Tenant:
         return await self._change(TENANTS_BUCKET, name, self.tenants_copy, change)

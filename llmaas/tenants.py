@@ -8,6 +8,7 @@ Records are JSON in NATS KV, written by the admin API and read by every edge fro
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import re
@@ -16,8 +17,13 @@ from fnmatch import fnmatchcase
 from typing import Literal
 
 import msgspec
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
 KEY_PREFIX = "sk-llmaas-"
+DEFAULT_GRACE_S = 24 * 3600.0
 ADMIN_PREFIX = "llmaas-admin-"
 _ID_HEX = 12
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -46,12 +52,27 @@ class ApiKey(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     expires_at: float | None = None
     state: KeyState = "active"
     rotate_every_s: float | None = None
+    """Rotate automatically at this age: the first request after it creates the successor."""
+    grace_s: float = DEFAULT_GRACE_S
+    """How long the key keeps working once rotated."""
     successor: str | None = None
     """Set when the key was rotated; the key then expires at the end of the grace period."""
     predecessor: str | None = None
+    sealed_successor: str | None = None
+    """An automatic rotation's new key, encrypted under this key's own secret (``seal_successor``):
+    only a holder of this key can read it, and the platform never stores it in the clear."""
+
+    def rotation_due(self, now: float) -> bool:
+        return self.rotate_every_s is not None and not self.successor and now >= self.rotation_at()
+
+    def rotation_at(self) -> float:
+        return self.created_at + (self.rotate_every_s or 0.0)
 
     def usable_at(self, now: float) -> bool:
-        return self.state == "active" and (self.expires_at is None or now < self.expires_at)
+        if self.state != "active" or (self.expires_at is not None and now >= self.expires_at):
+            return False
+        # A key due for rotation that nobody used since: its grace runs from the moment it was due.
+        return not (self.rotate_every_s and not self.successor and now >= self.rotation_at() + self.grace_s)
 
     def allows(self, model: str) -> bool:
         return not self.models or any(fnmatchcase(model, pattern) for pattern in self.models)
@@ -101,3 +122,27 @@ def public_id(presented: str) -> str:
     """What of a presented key may appear in logs and audit events: its id, never the secret."""
     parsed = parse_key(presented)
     return parsed[0] if parsed else "malformed"
+
+
+def _cipher(secret: str) -> AESGCM:
+    # A key of its own for each secret, derived with HKDF: the secret is random, so no salt is needed.
+    derived = HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=b"llmaas successor key").derive(
+        secret.encode()
+    )
+    return AESGCM(derived)
+
+
+def seal_successor(secret: str, successor_key: str) -> str:
+    """``successor_key`` encrypted (AES-256-GCM) under a key derived from ``secret``."""
+    nonce = secrets.token_bytes(12)
+    sealed = _cipher(secret).encrypt(nonce, successor_key.encode(), None)
+    return base64.urlsafe_b64encode(nonce + sealed).decode()
+
+
+def open_successor(secret: str, sealed: str) -> str | None:
+    """The successor key, if ``secret`` is the one it was sealed under; else None."""
+    raw = base64.urlsafe_b64decode(sealed.encode())
+    try:
+        return _cipher(secret).decrypt(raw[:12], raw[12:], None).decode()
+    except InvalidTag:
+        return None

@@ -21,11 +21,9 @@ from edge.context import EdgeContext
 from edge.gate import source_of
 from llmaas import audit, directory, tenants
 from llmaas.errors import Conflict, InvalidRequest, NotFound, Unavailable
-from llmaas.tenants import ApiKey, Tenant
+from llmaas.tenants import DEFAULT_GRACE_S, ApiKey, Tenant
 
 router = APIRouter(prefix="/admin/v1", include_in_schema=False)
-
-DEFAULT_GRACE_S = 24 * 3600.0
 
 
 class _Body(BaseModel):
@@ -48,6 +46,7 @@ class KeyCreate(_Body):
     models: list[str] = []
     expires_in_s: float | None = Field(default=None, gt=0)
     rotate_every_s: float | None = Field(default=None, gt=0)
+    grace_s: float = Field(default=DEFAULT_GRACE_S, ge=0)
 
 
 class KeyRotate(_Body):
@@ -179,46 +178,20 @@ async def create_key(request: Request) -> Response:
     if edge.gate.directory.tenant(req.tenant) is None:
         raise _missing("tenant", req.tenant)
     now = time.time()
-    key, secret = await _mint(
-        edge,
-        tenant=req.tenant,
-        name=req.name,
-        models=req.models,
-        expires_at=now + req.expires_in_s if req.expires_in_s else None,
-        rotate_every_s=req.rotate_every_s,
-    )
+    try:
+        key, secret = await edge.gate.directory.issue_key(
+            tenant=req.tenant,
+            name=req.name,
+            models=req.models,
+            expires_at=now + req.expires_in_s if req.expires_in_s else None,
+            rotate_every_s=req.rotate_every_s,
+            grace_s=req.grace_s,
+        )
+    except (directory.StoreUnavailable, directory.Conflict):
+        raise _unreachable() from None
     detail = {"key": key.id, "models": ",".join(key.models) or "*"}
     await _audited(request, edge, actor, "key.create", target=req.tenant, detail=detail)
     return _json(_view(key, now, secret), 201)
-
-
-async def _mint(
-    edge: EdgeContext,
-    *,
-    tenant: str,
-    name: str,
-    models: list[str],
-    expires_at: float | None,
-    rotate_every_s: float | None,
-    predecessor: str | None = None,
-) -> tuple[ApiKey, str]:
-    key_id, secret, sha = tenants.mint_key()
-    key = ApiKey(
-        id=key_id,
-        tenant=tenant,
-        name=name,
-        secret_sha256=sha,
-        created_at=time.time(),
-        models=models,
-        expires_at=expires_at,
-        rotate_every_s=rotate_every_s,
-        predecessor=predecessor,
-    )
-    try:
-        await edge.gate.directory.create_key(key)
-    except (directory.StoreUnavailable, directory.Conflict):
-        raise _unreachable() from None
-    return key, secret
 
 
 @router.get("/keys")
@@ -238,37 +211,19 @@ async def rotate_key(request: Request, key_id: str) -> Response:
     edge = context.of(request)
     actor = edge.gate.check_admin(request)
     req = await body.parse(request, KeyRotate, 64 * 1024)
-    old = edge.gate.directory.key(key_id)
-    now = time.time()
-    if old is None:
-        raise _missing("key", key_id)
-    if not old.usable_at(now) or old.successor:
-        raise Conflict(f"The key {key_id} is revoked, expired or already rotated; rotate its successor.")
-    lifetime = old.expires_at - old.created_at if old.expires_at else None
-    new, secret = await _mint(
-        edge,
-        tenant=old.tenant,
-        name=old.name,
-        models=old.models,
-        expires_at=now + lifetime if lifetime else None,
-        rotate_every_s=old.rotate_every_s,
-        predecessor=old.id,
-    )
-    grace_end = now + req.grace_s
-
-    def retire(k: ApiKey) -> ApiKey:
-        ends = grace_end if k.expires_at is None else min(k.expires_at, grace_end)
-        return msgspec.structs.replace(k, successor=new.id, expires_at=ends)
-
     try:
-        await edge.gate.directory.change_key(key_id, retire)
+        new, secret = await edge.gate.directory.rotate_key(key_id, grace_s=req.grace_s)
     except KeyError:
         raise _missing("key", key_id) from None
-    except (directory.StoreUnavailable, directory.Conflict):
+    except directory.Conflict:
+        raise Conflict(
+            f"The key {key_id} is revoked, expired or already rotated; rotate its successor."
+        ) from None
+    except directory.StoreUnavailable:
         raise _unreachable() from None
     detail = {"successor": new.id, "grace_s": f"{req.grace_s:g}"}
     await _audited(request, edge, actor, "key.rotate", target=key_id, detail=detail)
-    return _json(_view(new, now, secret), 201)
+    return _json(_view(new, time.time(), secret), 201)
 
 
 @router.post("/keys/{key_id}/revoke")

@@ -306,3 +306,34 @@ def test_a_store_outage_never_turns_known_keys_into_401s_and_heals_by_itself(fre
     fresh_stack.admin("POST", f"/keys/{doomed_id}/revoke")
     doomed_auth = {"authorization": f"Bearer {doomed}"}
     wait_until(lambda: httpx.get(f"{url}/v1/models", headers=doomed_auth).status_code == 401, 1.0, "refusal")
+
+
+async def stored_key(stack: Stack, key_id: str) -> dict[str, object]:
+    nc = await nats.connect(stack.nats.url)
+    try:
+        entry = await (await nc.jetstream().key_value("llmaas_keys")).get(key_id)
+        record: dict[str, object] = msgspec.json.decode(entry.value or b"")
+        return record
+    finally:
+        await nc.close()
+
+
+def test_automatic_rotation_hands_the_successor_to_the_old_key_only(edges: Edges) -> None:
+    old = edges.stack.new_key("auto", rotate_every_s=1.0, grace_s=3.0)
+    old_auth = {"authorization": f"Bearer {old}"}
+    current = httpx.get(f"{edges.a}/v1/keys/current", headers=old_auth).json()
+    assert current["successor"] is None and current["rotates_at"] is not None
+    # The first use after the key's age rotates it; every answer then names the successor.
+    wait_until(
+        lambda: "x-llmaas-key-successor" in edges.chat(edges.b, old).headers, 10, "the automatic rotation"
+    )
+    current = httpx.get(f"{edges.a}/v1/keys/current", headers=old_auth).json()
+    new = current["successor_key"]
+    assert new.startswith("sk-llmaas-" + current["successor"])
+    assert edges.chat(edges.a, new).status_code == 200
+    assert edges.chat(edges.a, old).status_code == 200  # still in its grace period
+    # The old key's record in the store holds the successor sealed, never in the clear.
+    record = asyncio.run(stored_key(edges.stack, current["id"]))
+    assert record["sealed_successor"] and new not in str(record) and new.partition("_")[2] not in str(record)
+    wait_until(lambda: edges.chat(edges.b, old).status_code == 401, 10, "the old key's grace to end")
+    assert edges.chat(edges.b, new).status_code == 200

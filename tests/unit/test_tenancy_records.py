@@ -189,3 +189,18 @@ def test_a_removed_or_inserted_event_is_detected() -> None:
     forged = audit.seal(audit.event("mallory", "key.create", "t0", "ok"), audit.GENESIS)
     inserted = encoded([events[0], forged, *events[1:]])
     assert "event 2 does not follow event 1" in (walk(inserted).problem or "")
+
+
+def test_a_successor_sealed_under_a_secret_opens_only_with_that_secret() -> None:
+    sealed = tenants.seal_successor("old-secret", "sk-llmaas-0123456789ab_new")
+    assert "sk-llmaas" not in sealed and "new" not in sealed
+    assert tenants.open_successor("old-secret", sealed) == "sk-llmaas-0123456789ab_new"
+    assert tenants.open_successor("other-secret", sealed) is None
+
+
+def test_an_unused_key_due_for_rotation_expires_after_its_grace() -> None:
+    due = key(created_at=0.0, rotate_every_s=100.0, grace_s=10.0)
+    assert not due.rotation_due(99.0) and due.rotation_due(100.0)
+    assert due.usable_at(109.9) and not due.usable_at(110.0)
+    rotated = msgspec.structs.replace(due, successor="1" * 12, expires_at=150.0)
+    assert not rotated.rotation_due(120.0) and rotated.usable_at(149.0)

@@ -107,6 +107,7 @@ class Supervisor:
                     self.health_url.removesuffix("/health") + "/v1",
                     ", ".join(sorted(served)),
                 )
+                log.info("API keys: `llmaas tenants create NAME`, then `llmaas keys create --tenant NAME`")
                 return
             if time.monotonic() >= next_note:
                 missing = sorted(self.models - (served or frozenset())) or ["any"]

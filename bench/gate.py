@@ -26,7 +26,7 @@ from edge.gate import Gate
 from edge.settings import EdgeSettings
 from llmaas import tenants
 from llmaas.nats_server import NatsServer
-from llmaas.tenants import ApiKey, Tenant
+from llmaas.tenants import Tenant
 from llmaas.wire import Usage
 
 
@@ -62,11 +62,9 @@ async def main(requests: int) -> None:
         keys: dict[str, str] = {}
         for tier in ("limited", "open"):
             await gate.directory.create_tenant(Tenant(name=tier, tier=tier, created_at=time.time()))
-            key_id, secret, digest = tenants.mint_key()
-            await gate.directory.create_key(
-                ApiKey(id=key_id, tenant=tier, name="bench", secret_sha256=digest, created_at=time.time())
+            _, keys[tier] = await gate.directory.issue_key(
+                tenant=tier, name="bench", models=[], expires_at=None, rotate_every_s=None
             )
-            keys[tier] = secret
         print(f"\n{requests} requests, one after another, {nats.__name__}-py to nats-server on loopback\n")
         print(f"| {'step':<34} | p50 (µs) | p99 (µs) |\n|{'-' * 36}|----------|----------|")
         usage = Usage(prompt_tokens=20, completion_tokens=16)

@@ -39,20 +39,20 @@ async def answer(
     """The answer to one generation request; ``grant`` is settled with the real usage however it ends."""
     pipeline = edge.pipeline
     rid = job.request_id
+    tally = Tally(edge, grant)
     try:
         frames = await pipeline.submit(job)
     except BaseException:
-        edge.gate.limiter.settle(grant, None, 0)
+        tally.close()
         raise
     watcher = asyncio.create_task(wait_disconnect(request.receive, lambda: pipeline.cancel(rid)))
     first = await frames.next()
     if type(first) is not Accepted:
         watcher.cancel()
         pipeline.finish(rid)
-        edge.gate.limiter.settle(grant, None, 0)
+        tally.close()
         raise RemoteError(first.error) if isinstance(first, Failed) else _UNEXPECTED
     started = time.perf_counter()
-    tally = Tally(edge, grant)
     if stream:
         events = _events(
             edge=edge,

@@ -117,24 +117,24 @@ class Gate:
             log.error("tenant %s has tier %r, which this edge does not know", tenant.name, tenant.tier)
             raise ServerError("This tenant's billing tier is not configured on this server.")
         if key.rotation_due(now):
-            self._rotate_soon(key.id, secret)
+            self._rotate_soon(key, secret)
         if key.successor:
             # Tell the holder, on every answer, that a successor waits (GET /v1/keys/current has it).
             notice = (b"x-llmaas-key-successor", key.successor.encode())
             request.scope["state"].setdefault("headers", []).append(notice)
         return Principal(tenant=tenant, key=key, tier=tier, secret=secret)
 
-    def _rotate_soon(self, key_id: str, secret: str) -> None:
+    def _rotate_soon(self, key: ApiKey, secret: str) -> None:
         """Rotate a key that reached its age, off the request's path; once per key and edge at a time
         (and once overall: the directory lets exactly one rotation win)."""
+        key_id = key.id
         if key_id in self._rotating:
             return
         self._rotating.add(key_id)
 
         async def rotate() -> None:
-            grace = self._grace(key_id)
             try:
-                new, _ = await self.directory.rotate_key(key_id, grace_s=grace, old_secret=secret)
+                new, _ = await self.directory.rotate_key(key_id, grace_s=key.grace_s, old_secret=secret)
             except directory.Conflict:
                 return  # another edge rotated it first
             except (directory.StoreUnavailable, KeyError) as exc:
@@ -148,10 +148,6 @@ class Gate:
         task = asyncio.create_task(rotate())
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-    def _grace(self, key_id: str) -> float:
-        key = self.directory.key(key_id)
-        return key.grace_s if key is not None else tenants.DEFAULT_GRACE_S
 
     def _refuse(
         self, request: Request, key_id: str, message: str, code: str = "invalid_api_key"

@@ -124,19 +124,16 @@ class Limiter:
         if grant.settled:
             return None
         grant.settled = True
-        used = usage.completion_tokens if usage is not None else generated_tokens
-        day = dt.datetime.now(dt.UTC).date()
-        cost = (
-            self.prices.at(day).cost_nano(
-                usage.prompt_tokens, usage.completion_tokens, usage.reasoning_tokens, batch=batch
-            )
-            if usage is not None
-            else self.prices.at(day).cost_nano(0, generated_tokens, batch=batch)
+        if usage is None:  # it broke off: what was generated is what it used
+            usage = Usage(prompt_tokens=0, completion_tokens=generated_tokens)
+        price = self.prices.at(dt.datetime.now(dt.UTC).date())
+        cost = price.cost_nano(
+            usage.prompt_tokens, usage.completion_tokens, usage.reasoning_tokens, batch=batch
         )
         changes: list[tuple[str, int]] = []
         for c in grant.counters:
             if c.measure == "tokens":
-                changes.append((c.subject, used - grant.reserved_tokens))
+                changes.append((c.subject, usage.completion_tokens - grant.reserved_tokens))
             elif c.measure == "budget":
                 changes.append((c.subject, cost - grant.reserved_nano))
             elif c.measure == "concurrency":
@@ -173,14 +170,14 @@ class Limiter:
         return task
 
 
-def _windows(now: float) -> tuple[dt.datetime, dict[str, tuple[str, float]]]:
-    t = dt.datetime.fromtimestamp(now, dt.UTC)
-    minute = t.replace(second=0, microsecond=0)
+def _windows(now: float) -> dict[str, tuple[str, float]]:
+    """Each window's name and the epoch second it ends."""
+    minute = dt.datetime.fromtimestamp(now, dt.UTC).replace(second=0, microsecond=0)
     hour = minute.replace(minute=0)
     day = hour.replace(hour=0)
     month = day.replace(day=1)
     next_month = (month + dt.timedelta(days=32)).replace(day=1)
-    return t, {
+    return {
         "rpm": (minute.strftime("%Y%m%d%H%M"), (minute + dt.timedelta(minutes=1)).timestamp()),
         "tokens_hour": (hour.strftime("%Y%m%d%H"), (hour + dt.timedelta(hours=1)).timestamp()),
         "tokens_day": (day.strftime("%Y%m%d"), (day + dt.timedelta(days=1)).timestamp()),
@@ -191,7 +188,7 @@ def _windows(now: float) -> tuple[dt.datetime, dict[str, tuple[str, float]]]:
 def _counters(
     tenant: str, key_id: str, tier: Tier, *, reserve: int, reserve_nano: int, now: float
 ) -> list[_Counter]:
-    _, w = _windows(now)
+    w = _windows(now)
 
     def counter(measure: str, amount: int, limit: int, kind: str) -> _Counter:
         window, resets = w[measure]

@@ -1,7 +1,7 @@
 """The administrator's side of the admin API: the admin token, and a small client for the CLI.
 
 The admin token is what ``llmaas up`` creates on its first start (``<data-dir>/admin-token``, mode
-0600) unless ``LLMAAS_ADMIN_TOKEN`` sets it; the CLI finds it the same way.
+0600) unless ``LLMAAS_ADMIN_TOKEN`` sets it (``OperatorSettings``); the CLI finds it the same way.
 """
 
 from __future__ import annotations
@@ -15,10 +15,11 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from pydantic import SecretStr
+
 from llmaas.tenants import mint_admin_token
 
 TOKEN_FILE = "admin-token"
-DEFAULT_URL = "http://127.0.0.1:8000"
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
@@ -31,15 +32,20 @@ def token_file(data_dir: Path) -> Path:
     return data_dir / TOKEN_FILE
 
 
-def ensure_token(data_dir: Path) -> tuple[str, bool]:
-    """The admin token (from ``LLMAAS_ADMIN_TOKEN`` or the data dir), creating it once: (token, created)."""
-    explicit = os.environ.get("LLMAAS_ADMIN_TOKEN")
-    if explicit:
-        return explicit, False
+def _known(data_dir: Path, explicit: SecretStr | None) -> str | None:
+    if explicit is not None:
+        return explicit.get_secret_value()
     path = token_file(data_dir)
-    if path.exists():
-        return path.read_text().strip(), False
+    return path.read_text().strip() if path.exists() else None
+
+
+def ensure_token(data_dir: Path, explicit: SecretStr | None) -> tuple[str, bool]:
+    """The admin token (``explicit``, else the data dir's), creating it once: (token, created)."""
+    token = _known(data_dir, explicit)
+    if token:
+        return token, False
     token = mint_admin_token()
+    path = token_file(data_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
     # Created with mode 0600 from the start: never readable by others, not even for a moment.
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -48,17 +54,15 @@ def ensure_token(data_dir: Path) -> tuple[str, bool]:
     return token, True
 
 
-def find_token(data_dir: Path) -> str:
-    explicit = os.environ.get("LLMAAS_ADMIN_TOKEN")
-    if explicit:
-        return explicit
-    path = token_file(data_dir)
-    try:
-        return path.read_text().strip()
-    except FileNotFoundError:
+def find_token(data_dir: Path, explicit: SecretStr | None) -> str:
+    """The admin token (``explicit``, else the data dir's); raises AdminError if there is none."""
+    token = _known(data_dir, explicit)
+    if not token:
         raise AdminError(
-            f"No admin token: set LLMAAS_ADMIN_TOKEN, or run `llmaas up` once (it writes {path})."
-        ) from None
+            f"No admin token: set LLMAAS_ADMIN_TOKEN, or run `llmaas up` once "
+            f"(it writes {token_file(data_dir)})."
+        )
+    return token
 
 
 def seconds(text: str) -> float:

@@ -118,8 +118,7 @@ class AuditLog:
             event = await self._queue.get()
             while True:
                 try:
-                    async with self._lock:
-                        await self._append(event)
+                    await self.append(event)
                     break
                 except (NatsError, TimeoutError) as exc:
                     log.warning("audit event not yet written (%s); retrying", type(exc).__name__)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from llmaas import cli_admin, logs
-from llmaas.settings import DEFAULT_DATA_DIR
+from llmaas.settings import DEFAULT_DATA_DIR, OperatorSettings
 
 
 def _explicit(args: argparse.Namespace, *names: str) -> dict[str, Any]:
@@ -107,7 +107,7 @@ def cmd_up(args: argparse.Namespace) -> None:
         nats_url = nats.start()
         log.info("nats-server with JetStream on %s (data in %s)", nats_url, data_dir / "jetstream")
     base = ["--nats-url", nats_url, *(["--log-level", args.log_level] if args.log_level else [])]
-    token, created = admin.ensure_token(data_dir)
+    token, created = admin.ensure_token(data_dir, OperatorSettings().admin_token)
     if created:
         # On the terminal, not through logging: log lines may be shipped elsewhere, secrets must not.
         where = admin.token_file(data_dir)

@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from llmaas import admin
-from llmaas.settings import DEFAULT_DATA_DIR
+from llmaas.settings import DEFAULT_DATA_DIR, DEFAULT_EDGE_URL, OperatorSettings
 
 
 def _client(args: argparse.Namespace) -> admin.AdminClient:
-    url = args.url or os.environ.get("LLMAAS_URL") or admin.DEFAULT_URL
-    return admin.AdminClient(url, admin.find_token(Path(args.data_dir).expanduser()))
+    settings = OperatorSettings()
+    token = admin.find_token(Path(args.data_dir).expanduser(), settings.admin_token)
+    return admin.AdminClient(args.url or settings.url, token)
 
 
 def _when(epoch: float | None) -> str:
@@ -113,7 +113,7 @@ def cmd_audit_verify(args: argparse.Namespace) -> None:
 
 
 def _connection(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--url", help=f"the edge (default: $LLMAAS_URL or {admin.DEFAULT_URL})")
+    parser.add_argument("--url", help=f"the edge (default: $LLMAAS_URL or {DEFAULT_EDGE_URL})")
     parser.add_argument(
         "--data-dir",
         default=str(DEFAULT_DATA_DIR),

@@ -43,19 +43,17 @@ class StoreUnavailable(Exception):
 
 
 class _Copy(Generic[R]):
-    """One bucket's records, kept current by a watch; ``revisions`` serve compare-and-set."""
+    """One bucket's records, kept current by a watch (writes read the record fresh from KV)."""
 
     def __init__(self, kind: type[R]) -> None:
         self.decoder: msgspec.json.Decoder[R] = msgspec.json.Decoder(kind)
         self.records: dict[str, R] = {}
-        self.revisions: dict[str, int] = {}
 
 
 class Directory:
     def __init__(self) -> None:
         self.tenants_copy: _Copy[Tenant] = _Copy(Tenant)
         self.keys_copy: _Copy[ApiKey] = _Copy(ApiKey)
-        self.loaded = asyncio.Event()
         self._kv: dict[str, KeyValue] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._resyncs: list[asyncio.Event] = []
@@ -72,11 +70,14 @@ class Directory:
         ready = [asyncio.Event(), asyncio.Event()]
         self._resyncs = [asyncio.Event(), asyncio.Event()]
         self._tasks = [
-            asyncio.create_task(self._follow(self._kv[TENANTS_BUCKET], self.tenants_copy, ready[0], 0)),
-            asyncio.create_task(self._follow(self._kv[KEYS_BUCKET], self.keys_copy, ready[1], 1)),
+            asyncio.create_task(
+                self._follow(self._kv[TENANTS_BUCKET], self.tenants_copy, ready[0], self._resyncs[0])
+            ),
+            asyncio.create_task(
+                self._follow(self._kv[KEYS_BUCKET], self.keys_copy, ready[1], self._resyncs[1])
+            ),
         ]
         await asyncio.gather(*(event.wait() for event in ready))
-        self.loaded.set()
 
     def resync(self) -> None:
         """Rebuild the copy from a fresh snapshot (called when the NATS connection comes back)."""
@@ -90,10 +91,12 @@ class Directory:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
 
-    async def _follow(self, kv: KeyValue, copy: _Copy[R], ready: asyncio.Event, index: int) -> None:
+    async def _follow(
+        self, kv: KeyValue, copy: _Copy[R], ready: asyncio.Event, resync_wanted: asyncio.Event
+    ) -> None:
         while True:
             try:
-                await self._watch(kv, copy, ready, self._resyncs[index])
+                await self._watch(kv, copy, ready, resync_wanted)
             except (NatsError, TimeoutError) as exc:
                 log.warning("watching %s failed (%s); retrying", kv._name, type(exc).__name__)
                 await asyncio.sleep(0.5)
@@ -104,9 +107,8 @@ class Directory:
         watcher = await kv.watchall()
         resync = asyncio.ensure_future(resync_wanted.wait())
         try:
+            # Filled from the snapshot, then swapped in whole; later changes land in it in place.
             records: dict[str, R] = {}
-            revisions: dict[str, int] = {}
-            live = False
             while True:
                 update = asyncio.ensure_future(watcher.updates(timeout=None))  # type: ignore[no-untyped-call]
                 done, _ = await asyncio.wait({update, resync}, return_when=asyncio.FIRST_COMPLETED)
@@ -116,22 +118,16 @@ class Directory:
                     return  # the caller starts a fresh watch, hence a fresh snapshot
                 entry = update.result()
                 if entry is None:  # the snapshot is complete: switch to it, then apply changes live
-                    copy.records, copy.revisions = records, revisions
-                    live = True
+                    copy.records = records
                     ready.set()
                     continue
                 if entry.operation in (KV_DEL, KV_PURGE) or not entry.value:
                     records.pop(entry.key, None)
-                    revisions.pop(entry.key, None)
                 else:
                     try:
                         records[entry.key] = copy.decoder.decode(entry.value)
                     except msgspec.DecodeError:
                         log.error("unreadable record %s in %s; ignored", entry.key, kv._name)
-                        continue
-                    revisions[entry.key] = entry.revision or 0
-                if live and copy.records is not records:
-                    copy.records, copy.revisions = records, revisions
         finally:
             resync.cancel()
             with contextlib.suppress(NatsError, TimeoutError):

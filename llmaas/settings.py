@@ -7,11 +7,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
 DEFAULT_DATA_DIR = Path("~/.local/share/llmaas").expanduser()
+DEFAULT_EDGE_URL = "http://127.0.0.1:8000"
 INFRA_DIR = Path(__file__).resolve().parent.parent / "infra"
 """Operators' data (tiers, prices, catalog, schemas) shipped beside the code."""
 
@@ -25,3 +26,12 @@ class ServiceSettings(BaseSettings):
     log_level: str = "INFO"
     metrics_port: int = Field(default=0, ge=0, le=65535, description="0 disables the metrics endpoint")
     metrics_host: str = "127.0.0.1"
+
+
+class OperatorSettings(BaseSettings):
+    """What the administration CLI and ``llmaas up`` take from the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="LLMAAS_", extra="ignore", frozen=True)
+
+    url: str = Field(default=DEFAULT_EDGE_URL, description="the edge the CLI talks to")
+    admin_token: SecretStr | None = Field(default=None, description="else <data-dir>/admin-token")

@@ -123,7 +123,7 @@ def test_reset_durations_look_like_openai_s(seconds: float, shown: str) -> None:
 
 def test_windows_are_utc_minute_hour_day_and_month() -> None:
     now = dt.datetime(2026, 12, 31, 23, 59, 30, tzinfo=dt.UTC).timestamp()
-    _, w = limits._windows(now)
+    w = limits._windows(now)
     assert w["rpm"] == ("202612312359", dt.datetime(2027, 1, 1, tzinfo=dt.UTC).timestamp())
     assert w["tokens_day"][0] == "20261231" and w["budget_month"][0] == "202612"
     assert w["budget_month"][1] == dt.datetime(2027, 1, 1, tzinfo=dt.UTC).timestamp()

@@ -20,7 +20,7 @@ import msgspec
 from nats.aio.client import Client
 from nats.errors import Error as NatsError
 from nats.js.api import KeyValueConfig, StorageType
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import InvalidKeyError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
 from llmaas import tenants
@@ -145,7 +145,7 @@ class Directory:
         """A key that is not (yet) in the copy, read from KV; raises StoreUnavailable."""
         try:
             entry = await self._kv[KEYS_BUCKET].get(key_id)
-        except KeyNotFoundError:
+        except (KeyNotFoundError, InvalidKeyError):  # a name that cannot be a KV key names nothing
             return None
         except (NatsError, TimeoutError) as exc:
             raise StoreUnavailable(str(exc)) from None
@@ -252,7 +252,7 @@ class Directory:
         for _ in range(5):
             try:
                 entry = await kv.get(name)
-            except KeyNotFoundError:
+            except (KeyNotFoundError, InvalidKeyError):  # a name that cannot be a KV key names nothing
                 raise KeyError(name) from None
             except (NatsError, TimeoutError) as exc:
                 raise StoreUnavailable(str(exc)) from None

@@ -28,6 +28,7 @@ ADMIN_PREFIX = "llmaas-admin-"
 _ID_HEX = 12
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
+_KEY_ID = re.compile(rf"^[0-9a-f]{{{_ID_HEX}}}$")
 
 
 class Tenant(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
@@ -104,7 +105,9 @@ def parse_key(presented: str) -> tuple[str, str] | None:
     if not presented.startswith(KEY_PREFIX):
         return None
     key_id, sep, secret = presented[len(KEY_PREFIX) :].partition("_")
-    if not sep or len(key_id) != _ID_HEX or not secret or len(secret) > 128:
+    # The id must look like one we mint: it is used as a KV key, where "." or "*" would not be a
+    # wrong key (401) but an invalid lookup.
+    if not sep or not _KEY_ID.match(key_id) or not secret or len(secret) > 128:
         return None
     return key_id, secret
 

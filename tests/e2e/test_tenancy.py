@@ -69,13 +69,25 @@ def test_missing_malformed_and_wrong_keys_are_401_without_echoing_the_secret(edg
     assert error_of(missing, 401)["code"] == "missing_api_key"
     real = edges.stack.new_key("auth-checks")
     forged = real[:-6] + "AAAAAA"  # right id, wrong secret
-    for presented in ("not-a-key", "sk-llmaas-zzz", forged):
+    for presented in ("not-a-key", "sk-llmaas-zzz", "sk-llmaas-ab.cd*>ef.gh_x", forged):
         response = edges.chat(edges.b, presented)
         error = error_of(response, 401)
         assert error["code"] == "invalid_api_key"
         secret = presented.rpartition("_")[2]
         assert secret not in response.text or len(secret) < 6
     assert edges.chat(edges.b, real).status_code == 200
+
+
+def test_names_that_cannot_exist_are_404_for_the_admin_api(edges: Edges) -> None:
+    auth = {"authorization": f"Bearer {edges.stack.admin_token}"}
+    for method, path in [
+        ("POST", "/keys/a.b*c/revoke"),
+        ("POST", "/keys/a.b*c/rotate"),
+        ("PATCH", "/tenants/a.b*"),
+    ]:
+        body = {"tier": "tier1"} if method == "PATCH" else {}
+        response = httpx.request(method, f"{edges.a}/admin/v1{path}", json=body, headers=auth)
+        assert error_of(response, 404)["code"] in ("key_not_found", "tenant_not_found")
 
 
 def test_a_key_created_on_one_edge_works_at_once_on_the_other(edges: Edges) -> None:

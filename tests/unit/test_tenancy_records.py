@@ -32,7 +32,15 @@ def test_a_minted_key_parses_back_and_only_its_secret_matches() -> None:
 
 
 @pytest.mark.parametrize(
-    "presented", ["", "sk-llmaas-", "sk-llmaas-short_x", "sk-other-0123456789ab_x", "sk-llmaas-0123456789ab"]
+    "presented",
+    [
+        "",
+        "sk-llmaas-",
+        "sk-llmaas-short_x",
+        "sk-other-0123456789ab_x",
+        "sk-llmaas-0123456789ab",
+        "sk-llmaas-ab.cd*>ef.gh_x",  # twelve characters, but not an id we mint
+    ],
 )
 def test_malformed_keys_do_not_parse(presented: str) -> None:
     assert tenants.parse_key(presented) is None

@@ -12,6 +12,7 @@ Run: ``python -m bench.guard_quality [--data ../shared/data/guard-dev] [--jsonl 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import csv
 import json
 import random
@@ -20,6 +21,8 @@ import time
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
+
+import nats
 
 from guard.evaluate import verdicts
 
@@ -89,29 +92,111 @@ def quality(data: Path, jsonl: Path | None) -> None:
     print("blocks per rule:", ", ".join(f"{r} {n}" for r, n in sorted(rules.items(), key=lambda x: -x[1])))
 
 
-def speed() -> None:
-    from guard.app import default_screener
-    from llmaas.wire import ChatMessage, GenerateJob
+def fragments(text: str, words: int = 4) -> list[str]:
+    """``text`` cut into pieces of a few words (of a few characters, for text without spaces)."""
+    parts = text.split()
+    if len(parts) > 1:
+        return [" ".join(parts[i : i + words]) for i in range(0, len(parts), words)]
+    return [text[i : i + 2 * words] for i in range(0, len(text), 2 * words)]
 
-    screener = default_screener()
+
+def screened(rows: list[dict[str, str]]) -> dict[str, bool]:
+    return {v["id"]: v["blocked"] for v in verdicts(json.dumps(row) for row in rows)}
+
+
+def behaviour(data: Path) -> None:
+    """The behaviour layer on sequences built from the same data (the files have no token ids).
+
+    Split attacks: each attack the stateless layers block whole, cut into pieces of four words,
+    where no piece is blocked alone, sent piece by piece by one token: how many are still caught.
+    Benign conversations: the benign prompts of each source and language, four in a row per
+    token: how many are blocked that were not blocked alone."""
+    corpus = list(items(data))
+    alone = screened([{"id": i["id"], "text": i["text"]} for i in corpus])
+    cut = {i["id"]: fragments(i["text"]) for i in corpus if i["truth"] == "attack" and alone[i["id"]]}
+    rows = [
+        {"id": f"{id_}/{n}", "text": piece} for id_, pieces in cut.items() for n, piece in enumerate(pieces)
+    ]
+    piece_alone = screened(rows)
+    split = {
+        id_: pieces
+        for id_, pieces in cut.items()
+        if len(pieces) > 1 and not any(piece_alone[f"{id_}/{n}"] for n in range(len(pieces)))
+    }
+    rows = [
+        {"id": f"{id_}/{n}", "text": piece, "key": id_}
+        for id_, pieces in split.items()
+        for n, piece in enumerate(pieces)
+    ]
+    caught = {row.partition("/")[0] for row, blocked in screened(rows).items() if blocked}
+    print(
+        f"split attacks (blocked whole, no 4-word piece blocked alone): {len(split)}; "
+        f"caught piece by piece: {len(caught)} ({len(caught) / max(len(split), 1):.1%})"
+    )
+    groups: dict[tuple[str, str], list[dict[str, str]]] = defaultdict(list)
+    for i in corpus:
+        if i["truth"] == "benign" and not alone[i["id"]]:
+            groups[(i["source"], i["lang"])].append(i)
+    print("| benign conversations (4 prompts per token) | lang | prompts | blocked in sequence |")
+    print("|---|---|---|---|")
+    for (source, lang), members in sorted(groups.items()):
+        rows = [
+            {"id": m["id"], "text": m["text"], "key": f"{source}-{n // 4}"} for n, m in enumerate(members)
+        ]
+        hits = sum(screened(rows).values())
+        print(f"| {source} | {lang} | {len(members)} | {hits} ({hits / len(members):.2%}) |")
+
+
+def speed() -> None:
+    """Screening time per prompt: the stateless layers alone, then all three layers with the
+    history in this process, then with the history in NATS KV (what a guard replica does)."""
+    asyncio.run(_speed())
+
+
+async def _speed() -> None:
+    import tempfile
+
+    from guard.app import default_screener
+    from guard.history import KvHistory, MemoryHistory
+    from guard.screening import Screener
+    from llmaas.nats_server import NatsServer
+    from llmaas.wire import Caller, ChatMessage, GenerateJob
+
     rng = random.Random(7)
     words = "the model answers questions about weather travel cooking science history and maths".split()
-    for size in (200, 8000):
-        timings = []
-        for i in range(2000 if size == 200 else 300):
-            text = ""
-            while len(text) < size:
-                text += rng.choice(words) + " "
-            job = GenerateJob(request_id=str(i), model="-", kind="chat", created=0,
-                              messages=[ChatMessage(role="user", content=text[:size])])  # fmt: skip
-            started = time.perf_counter()
-            screener.screen(job)
-            timings.append(time.perf_counter() - started)
-        q = statistics.quantiles(timings, n=100)
-        print(
-            f"{size:>5} characters: p50 {q[49] * 1e6:.0f} µs, p99 {q[98] * 1e6:.0f} µs "
-            f"({len(timings)} prompts)"
-        )
+    with tempfile.TemporaryDirectory() as tmp:
+        server = NatsServer(Path(tmp), port=-1)
+        nc = await nats.connect(server.start())
+        try:
+            kv = KvHistory()
+            await kv.attach(nc.jetstream())
+            full = default_screener(MemoryHistory())
+            setups = {
+                "structure+patterns": Screener(layers=full.layers),
+                "+behaviour, history in-process": full,
+                "+behaviour, history in NATS KV": default_screener(kv),
+            }
+            for size in (200, 8000):
+                for name, screener in setups.items():
+                    timings = []
+                    for i in range(2000 if size == 200 else 300):
+                        text = ""
+                        while len(text) < size:
+                            text += rng.choice(words) + " "
+                        job = GenerateJob(request_id=str(i), model="-", kind="chat", created=0,
+                                          messages=[ChatMessage(role="user", content=text[:size])],
+                                          caller=Caller(tenant="t", token_id=f"key{i % 50}"))  # fmt: skip
+                        started = time.perf_counter()
+                        await screener.screen(job)
+                        timings.append(time.perf_counter() - started)
+                    q = statistics.quantiles(timings, n=100)
+                    print(
+                        f"{size:>5} characters, {name:<31}: p50 {q[49] * 1e6:5.0f} µs, "
+                        f"p99 {q[98] * 1e6:5.0f} µs ({len(timings)} prompts)"
+                    )
+        finally:
+            await nc.close()
+            server.stop()
 
 
 def main() -> None:
@@ -124,6 +209,8 @@ def main() -> None:
     )
     args = parser.parse_args()
     quality(args.data, args.jsonl)
+    print()
+    behaviour(args.data)
     print()
     speed()
 

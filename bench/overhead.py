@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import os
 import shutil
 import signal
@@ -187,12 +188,18 @@ class Stack:
 async def pipeline(
     url: str, key: str, pids: dict[str, int], *, concurrency: int, tokens: int, seconds: float, label: str
 ) -> Result:
-    body = {
-        "model": MODEL,
-        "messages": [{"role": "user", "content": PROMPT}],
-        "max_tokens": tokens,
-        "stream": True,
-    }
+    sent = itertools.count()
+
+    def body() -> dict[str, object]:
+        # Numbered: the guard blocks the 30th identical prompt in a row from one key.
+        question = f"{PROMPT} ({next(sent)})"
+        return {
+            "model": MODEL,
+            "messages": [{"role": "user", "content": question}],
+            "max_tokens": tokens,
+            "stream": True,
+        }
+
     ttft: list[float] = []
     total: list[float] = []
     produced = 0
@@ -207,7 +214,7 @@ async def pipeline(
             while time.perf_counter() < deadline:
                 start = time.perf_counter()
                 first = True
-                async with session.post(url, json=body) as response:
+                async with session.post(url, json=body()) as response:
                     if response.status != 200:
                         errors += 1
                         await response.read()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from guard.history import History, KvHistory
+from guard.layers.behaviour import BehaviourLayer, Policy
 from guard.layers.patterns import PatternLayer
 from guard.layers.structure import StructureLayer
 from guard.metrics import GuardMetrics
@@ -10,11 +12,19 @@ from guard.service import GuardService
 from guard.settings import GuardSettings
 
 
-def default_screener() -> Screener:
-    """The layers on by default, cheapest first: structure, then patterns."""
-    return Screener(layers=(StructureLayer(), PatternLayer()))
+def default_screener(history: History, policy: Policy | None = None) -> Screener:
+    """The layers on by default, cheapest first: structure, patterns, then behaviour (which reads
+    and records the token's history in ``history``)."""
+    patterns = PatternLayer()
+    return Screener(
+        layers=(StructureLayer(), patterns),
+        behaviour=BehaviourLayer(history, patterns.rules, policy or Policy()),
+    )
 
 
 def create_service(settings: GuardSettings) -> GuardService:
-    screener = default_screener() if settings.guard_enabled else Screener()
-    return GuardService(settings, screener, GuardMetrics())
+    if not settings.guard_enabled:
+        return GuardService(settings, Screener(), GuardMetrics())
+    history = KvHistory(settings.guard_history_ttl_s)
+    policy = Policy(prompts=settings.guard_history_prompts, repeat_limit=settings.guard_repeat_limit)
+    return GuardService(settings, default_screener(history, policy), GuardMetrics(), history)

@@ -1,41 +1,53 @@
 """``llmaas guard eval FILE.jsonl``: the guard's screening, offline, one verdict per input line.
 
-Input lines: ``{"id": ..., "text": ..., "key": ...}`` (``key``, optional, names the API token a
-prompt came from; it is read for the behaviour layer, which is not part of this build yet).
-Output lines: ``{"id", "blocked", "layer", "rules"}``. This is how the guard's quality is measured.
+Input lines: ``{"id": ..., "text": ..., "key": ...}``. ``key``, optional, names the API token a
+prompt came from: lines with the same key form one token's history, in file order, for the
+behaviour layer (a line without a key has no history). Output lines:
+``{"id", "blocked", "layer", "rules"}``. The layers and rules are the guard service's own; only the
+history lives in this process instead of NATS. This is how the guard's quality is measured.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 from collections.abc import Iterable, Iterator
 from typing import IO, Any
 
 from guard.app import default_screener
-from llmaas.wire import ChatMessage, GenerateJob
+from guard.history import MemoryHistory
+from llmaas.wire import Caller, ChatMessage, GenerateJob
 
 
 def verdicts(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
-    screener = default_screener()
-    for number, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            item = json.loads(line)
-            text = item["text"]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ValueError(f"line {number}: expected a JSON object with 'id' and 'text' ({exc})") from exc
-        job = GenerateJob(
-            request_id=str(item.get("id", number)),
-            model="-",
-            kind="chat",
-            created=0,
-            messages=[ChatMessage(role="user", content=str(text))],
-        )
-        verdict = screener.screen(job)
-        yield {"id": item.get("id"), "blocked": verdict.blocked, "layer": verdict.layer or None,
-               "rules": list(verdict.rules)}  # fmt: skip
+    screener = default_screener(MemoryHistory())
+    loop = asyncio.new_event_loop()
+    try:
+        for number, line in enumerate(lines, 1):
+            if not line.strip():
+                continue
+            try:
+                item = json.loads(line)
+                text = item["text"]
+            except (ValueError, KeyError, TypeError) as exc:
+                raise ValueError(
+                    f"line {number}: expected a JSON object with 'id' and 'text' ({exc})"
+                ) from exc
+            key = item.get("key")
+            job = GenerateJob(
+                request_id=str(item.get("id", number)),
+                model="-",
+                kind="chat",
+                created=0,
+                messages=[ChatMessage(role="user", content=str(text))],
+                caller=Caller(token_id=str(key) if key is not None else ""),
+            )
+            verdict = loop.run_until_complete(screener.screen(job))
+            yield {"id": item.get("id"), "blocked": verdict.blocked, "layer": verdict.layer or None,
+                   "rules": list(verdict.rules)}  # fmt: skip
+    finally:
+        loop.close()
 
 
 def run(source: IO[str], out: IO[str] = sys.stdout) -> None:

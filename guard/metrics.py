@@ -13,7 +13,15 @@ class GuardMetrics:
 
     def __post_init__(self) -> None:
         r = self.registry
-        self.screened = Counter("llmaas_guard_screened", "Jobs screened, by verdict", ["verdict"], registry=r)
+        self.screened = Counter(
+            "llmaas_guard_screened",
+            "Jobs screened, by verdict (allowed, blocked, exempt)",
+            ["verdict"],
+            registry=r,
+        )
+        self.blocked = Counter(
+            "llmaas_guard_blocked", "Blocked jobs, by layer and rule", ["layer", "rule"], registry=r
+        )
         self.screen_seconds = Histogram(
             "llmaas_guard_screen_seconds",
             "Time to screen one job",

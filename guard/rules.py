@@ -13,7 +13,7 @@ from pathlib import Path
 
 from guard.normalize import RULES_DIR
 
-_FIELDS = {"id", "languages", "description", "pattern", "examples", "counter_examples"}
+_FIELDS = {"id", "languages", "description", "pattern", "examples", "counter_examples", "across_prompts"}
 
 
 class RuleError(ValueError):
@@ -28,6 +28,8 @@ class Rule:
     regex: re.Pattern[str]
     examples: tuple[str, ...]
     counter_examples: tuple[str, ...]
+    across_prompts: bool = True
+    """Also matched on a token's recent prompts taken together (the behaviour layer)."""
 
 
 def load(path: Path = RULES_DIR / "patterns.toml") -> tuple[Rule, ...]:
@@ -43,6 +45,8 @@ def load(path: Path = RULES_DIR / "patterns.toml") -> tuple[Rule, ...]:
         for name in ("id", "pattern", "description"):
             if not isinstance(entry.get(name), str) or not entry[name]:
                 raise RuleError(f"{where}: '{name}' must be a non-empty string")
+        if not isinstance(entry.get("across_prompts", True), bool):
+            raise RuleError(f"{where}: 'across_prompts' must be true or false")
         if entry["id"] in seen:
             raise RuleError(f"{where}: duplicate id")
         seen.add(entry["id"])
@@ -58,6 +62,7 @@ def load(path: Path = RULES_DIR / "patterns.toml") -> tuple[Rule, ...]:
                 regex=regex,
                 examples=tuple(entry.get("examples", ())),
                 counter_examples=tuple(entry.get("counter_examples", ())),
+                across_prompts=entry.get("across_prompts", True),
             )
         )
     return tuple(rules)

@@ -1,16 +1,20 @@
 """Screening: layers look at a job's text and may block it; the first block decides the verdict.
 
-The detection layers (structure, patterns, behaviour) are their own work item; this module defines
-how they plug in and what a verdict says.
+The stateless layers (structure, patterns) look at this request alone and run first, cheapest
+first; the behaviour layer, which reads and records the token's history, runs last, so that a
+request already blocked costs no round trip to the history store.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from llmaas.wire import EmbedJob, GenerateJob, Job
+
+if TYPE_CHECKING:
+    from guard.layers.behaviour import BehaviourLayer
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,14 +55,21 @@ def user_texts(job: Job) -> list[str]:
 @dataclass(frozen=True)
 class Screener:
     layers: tuple[Layer, ...] = ()
+    behaviour: BehaviourLayer | None = None
 
-    def screen(self, job: Job) -> Verdict:
-        if not self.layers:
-            return ALLOW
-        texts = user_texts(job)
-        for verdict in self._verdicts(texts, job):
-            if verdict.blocked:
-                return verdict
+    @property
+    def names(self) -> list[str]:
+        return [layer.name for layer in self.layers] + (["behaviour"] if self.behaviour else [])
+
+    async def screen(self, job: Job) -> Verdict:
+        """Raises HistoryUnavailable when the behaviour layer cannot reach its history."""
+        if self.layers:
+            texts = user_texts(job)
+            for verdict in self._verdicts(texts, job):
+                if verdict.blocked:
+                    return verdict
+        if self.behaviour is not None:
+            return await self.behaviour.check(job)
         return ALLOW
 
     def _verdicts(self, texts: Sequence[str], job: Job) -> Iterator[Verdict]:

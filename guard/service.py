@@ -1,33 +1,59 @@
 """The guard service: a queue-group consumer that screens each job and forwards what passes.
 
-A blocked job is answered on its reply subject with a 400 and never reaches the scheduler.
+A blocked job is answered on its reply subject with a 400, never reaches the scheduler, and is
+published as a security event. A tenant an administrator exempted (``guard_enabled`` false in the
+tenant directory, which every replica follows) is forwarded unscreened.
+
+nats-py hands a subscription's messages to its callback one at a time; the behaviour layer waits on
+the history store, so each job is screened in its own task (at most ``guard_concurrency`` at once;
+the callback waits for a free slot, which leaves the backlog to NATS).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import secrets
 import time
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
 
+from guard import events
+from guard.history import HistoryUnavailable, KvHistory
 from guard.metrics import GuardMetrics
-from guard.screening import Screener
+from guard.screening import Screener, Verdict, user_texts
 from guard.settings import GuardSettings
 from llmaas import codec, natsconn, subjects
+from llmaas.directory import Directory
 from llmaas.errors import InvalidRequest
 from llmaas.metrics_server import expose
-from llmaas.wire import Failed
+from llmaas.wire import Failed, Job
 
 log = logging.getLogger(__name__)
 
+_EVENT_ATTEMPTS = 4
+
 
 class GuardService:
-    def __init__(self, settings: GuardSettings, screener: Screener, metrics: GuardMetrics) -> None:
+    def __init__(
+        self,
+        settings: GuardSettings,
+        screener: Screener,
+        metrics: GuardMetrics,
+        history: KvHistory | None = None,
+    ) -> None:
+        """``history`` is the behaviour layer's store, attached to NATS at start."""
         self.settings = settings
         self.screener = screener
         self.metrics = metrics
+        self.history = history
+        self.guard_id = secrets.token_hex(4)
+        self.directory = Directory()
         self._nc: Client | None = None
+        self._slots = asyncio.Semaphore(settings.guard_concurrency)
+        self._tasks: set[asyncio.Task[None]] = set()
 
     @property
     def nc(self) -> Client:
@@ -35,16 +61,44 @@ class GuardService:
         return self._nc
 
     async def start(self) -> None:
-        self._nc = await natsconn.connect(self.settings.nats_url, "guard")
+        self._nc = await natsconn.connect(self.settings.nats_url, "guard", on_up=self._on_up)
+        js = self.nc.jetstream()
+        await events.ensure_stream(js)
+        if self.history is not None:
+            await self.history.attach(js)
+        await self.directory.open(self.nc, keys=False)
         await self.nc.subscribe(subjects.GUARD, queue=subjects.GUARD_QUEUE, cb=self._on_job)
         await self.nc.flush()
         expose(self.metrics.registry, self.settings.metrics_host, self.settings.metrics_port)
-        log.info("guard ready (%d layers)", len(self.screener.layers))
+        log.info("guard %s ready (layers: %s)", self.guard_id, ", ".join(self.screener.names) or "none")
 
     async def stop(self) -> None:
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=5)
+        await self.directory.close()
         await natsconn.close(self.nc)
 
+    async def _on_up(self) -> None:
+        self.directory.resync()
+        if self.history is not None:
+            try:
+                await self.history.attach(self.nc.jetstream())
+            except (NatsError, TimeoutError) as exc:  # each prompt then fails open and says so
+                log.error("prompt history bucket not restored (%s)", type(exc).__name__)
+
     async def _on_job(self, msg: Msg) -> None:
+        await self._slots.acquire()
+        task = asyncio.create_task(self._handle(msg))
+        self._tasks.add(task)
+        task.add_done_callback(self._finished)
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        self._slots.release()
+        if not task.cancelled() and task.exception() is not None:
+            log.error("screening failed", exc_info=task.exception())
+
+    async def _handle(self, msg: Msg) -> None:
         if not msg.reply:
             self.metrics.errors.labels("no_reply").inc()
             return
@@ -55,17 +109,44 @@ class GuardService:
             error = InvalidRequest("The job could not be decoded.", code="invalid_job")
             await self.nc.publish(msg.reply, codec.encode(Failed(error=error.to_wire())))
             return
-        started = time.perf_counter()
-        verdict = self.screener.screen(job)
-        self.metrics.screen_seconds.observe(time.perf_counter() - started)
-        if verdict.blocked:
-            self.metrics.screened.labels("blocked").inc()
-            error = InvalidRequest(
-                f"The prompt was rejected by the platform's prompt security policy "
-                f"({verdict.layer}: {', '.join(verdict.rules)}).",
-                code="prompt_rejected",
-            )
-            await self.nc.publish(msg.reply, codec.encode(Failed(error=error.to_wire())))
+        tenant = self.directory.tenant(job.caller.tenant) if job.caller.tenant else None
+        if tenant is not None and not tenant.guard_enabled:
+            self.metrics.screened.labels("exempt").inc()
+            await self.nc.publish(subjects.SCHEDULER, msg.data, reply=msg.reply)
             return
-        self.metrics.screened.labels("allowed").inc()
-        await self.nc.publish(subjects.SCHEDULER, msg.data, reply=msg.reply)
+        started = time.perf_counter()
+        try:
+            verdict = await self.screener.screen(job)
+        except HistoryUnavailable as exc:
+            # The stateless layers passed it; without its history the behaviour layer cannot judge.
+            # Failing open keeps the platform serving through a NATS hiccup; the metric shows it.
+            log.warning("prompt history unavailable (%s); behaviour layer skipped", exc)
+            self.metrics.errors.labels("history_unavailable").inc()
+            verdict = None
+        self.metrics.screen_seconds.observe(time.perf_counter() - started)
+        if verdict is None or not verdict.blocked:
+            self.metrics.screened.labels("allowed").inc()
+            await self.nc.publish(subjects.SCHEDULER, msg.data, reply=msg.reply)
+            return
+        self.metrics.screened.labels("blocked").inc()
+        for rule in verdict.rules:
+            self.metrics.blocked.labels(verdict.layer, rule).inc()
+        error = InvalidRequest(
+            f"The prompt was rejected by the platform's prompt security policy "
+            f"({verdict.layer}: {', '.join(verdict.rules)}).",
+            code="prompt_rejected",
+        )
+        await self.nc.publish(msg.reply, codec.encode(Failed(error=error.to_wire())))
+        await self._record(job, verdict)
+
+    async def _record(self, job: Job, verdict: Verdict) -> None:
+        event = events.event_of(job, user_texts(job), verdict, self.guard_id)
+        for attempt in range(_EVENT_ATTEMPTS):
+            try:
+                await events.publish(self.nc.jetstream(), event)
+                return
+            except (NatsError, TimeoutError) as exc:
+                problem = type(exc).__name__
+            await asyncio.sleep(0.5 * (attempt + 1))  # the message id makes a retry safe
+        self.metrics.errors.labels("event_not_recorded").inc()
+        log.error("security event of request %s not recorded (%s)", job.request_id, problem)

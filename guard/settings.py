@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+from pydantic import Field
+
 from llmaas.settings import ServiceSettings
 
 
 class GuardSettings(ServiceSettings):
     guard_enabled: bool = True
-    """Prompt screening; off only for a whole deployment (LLMAAS_GUARD_ENABLED=false) until per-tenant
-    switches arrive with tenants."""
+    """Prompt screening for the whole deployment (LLMAAS_GUARD_ENABLED=false turns it off). An
+    administrator turns it off for one tenant with `llmaas tenants set-guard NAME off`."""
+    guard_history_ttl_s: float = Field(default=600.0, gt=0)
+    """A token's prompt history is forgotten this long after its last prompt."""
+    guard_history_prompts: int = Field(default=4, ge=2)
+    """Consecutive prompts of one token taken together to catch a split attack."""
+    guard_repeat_limit: int = Field(default=30, ge=2)
+    """The n-th identical prompt in a row from one token, and every later one, is blocked."""
+    guard_concurrency: int = Field(default=256, ge=1)
+    """Jobs one replica screens at once (each may wait on the history store)."""

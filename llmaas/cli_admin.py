@@ -59,6 +59,15 @@ def cmd_tenants_set_tier(args: argparse.Namespace) -> None:
     print(f"tenant {tenant['name']} is now on tier {tenant['tier']}")
 
 
+def cmd_tenants_set_guard(args: argparse.Namespace) -> None:
+    on = args.state == "on"
+    tenant = _client(args).call("PATCH", f"/tenants/{args.name}", {"guard_enabled": on})
+    if tenant.get("guard_enabled", True):  # the record leaves out the default
+        print(f"prompt screening is on for tenant {tenant['name']}")
+    else:
+        print(f"prompt screening is OFF for tenant {tenant['name']}: its prompts reach the models unscreened")
+
+
 def cmd_keys_create(args: argparse.Namespace) -> None:
     body: dict[str, Any] = {"tenant": args.tenant, "name": args.name, "models": _models(args.models)}
     if args.expires_in:
@@ -122,7 +131,7 @@ def _connection(parser: argparse.ArgumentParser) -> None:
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    tenants = sub.add_parser("tenants", help="create and list tenants, change their tier")
+    tenants = sub.add_parser("tenants", help="create and list tenants, change their tier and guard")
     t = tenants.add_subparsers(dest="tenants_command", required=True)
     p = t.add_parser("create", help="create a tenant")
     p.add_argument("name", help="1-63 of a-z 0-9 - _")
@@ -134,6 +143,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("name")
     p.add_argument("tier")
     p.set_defaults(func=cmd_tenants_set_tier)
+    p = t.add_parser("set-guard", help="switch prompt screening on or off for one tenant (audited)")
+    p.add_argument("name")
+    p.add_argument("state", choices=["on", "off"])
+    p.set_defaults(func=cmd_tenants_set_guard)
 
     keys = sub.add_parser("keys", help="create, list, rotate and revoke API keys")
     k = keys.add_subparsers(dest="keys_command", required=True)

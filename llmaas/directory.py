@@ -60,8 +60,10 @@ class Directory:
 
     # --- lifecycle -------------------------------------------------------------------------------
 
-    async def open(self, nc: Client) -> None:
-        """Create the buckets if needed and start watching them (returns once both are loaded)."""
+    async def open(self, nc: Client, *, keys: bool = True) -> None:
+        """Create the buckets if needed and start watching them (returns once they are loaded).
+
+        ``keys=False`` follows the tenants only (the guard needs their switches, not the keys)."""
         js = nc.jetstream()
         for bucket in (TENANTS_BUCKET, KEYS_BUCKET):
             # history keeps the last versions of each record: what a key looked like before a change.
@@ -72,12 +74,15 @@ class Directory:
         self._tasks = [
             asyncio.create_task(
                 self._follow(self._kv[TENANTS_BUCKET], self.tenants_copy, ready[0], self._resyncs[0])
-            ),
-            asyncio.create_task(
-                self._follow(self._kv[KEYS_BUCKET], self.keys_copy, ready[1], self._resyncs[1])
-            ),
+            )
         ]
-        await asyncio.gather(*(event.wait() for event in ready))
+        if keys:
+            self._tasks.append(
+                asyncio.create_task(
+                    self._follow(self._kv[KEYS_BUCKET], self.keys_copy, ready[1], self._resyncs[1])
+                )
+            )
+        await asyncio.gather(*(event.wait() for event in ready[: len(self._tasks)]))
 
     def resync(self) -> None:
         """Rebuild the copy from a fresh snapshot (called when the NATS connection comes back)."""

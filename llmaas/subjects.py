@@ -20,6 +20,9 @@ HEARTBEATS = f"{ROOT}.fleet.heartbeat.*"
 AUDIT = f"{ROOT}.audit"
 """The hash-chained audit trail (JetStream stream LLMAAS_AUDIT)."""
 
+SECURITY = f"{ROOT}.security"
+"""Prompts the guard blocked (JetStream stream LLMAAS_SECURITY)."""
+
 LIMITS = f"{ROOT}.limits.>"
 """Counters of the tenants' limits (JetStream counter stream LLMAAS_LIMITS)."""
 

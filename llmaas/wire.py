@@ -175,3 +175,21 @@ class Cancel(_Wire, frozen=True, kw_only=True):
     """Stop generating for this request (its client went away)."""
 
     request_id: str
+
+
+# --- events: what happened, for metering, billing and security reports ---------------------------
+
+
+class SecurityEvent(_Wire, frozen=True, kw_only=True):
+    """A prompt the guard blocked (stream LLMAAS_SECURITY). Never the prompt itself: its hash."""
+
+    request_id: str
+    at: float
+    tenant: str
+    token_id: str
+    model: str
+    layer: str
+    rules: list[str]
+    prompt_sha256: str
+    """SHA-256 of the screened texts (every message, the prompt, or the inputs) joined by U+001E."""
+    guard: str

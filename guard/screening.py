@@ -42,13 +42,17 @@ class Layer(Protocol):
 
 
 def user_texts(job: Job) -> list[str]:
-    """Every piece of caller-supplied text in a job: all messages, the prompt, the inputs."""
+    """Every piece of caller-supplied prose in a job: all messages, the prompt, the descriptions of
+    the tools (the model reads them as instructions too), the inputs. JSON the caller sends as data
+    (tool parameters, call arguments, schemas) is left out: its keys ("system", "role") would look
+    like an injection to the structure layer."""
     if isinstance(job, EmbedJob):
         return list(job.inputs)
     assert isinstance(job, GenerateJob)
     texts = [m.content for m in job.messages]
     if job.prompt:
         texts.append(job.prompt)
+    texts.extend(tool.description for tool in job.tools if tool.description)
     return texts
 
 

@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from llmaas import cli_admin, logs
+from llmaas import cli_admin, cli_catalog, logs
 from llmaas.settings import DEFAULT_DATA_DIR, OperatorSettings
 
 
@@ -178,8 +178,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     up.set_defaults(func=cmd_up)
 
-    models = sub.add_parser("models", help="the models this installation serves")
-    models_sub = models.add_subparsers(dest="models_command", required=True)
+    models = sub.add_parser(
+        "models", help="the model catalog with each model's lifecycle state; `models prepare` converts"
+    )
+    cli_catalog.register(models)
+    models_sub = models.add_subparsers(dest="models_command")
     prepare = models_sub.add_parser(
         "prepare", help="convert the built-in chat model once into the data dir (llmaas up does it too)"
     )

@@ -13,7 +13,7 @@ from fastapi.openapi.utils import get_openapi
 from pydantic.json_schema import models_json_schema
 
 import llmaas
-from edge import errors, responses
+from edge import errors, lifecycle, responses
 from edge.context import EdgeContext
 from edge.gate import Gate
 from edge.metrics import EdgeMetrics
@@ -39,6 +39,7 @@ def create_app(settings: EdgeSettings) -> FastAPI:
     metrics = EdgeMetrics()
     edge_id = secrets.token_hex(6)
     gate = Gate(settings, edge_id)
+    metrics.registry.register(lifecycle.CatalogCollector(gate.catalog))
 
     async def on_reconnect() -> None:
         gate.directory.resync()

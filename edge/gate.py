@@ -17,9 +17,10 @@ from dataclasses import dataclass, field
 from nats.aio.client import Client
 from starlette.requests import Request
 
+from edge import lifecycle
 from edge.limits import Grant, Limiter
 from edge.settings import EdgeSettings
-from llmaas import audit, directory, tenants, tiers, wire
+from llmaas import audit, catalog, directory, tenants, tiers, wire
 from llmaas.audit import AuditLog
 from llmaas.directory import Directory, StoreUnavailable
 from llmaas.errors import PermissionDenied, ServerError, Unauthenticated, Unavailable
@@ -65,6 +66,7 @@ class Gate:
     def __init__(self, settings: EdgeSettings, edge_id: str) -> None:
         self.directory = Directory()
         self.tiers = tiers.load(settings.tiers_file)
+        self.catalog = catalog.load(settings.catalog_file)
         self.limiter = Limiter(PriceList.load(settings.prices_file), settings.default_reserved_tokens)
         self.audit = AuditLog(edge_id)
         token = settings.admin_token.get_secret_value() if settings.admin_token else None
@@ -159,14 +161,20 @@ class Gate:
         )
         return Unauthenticated(message, code=code)
 
-    def check_model(self, principal: Principal, model: str) -> None:
-        if not principal.key.allows(model):
+    def check_model(self, request: Request, principal: Principal, model: str) -> str:
+        """The model that answers ``model`` for this caller (an alias's target), after the key's
+        permissions and the catalog's lifecycle; a deprecated model's headers go on the response."""
+        name, notices = lifecycle.answering(self.catalog, model, principal.tenant)
+        if not (principal.key.allows(model) or principal.key.allows(name)):
             raise PermissionDenied(
                 f"The API key {principal.key.id} may not use the model '{model}' "
                 f"(it may use: {', '.join(principal.key.models)}).",
                 param="model",
                 code="model_not_allowed",
             )
+        if notices:
+            request.scope["state"].setdefault("headers", []).extend(notices)
+        return name
 
     async def admit(self, request: Request, principal: Principal, max_tokens: int | None) -> Grant:
         """Take the request's share of its tier's limits; the rate-limit headers go on the response."""

@@ -164,15 +164,16 @@ def _response_format(req: ChatCompletionRequest, messages: list[wire.ChatMessage
 
 
 def chat_job(
-    req: ChatCompletionRequest, request_id: str, created: int, caller: wire.Caller
+    req: ChatCompletionRequest, model: str, request_id: str, created: int, caller: wire.Caller
 ) -> wire.GenerateJob:
+    """``model``: the one that answers (the catalog resolves aliases before)."""
     _only_one_choice(req.n)
     tools = [_tool(i, t) for i, t in enumerate(req.tools or [])]
     tool_choice, tool_name = _tool_choice(req, tools)
     messages = [_message(i, m) for i, m in enumerate(req.messages)]
     return wire.GenerateJob(
         request_id=request_id,
-        model=req.model,
+        model=model,
         kind="chat",
         created=created,
         messages=messages,
@@ -186,7 +187,7 @@ def chat_job(
 
 
 def completion_job(
-    req: CompletionRequest, request_id: str, created: int, caller: wire.Caller
+    req: CompletionRequest, model: str, request_id: str, created: int, caller: wire.Caller
 ) -> wire.GenerateJob:
     _only_one_choice(req.n)
     if isinstance(req.prompt, list) and len(req.prompt) != 1:
@@ -194,7 +195,7 @@ def completion_job(
     prompt = req.prompt if isinstance(req.prompt, str) else req.prompt[0]
     return wire.GenerateJob(
         request_id=request_id,
-        model=req.model,
+        model=model,
         kind="completion",
         created=created,
         prompt=prompt,
@@ -203,14 +204,16 @@ def completion_job(
     )
 
 
-def embed_job(req: EmbeddingRequest, request_id: str, created: int, caller: wire.Caller) -> wire.EmbedJob:
+def embed_job(
+    req: EmbeddingRequest, model: str, request_id: str, created: int, caller: wire.Caller
+) -> wire.EmbedJob:
     inputs = [req.input] if isinstance(req.input, str) else list(req.input)
     for i, text in enumerate(inputs):
         if not text:
             raise InvalidRequest("Input cannot be an empty string.", param=f"input[{i}]")
     return wire.EmbedJob(
         request_id=request_id,
-        model=req.model,
+        model=model,
         created=created,
         inputs=inputs,
         caller=msgspec.structs.replace(caller, user=req.user),

@@ -144,11 +144,19 @@ class EmbeddingList(_Body, kw_only=True):
     usage: EmbeddingUsage
 
 
-class Model(_Body, kw_only=True):
+class Model(_Omitting, kw_only=True):
     id: str
     object: Literal["model"] = "model"
     created: int
     owned_by: str
+    # The catalog's lifecycle, for models it lists (clients that do not know these fields skip them).
+    state: str | None = None
+    kind: str | None = None
+    context_length: int | None = None
+    dmp: str | None = None
+    dsp: str | None = None
+    successor: str | None = None
+    publisher: str | None = None
 
 
 class ModelList(_Body, kw_only=True):

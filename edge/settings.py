@@ -6,7 +6,7 @@ from pathlib import Path
 
 from pydantic import Field, SecretStr
 
-from llmaas import pricing, tiers
+from llmaas import catalog, pricing, tiers
 from llmaas.settings import ServiceSettings
 
 
@@ -26,6 +26,7 @@ class EdgeSettings(ServiceSettings):
         default=None, description="enables the admin API (/admin/v1) for callers presenting this token"
     )
     tiers_file: Path = Field(default=tiers.DEFAULT_FILE, description="the billing tiers (TOML)")
+    catalog_file: Path = Field(default=catalog.DEFAULT_FILE, description="the model catalog (TOML)")
     prices_file: Path = Field(default=pricing.DEFAULT_FILE, description="the versioned price list (TOML)")
     default_reserved_tokens: int = Field(
         default=1024, ge=1, description="output tokens reserved against the limits when max_tokens is unset"

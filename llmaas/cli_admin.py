@@ -68,6 +68,16 @@ def cmd_tenants_set_guard(args: argparse.Namespace) -> None:
         print(f"prompt screening is OFF for tenant {tenant['name']}: its prompts reach the models unscreened")
 
 
+def cmd_tenants_reactivate(args: argparse.Namespace) -> None:
+    tenant = _client(args).call("PATCH", f"/tenants/{args.name}", {"reactivate": args.models})
+    print(f"tenant {tenant['name']} may use again: {', '.join(tenant.get('reactivated', [])) or 'none'}")
+
+
+def cmd_tenants_deactivate(args: argparse.Namespace) -> None:
+    tenant = _client(args).call("PATCH", f"/tenants/{args.name}", {"deactivate": args.models})
+    print(f"tenant {tenant['name']} may use again: {', '.join(tenant.get('reactivated', [])) or 'none'}")
+
+
 def cmd_keys_create(args: argparse.Namespace) -> None:
     body: dict[str, Any] = {"tenant": args.tenant, "name": args.name, "models": _models(args.models)}
     if args.expires_in:
@@ -147,6 +157,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("name")
     p.add_argument("state", choices=["on", "off"])
     p.set_defaults(func=cmd_tenants_set_guard)
+    p = t.add_parser("reactivate", help="serve retired catalog models to one tenant again (audited)")
+    p.add_argument("name")
+    p.add_argument("models", nargs="+", metavar="MODEL")
+    p.set_defaults(func=cmd_tenants_reactivate)
+    p = t.add_parser("deactivate", help="take reactivated models back from a tenant (audited)")
+    p.add_argument("name")
+    p.add_argument("models", nargs="+", metavar="MODEL")
+    p.set_defaults(func=cmd_tenants_deactivate)
 
     keys = sub.add_parser("keys", help="create, list, rotate and revoke API keys")
     k = keys.add_subparsers(dest="keys_command", required=True)

@@ -73,6 +73,12 @@ class PermissionDenied(ClientError):
     code = "permission_denied"
 
 
+class Gone(ClientError):
+    """The resource existed and was removed on purpose (a retired model)."""
+
+    status = 410
+
+
 class Conflict(ClientError):
     status = 409
     code = "conflict"

@@ -37,6 +37,8 @@ class Tenant(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     created_at: float
     guard_enabled: bool = True
     """Only an administrator may switch the prompt guard off for a tenant (and it is audited)."""
+    reactivated: list[str] = []
+    """Retired catalog models an administrator re-enabled for this tenant (audited)."""
 
 
 KeyState = Literal["active", "revoked"]

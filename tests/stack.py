@@ -5,6 +5,7 @@ Waits poll for a condition with a deadline (never a bare sleep) and fail with th
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import nats as nats_client
 from prometheus_client.parser import text_string_to_metric_families
 
 from llmaas import tenants
@@ -105,6 +107,8 @@ class Stack:
         self.tiers_file = root / "tiers.toml"
         self.tiers_file.write_text(TIERS_FILE.read_text() + TEST_TIERS)
         self._api_key: str | None = None
+        self.catalog_file: Path | None = None
+        """A model catalog for the edges started after it is set (default: infra/models.toml)."""
 
     @property
     def base_url(self) -> str:
@@ -127,6 +131,8 @@ class Stack:
         """Start an edge (the admin API on, the test tiers loaded); later edges get their own name."""
         self.port = free_port()
         env = {"LLMAAS_ADMIN_TOKEN": self.admin_token, "LLMAAS_TIERS_FILE": str(self.tiers_file)}
+        if self.catalog_file is not None:
+            env["LLMAAS_CATALOG_FILE"] = str(self.catalog_file)
         self.start(name, "edge", "--port", str(self.port), *extra, env=env)
         wait_until(self._edge_up, 20, "the edge to answer /health", self.logs)
         return self.base_url
@@ -161,6 +167,21 @@ class Stack:
     @property
     def auth(self) -> dict[str, str]:
         return {"authorization": f"Bearer {self.api_key}"}
+
+    def stream_messages(self, stream: str) -> list[bytes]:
+        """Every message a JetStream stream holds, in order."""
+
+        async def read() -> list[bytes]:
+            nc = await nats_client.connect(self.nats.url)
+            try:
+                js = nc.jetstream()
+                state = (await js.stream_info(stream)).state
+                seqs = range(state.first_seq, state.last_seq + 1)
+                return [(await js.get_msg(stream, seq)).data or b"" for seq in seqs]
+            finally:
+                await nc.close()
+
+        return asyncio.run(read())
 
     def _edge_up(self) -> bool:
         try:

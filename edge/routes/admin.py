@@ -38,6 +38,10 @@ class TenantCreate(_Body):
 class TenantChange(_Body):
     tier: str | None = None
     guard_enabled: bool | None = None
+    reactivate: list[str] = []
+    """Retired catalog models to serve to this tenant again."""
+    deactivate: list[str] = []
+    """Models to take back from ``reactivate``."""
 
 
 class KeyCreate(_Body):
@@ -154,19 +158,28 @@ async def change_tenant(request: Request, name: str) -> Response:
         changes["tier"] = req.tier
     if req.guard_enabled is not None:
         changes["guard_enabled"] = req.guard_enabled
-    if not changes:
-        raise InvalidRequest("Nothing to change: give 'tier' or 'guard_enabled'.")
+    for model in [*req.reactivate, *req.deactivate]:
+        if edge.gate.catalog.get(model) is None:
+            raise InvalidRequest(f"The model '{model}' is not in the catalog.", param="reactivate")
+    if not changes and not req.reactivate and not req.deactivate:
+        raise InvalidRequest("Nothing to change: give 'tier', 'guard_enabled', 'reactivate' or 'deactivate'.")
+
+    def change(tenant: Tenant) -> Tenant:
+        models = [m for m in tenant.reactivated if m not in req.deactivate]
+        models += [m for m in req.reactivate if m not in models]
+        return msgspec.structs.replace(tenant, **changes, reactivated=models)
+
+    detail = {k: str(v) for k, v in changes.items()}
+    for field, models in (("reactivate", req.reactivate), ("deactivate", req.deactivate)):
+        if models:
+            detail[field] = ",".join(models)
     try:
-        tenant = await edge.gate.directory.change_tenant(
-            name, lambda t: msgspec.structs.replace(t, **changes)
-        )
+        tenant = await edge.gate.directory.change_tenant(name, change)
     except KeyError:
         raise _missing("tenant", name) from None
     except (directory.StoreUnavailable, directory.Conflict):
         raise _unreachable() from None
-    await _audited(
-        request, edge, actor, "tenant.change", target=name, detail={k: str(v) for k, v in changes.items()}
-    )
+    await _audited(request, edge, actor, "tenant.change", target=name, detail=detail)
     return _json(tenant)
 
 

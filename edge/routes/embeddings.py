@@ -51,9 +51,9 @@ async def create_embeddings(request: Request) -> Response:
     edge = context.of(request)
     principal = await edge.gate.authenticate(request)
     req = await body.parse(request, EmbeddingRequest, edge.settings.max_body_bytes)
-    edge.gate.check_model(principal, req.model)
+    model = edge.gate.check_model(request, principal, req.model)
     rid = context.request_id(request)
-    job = embed_job(req, rid, int(time.time()), caller(principal))
+    job = embed_job(req, model, rid, int(time.time()), caller(principal))
     grant = await edge.gate.admit(request, principal, 0)
     result: Embeddings | None = None
     try:
@@ -69,7 +69,7 @@ async def create_embeddings(request: Request) -> Response:
             edge.pipeline.finish(rid)
     finally:
         edge.gate.limiter.settle(grant, result.usage if result else None, 0)
-    edge.metrics.tokens.labels(req.model, "prompt").inc(result.usage.prompt_tokens)
+    edge.metrics.tokens.labels(model, "prompt").inc(result.usage.prompt_tokens)
     encode_b64 = req.encoding_format == "base64"
     data = [
         r.Embedding(index=i, embedding=_as_base64(v) if encode_b64 else v)
@@ -77,6 +77,6 @@ async def create_embeddings(request: Request) -> Response:
     ]
     tokens = result.usage.prompt_tokens
     body_out = r.EmbeddingList(
-        data=data, model=req.model, usage=r.EmbeddingUsage(prompt_tokens=tokens, total_tokens=tokens)
+        data=data, model=model, usage=r.EmbeddingUsage(prompt_tokens=tokens, total_tokens=tokens)
     )
     return Response(r.encode(body_out), media_type="application/json")

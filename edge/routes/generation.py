@@ -30,11 +30,11 @@ async def create_chat_completion(request: Request) -> Response:
     edge = context.of(request)
     principal = await edge.gate.authenticate(request)
     req = await body.parse(request, ChatCompletionRequest, edge.settings.max_body_bytes)
-    edge.gate.check_model(principal, req.model)
+    model = edge.gate.check_model(request, principal, req.model)
     rid, created = context.request_id(request), int(time.time())
-    job = chat_job(req, rid, created, caller(principal))
+    job = chat_job(req, model, rid, created, caller(principal))
     include_usage = bool(req.stream and req.stream_options and req.stream_options.include_usage)
-    renderer = ChatRenderer(rid, req.model, created, include_usage)
+    renderer = ChatRenderer(rid, model, created, include_usage)
     grant = await edge.gate.admit(request, principal, job.sampling.max_tokens)
     return await answer(
         request, edge, job, renderer, grant, stream=bool(req.stream), include_usage=include_usage
@@ -52,11 +52,11 @@ async def create_completion(request: Request) -> Response:
     edge = context.of(request)
     principal = await edge.gate.authenticate(request)
     req = await body.parse(request, CompletionRequest, edge.settings.max_body_bytes)
-    edge.gate.check_model(principal, req.model)
+    model = edge.gate.check_model(request, principal, req.model)
     rid, created = context.request_id(request), int(time.time())
-    job = completion_job(req, rid, created, caller(principal))
+    job = completion_job(req, model, rid, created, caller(principal))
     include_usage = bool(req.stream and req.stream_options and req.stream_options.include_usage)
-    renderer = TextRenderer(rid, req.model, created, include_usage)
+    renderer = TextRenderer(rid, model, created, include_usage)
     grant = await edge.gate.admit(request, principal, job.sampling.max_tokens)
     return await answer(
         request, edge, job, renderer, grant, stream=bool(req.stream), include_usage=include_usage

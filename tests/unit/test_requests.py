@@ -79,7 +79,7 @@ def test_chat_job_maps_parameters() -> None:
             ],
         )
     )
-    job = chat_job(req, "rid", 1, NOBODY)
+    job = chat_job(req, "m", "rid", 1, NOBODY)
     assert job.sampling.max_tokens == 5  # max_completion_tokens wins, as at OpenAI
     assert job.sampling.stop == ["END"]
     assert job.messages[0].content == "ab"
@@ -107,23 +107,27 @@ def test_chat_job_maps_parameters() -> None:
 )
 def test_chat_job_refuses_what_the_pipeline_cannot_honour(body: dict[str, object], param: str) -> None:
     with pytest.raises(InvalidRequest) as info:
-        chat_job(ChatCompletionRequest.model_validate(body), "rid", 1, NOBODY)
+        chat_job(ChatCompletionRequest.model_validate(body), "m", "rid", 1, NOBODY)
     assert info.value.param == param
 
 
 def test_completion_job_takes_one_prompt_and_defaults_to_16_tokens() -> None:
-    job = completion_job(CompletionRequest.model_validate({"model": "m", "prompt": ["once"]}), "r", 1, NOBODY)
+    job = completion_job(
+        CompletionRequest.model_validate({"model": "m", "prompt": ["once"]}), "m", "r", 1, NOBODY
+    )
     assert job.prompt == "once" and job.sampling.max_tokens == 16
     with pytest.raises(InvalidRequest):
-        completion_job(CompletionRequest.model_validate({"model": "m", "prompt": ["a", "b"]}), "r", 1, NOBODY)
+        completion_job(
+            CompletionRequest.model_validate({"model": "m", "prompt": ["a", "b"]}), "m", "r", 1, NOBODY
+        )
 
 
 def test_embed_job_refuses_empty_input() -> None:
     assert embed_job(
-        EmbeddingRequest.model_validate({"model": "e", "input": "x"}), "r", 1, NOBODY
+        EmbeddingRequest.model_validate({"model": "e", "input": "x"}), "m", "r", 1, NOBODY
     ).inputs == ["x"]
     with pytest.raises(InvalidRequest):
-        embed_job(EmbeddingRequest.model_validate({"model": "e", "input": ["ok", ""]}), "r", 1, NOBODY)
+        embed_job(EmbeddingRequest.model_validate({"model": "e", "input": ["ok", ""]}), "m", "r", 1, NOBODY)
 
 
 def test_tools_tool_choice_and_response_format_reach_the_job() -> None:
@@ -144,13 +148,13 @@ def test_tools_tool_choice_and_response_format_reach_the_job() -> None:
         tool_choice={"type": "function", "function": {"name": "get_weather"}},
         response_format={"type": "json_schema", "json_schema": {"name": "w", "schema": {"type": "object"}}},
     )
-    job = chat_job(ChatCompletionRequest.model_validate(body), "rid", 1, NOBODY)
+    job = chat_job(ChatCompletionRequest.model_validate(body), "m", "rid", 1, NOBODY)
     assert job.tools[0].name == "get_weather" and job.tools[0].parameters == '{"type":"object"}'
     assert (job.tool_choice, job.tool_name) == ("function", "get_weather")
     assert job.messages[1].tool_calls[0].id == "c1" and job.messages[2].tool_call_id == "c1"
     assert job.response_format.type == "json_schema" and job.response_format.schema == '{"type":"object"}'
     assert (
-        chat_job(ChatCompletionRequest.model_validate(chat(tools=[TOOL])), "r", 1, NOBODY).tool_choice
+        chat_job(ChatCompletionRequest.model_validate(chat(tools=[TOOL])), "m", "r", 1, NOBODY).tool_choice
         == "auto"
     )
-    assert chat_job(ChatCompletionRequest.model_validate(chat()), "r", 1, NOBODY).tool_choice == "none"
+    assert chat_job(ChatCompletionRequest.model_validate(chat()), "m", "r", 1, NOBODY).tool_choice == "none"

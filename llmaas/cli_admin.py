@@ -68,13 +68,9 @@ def cmd_tenants_set_guard(args: argparse.Namespace) -> None:
         print(f"prompt screening is OFF for tenant {tenant['name']}: its prompts reach the models unscreened")
 
 
-def cmd_tenants_reactivate(args: argparse.Namespace) -> None:
-    tenant = _client(args).call("PATCH", f"/tenants/{args.name}", {"reactivate": args.models})
-    print(f"tenant {tenant['name']} may use again: {', '.join(tenant.get('reactivated', [])) or 'none'}")
-
-
-def cmd_tenants_deactivate(args: argparse.Namespace) -> None:
-    tenant = _client(args).call("PATCH", f"/tenants/{args.name}", {"deactivate": args.models})
+def cmd_tenants_retired_models(args: argparse.Namespace) -> None:
+    """``reactivate`` or ``deactivate`` (args.change) retired models for one tenant."""
+    tenant = _client(args).call("PATCH", f"/tenants/{args.name}", {args.change: args.models})
     print(f"tenant {tenant['name']} may use again: {', '.join(tenant.get('reactivated', [])) or 'none'}")
 
 
@@ -157,14 +153,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("name")
     p.add_argument("state", choices=["on", "off"])
     p.set_defaults(func=cmd_tenants_set_guard)
-    p = t.add_parser("reactivate", help="serve retired catalog models to one tenant again (audited)")
-    p.add_argument("name")
-    p.add_argument("models", nargs="+", metavar="MODEL")
-    p.set_defaults(func=cmd_tenants_reactivate)
-    p = t.add_parser("deactivate", help="take reactivated models back from a tenant (audited)")
-    p.add_argument("name")
-    p.add_argument("models", nargs="+", metavar="MODEL")
-    p.set_defaults(func=cmd_tenants_deactivate)
+    for change, about in (
+        ("reactivate", "serve retired catalog models to one tenant again (audited)"),
+        ("deactivate", "take reactivated models back from a tenant (audited)"),
+    ):
+        p = t.add_parser(change, help=about)
+        p.add_argument("name")
+        p.add_argument("models", nargs="+", metavar="MODEL")
+        p.set_defaults(func=cmd_tenants_retired_models, change=change)
 
     keys = sub.add_parser("keys", help="create, list, rotate and revoke API keys")
     k = keys.add_subparsers(dest="keys_command", required=True)

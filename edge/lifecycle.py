@@ -18,7 +18,7 @@ from email.utils import format_datetime
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 from llmaas import catalog
-from llmaas.catalog import Catalog, Model
+from llmaas.catalog import Catalog, Model, State
 from llmaas.errors import Gone
 from llmaas.tenants import Tenant
 
@@ -39,9 +39,12 @@ def headers(model: Model) -> list[tuple[bytes, bytes]]:
     return out
 
 
-def answering(
-    models: Catalog, requested: str, tenant: Tenant, day: dt.date | None = None
-) -> tuple[str, list[tuple[bytes, bytes]]]:
+def withheld(model: Model, state: State, tenant: Tenant) -> bool:
+    """A retired model is refused (and not listed) unless it was reactivated for ``tenant``."""
+    return state == "retired" and model.name not in tenant.reactivated
+
+
+def answering(models: Catalog, requested: str, tenant: Tenant) -> tuple[str, list[tuple[bytes, bytes]]]:
     """The model that answers ``requested`` for ``tenant``, and the headers its answer carries.
 
     Raises Gone for a retired model the tenant has not had reactivated."""
@@ -49,8 +52,8 @@ def answering(
     model = models.get(name)
     if model is None:
         return name, []
-    state = model.state(day or catalog.today())
-    if state == "retired" and name not in tenant.reactivated:
+    state = model.state(catalog.today())
+    if withheld(model, state, tenant):
         successor = f"; use '{model.successor}' instead" if model.successor else ""
         raise Gone(
             f"The model '{name}' was retired on {model.sunset}{successor}.",
@@ -58,11 +61,6 @@ def answering(
             code="model_retired",
         )
     return name, headers(model) if state in ("deprecated", "retired") else []
-
-
-def listed(model: Model | None, tenant: Tenant, day: dt.date) -> bool:
-    """Whether ``GET /v1/models`` shows a served model to ``tenant``."""
-    return model is None or model.state(day) != "retired" or model.name in tenant.reactivated
 
 
 class CatalogCollector:

@@ -153,7 +153,8 @@ class KvHistory:
         assert self._kv is not None
         try:
             entry = await self._kv.get(key)
-        except KeyNotFoundError:  # never seen, expired, or deleted
+        except KeyNotFoundError:  # never seen, expired, or deleted: the guess is stale too
+            self._seen.pop(key, None)
             return Record(), None
         record = _decoder.decode(entry.value) if entry.value else Record()
         assert entry.revision is not None
@@ -161,9 +162,8 @@ class KvHistory:
         return record, entry.revision
 
     def _remember(self, key: str, record: Record, revision: int) -> None:
-        seen = self._seen.get(key)
-        if seen is None or seen[2] <= revision:
-            self._seen[key] = (time.monotonic(), record, revision)
+        # Reads and writes of one key take turns (its lock), so the latest one is the newest.
+        self._seen[key] = (time.monotonic(), record, revision)
 
     def _forget_expired(self) -> None:
         # The bucket's TTL drops records by itself; drop this replica's guesses alike, in one sweep

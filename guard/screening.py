@@ -63,7 +63,7 @@ class Screener:
 
     @property
     def names(self) -> list[str]:
-        return [layer.name for layer in self.layers] + (["behaviour"] if self.behaviour else [])
+        return [layer.name for layer in self.layers] + ([self.behaviour.name] if self.behaviour else [])
 
     async def screen(self, job: Job) -> Verdict:
         """Raises HistoryUnavailable when the behaviour layer cannot reach its history."""

@@ -23,7 +23,7 @@ from nats.errors import Error as NatsError
 from guard import events
 from guard.history import HistoryUnavailable, KvHistory
 from guard.metrics import GuardMetrics
-from guard.screening import Screener, Verdict, user_texts
+from guard.screening import ALLOW, Screener, Verdict, user_texts
 from guard.settings import GuardSettings
 from llmaas import codec, natsconn, subjects
 from llmaas.directory import Directory
@@ -122,9 +122,9 @@ class GuardService:
             # Failing open keeps the platform serving through a NATS hiccup; the metric shows it.
             log.warning("prompt history unavailable (%s); behaviour layer skipped", exc)
             self.metrics.errors.labels("history_unavailable").inc()
-            verdict = None
+            verdict = ALLOW
         self.metrics.screen_seconds.observe(time.perf_counter() - started)
-        if verdict is None or not verdict.blocked:
+        if not verdict.blocked:
             self.metrics.screened.labels("allowed").inc()
             await self.nc.publish(subjects.SCHEDULER, msg.data, reply=msg.reply)
             return

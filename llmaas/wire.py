@@ -191,5 +191,5 @@ class SecurityEvent(_Wire, frozen=True, kw_only=True):
     layer: str
     rules: list[str]
     prompt_sha256: str
-    """SHA-256 of the screened texts (every message, the prompt, or the inputs) joined by U+001E."""
+    """SHA-256 of the texts the guard screened (``guard.screening.user_texts``) joined by U+001E."""
     guard: str

@@ -158,9 +158,10 @@ async def change_tenant(request: Request, name: str) -> Response:
         changes["tier"] = req.tier
     if req.guard_enabled is not None:
         changes["guard_enabled"] = req.guard_enabled
-    for model in [*req.reactivate, *req.deactivate]:
-        if edge.gate.catalog.get(model) is None:
-            raise InvalidRequest(f"The model '{model}' is not in the catalog.", param="reactivate")
+    for field, models in (("reactivate", req.reactivate), ("deactivate", req.deactivate)):
+        for model in models:
+            if edge.gate.catalog.get(model) is None:
+                raise InvalidRequest(f"The model '{model}' is not in the catalog.", param=field)
     if not changes and not req.reactivate and not req.deactivate:
         raise InvalidRequest("Nothing to change: give 'tier', 'guard_enabled', 'reactivate' or 'deactivate'.")
 

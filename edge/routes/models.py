@@ -31,17 +31,20 @@ def _visible(edge: EdgeContext, principal: Principal, served: dict[str, float]) 
     day = catalog.today()
     shown: dict[str, r.Model] = {}
     for name, since in served.items():
-        model = edge.gate.catalog.get(name)
-        if not principal.key.allows(name) or not lifecycle.listed(model, principal.tenant, day):
+        if not principal.key.allows(name):
             continue
+        model = edge.gate.catalog.get(name)
         if model is None:  # not in the catalog: served as it is, without a lifecycle
             shown[name] = r.Model(id=name, created=int(since), owned_by=OWNER)
+            continue
+        state = model.state(day)
+        if lifecycle.withheld(model, state, principal.tenant):
             continue
         shown[name] = r.Model(
             id=name,
             created=int(since),
             owned_by=OWNER,
-            state=model.state(day),
+            state=state,
             kind=model.kind,
             context_length=model.context_length,
             dmp=model.dmp.isoformat() if model.dmp else None,

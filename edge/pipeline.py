@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.errors import ConnectionClosedError, MaxPayloadError, OutboundBufferLimitError
+from nats.errors import ConnectionClosedError, MaxPayloadError, NoRespondersError, OutboundBufferLimitError
 from nats.errors import Error as NatsError
 from nats.js.client import JetStreamContext
 
@@ -125,6 +125,19 @@ class Pipeline:
         if nc is None or not nc.is_connected:
             raise Unavailable("The platform's message bus is unreachable; retry shortly.", retry_after_s=1)
         return nc.jetstream()
+
+    async def ask(self, subject: str, payload: bytes, timeout_s: float, what: str) -> bytes:
+        """A request/reply to a service (``what`` names it in errors); Unavailable if none answers."""
+        nc = self._nc
+        if nc is None or not nc.is_connected:
+            raise Unavailable("The platform's message bus is unreachable; retry shortly.", retry_after_s=1)
+        try:
+            reply = await nc.request(subject, payload, timeout=timeout_s)
+        except NoRespondersError:
+            raise Unavailable(f"The {what} service is not running; retry shortly.", retry_after_s=5) from None
+        except TimeoutError:
+            raise Unavailable(f"The {what} service did not answer in time.", retry_after_s=5) from None
+        return reply.data
 
     @property
     def connected(self) -> bool:

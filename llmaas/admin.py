@@ -74,15 +74,17 @@ def seconds(text: str) -> float:
 
 
 class AdminClient:
-    def __init__(self, url: str, token: str, timeout_s: float = 10.0) -> None:
+    def __init__(self, url: str, token: str, timeout_s: float = 10.0, prefix: str = "/admin/v1") -> None:
+        """``prefix``: the admin API; ``/v1`` to call the tenants' API with an API key as ``token``."""
         self.url = url.rstrip("/")
         self.token = token
         self.timeout_s = timeout_s
+        self.prefix = prefix
 
     def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(
-            f"{self.url}/admin/v1{path}",
+            f"{self.url}{self.prefix}{path}",
             data=data,
             method=method,
             headers={

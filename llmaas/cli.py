@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from llmaas import cli_admin, cli_catalog, logs
+from llmaas import cli_admin, cli_catalog, cli_usage, logs
 from llmaas.settings import DEFAULT_DATA_DIR, OperatorSettings
 
 
@@ -80,6 +80,16 @@ WORKER_OPTIONS = (
 )  # fmt: skip
 
 
+def cmd_metering(args: argparse.Namespace) -> None:
+    from llmaas import runtime
+    from metering.service import MeteringService
+    from metering.settings import MeteringSettings
+
+    settings = MeteringSettings(**_explicit(args, *COMMON, "metrics_port", "data_dir", "clickhouse_url"))
+    logs.setup("metering", settings.log_level)
+    runtime.run(MeteringService(settings))
+
+
 def cmd_worker(args: argparse.Namespace) -> None:
     from llmaas import runtime
     from workers.worker.app import create_service
@@ -113,10 +123,13 @@ def cmd_up(args: argparse.Namespace) -> None:
         where = admin.token_file(data_dir)
         print(f"admin token (shown once; kept in {where}, mode 0600): {token}", flush=True)
     edge_env = {"LLMAAS_ADMIN_TOKEN": token}
+    # By the environment, not the command line: the URL may hold a password, and `ps` shows argv.
+    clickhouse_env = {"LLMAAS_CLICKHOUSE_URL": args.clickhouse_url} if args.clickhouse_url else {}
     children = [
         Child("edge", ["edge", *base, "--host", args.host, "--port", str(args.port)], env=edge_env),
         Child("guard", ["guard", *base]),
         Child("scheduler", ["scheduler", *base]),
+        Child("metering", ["metering", *base, "--data-dir", str(data_dir)], env=clickhouse_env),
     ]
     models: list[str] = []
     if args.engine == "synthetic":
@@ -169,6 +182,11 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--nats-port", type=int, default=4222, help="port of the embedded NATS (-1: any free port)"
     )
+    up.add_argument(
+        "--clickhouse-url",
+        help="usage into this ClickHouse server (http://user:password@host:8123) instead of the "
+        "embedded chDB in <data-dir>/clickhouse",
+    )
     up.add_argument("--workers", type=int, default=1, help="number of chat worker processes (default 1)")
     up.add_argument(
         "--engine",
@@ -214,8 +232,22 @@ def build_parser() -> argparse.ArgumentParser:
             evaluate.add_argument("file", help='JSON lines {"id", "text", "key"?}')
             evaluate.set_defaults(func=cmd_guard_eval)
 
+    metering = sub.add_parser(
+        "metering", help="run the metering consumer: usage, audit and security events into ClickHouse"
+    )
+    _common(metering)
+    _metrics(metering)
+    metering.add_argument(
+        "--data-dir", help=f"the embedded chDB goes in <data-dir>/clickhouse (default {DEFAULT_DATA_DIR})"
+    )
+    metering.add_argument(
+        "--clickhouse-url", help="a ClickHouse server (http://user:password@host:8123) instead of chDB"
+    )
+    metering.set_defaults(func=cmd_metering)
+
     _worker_parser(sub.add_parser("worker", help="run an engine worker"))
     cli_admin.register(sub)
+    cli_usage.register(sub)
     return parser
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import msgspec
 
-from llmaas.wire import Cancel, Frame, Heartbeat, Job
+from llmaas.wire import Cancel, Failed, Frame, Heartbeat, Job, Query, Rows
 
 encoder = msgspec.msgpack.Encoder()
 encode = encoder.encode
@@ -13,5 +13,7 @@ job_decoder: msgspec.msgpack.Decoder[Job] = msgspec.msgpack.Decoder(Job)
 frame_decoder: msgspec.msgpack.Decoder[Frame] = msgspec.msgpack.Decoder(Frame)
 heartbeat_decoder = msgspec.msgpack.Decoder(Heartbeat)
 cancel_decoder = msgspec.msgpack.Decoder(Cancel)
+query_decoder: msgspec.msgpack.Decoder[Query] = msgspec.msgpack.Decoder(Query)
+rows_decoder: msgspec.msgpack.Decoder[Rows | Failed] = msgspec.msgpack.Decoder(Rows | Failed)
 
 DecodeError = msgspec.DecodeError

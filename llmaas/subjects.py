@@ -23,6 +23,13 @@ AUDIT = f"{ROOT}.audit"
 SECURITY = f"{ROOT}.security"
 """Prompts the guard blocked (JetStream stream LLMAAS_SECURITY)."""
 
+USAGE = f"{ROOT}.usage"
+"""One event per finished request (JetStream stream LLMAAS_USAGE), copied into ClickHouse by metering."""
+
+METERING_QUERY = f"{ROOT}.metering.query"
+"""Report queries, answered by the metering service that owns the ClickHouse (chDB) data."""
+METERING_QUEUE = "metering"
+
 LIMITS = f"{ROOT}.limits.>"
 """Counters of the tenants' limits (JetStream counter stream LLMAAS_LIMITS)."""
 

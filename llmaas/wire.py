@@ -193,3 +193,68 @@ class SecurityEvent(_Wire, frozen=True, kw_only=True):
     prompt_sha256: str
     """SHA-256 of the texts the guard screened (``guard.screening.user_texts``) joined by U+001E."""
     guard: str
+
+
+UsageStatus = Literal["ok", "aborted", "blocked", "rejected", "error"]
+
+
+class UsageEvent(_Wire, frozen=True, kw_only=True):
+    """One finished request, for metering and billing (stream LLMAAS_USAGE, JSON, id = request id).
+
+    ``completion_tokens`` includes ``reasoning_tokens`` (as in OpenAI's usage). A request that broke
+    off (``aborted``, or ``error`` after its answer began) counts the tokens generated until then.
+    """
+
+    request_id: str
+    at: float
+    """When the request finished (epoch seconds)."""
+    tenant: str
+    token_id: str
+    model: str
+    endpoint: Literal["chat", "completion", "embedding"]
+    status: UsageStatus
+    http_status: int
+    error_code: str = ""
+    finish_reason: str = ""
+    worker: str = ""
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    reasoning_tokens: int = 0
+    cached_tokens: int = 0
+    ttft_ms: float | None = None
+    """From the request's start at the edge to its first generated token; None without one."""
+    duration_ms: float = 0.0
+    batch: bool = False
+    """Asynchronous batch work (billed at the price list's batch factor)."""
+    edge: str = ""
+
+
+# --- reports: the edge (or an operator's tool) -> metering, request/reply -------------------------
+
+
+class SqlQuery(_Wire, frozen=True, kw_only=True, tag="sql", tag_field="t"):
+    """Read-only SQL over the metering tables; ``tenant`` set: that tenant's rows only."""
+
+    sql: str
+    tenant: str | None = None
+    """None for an administrator (every row)."""
+
+
+class UsageQuery(_Wire, frozen=True, kw_only=True, tag="usage", tag_field="t"):
+    """Tokens, euros and kWh of one tenant (or all, ``tenant`` None) since ``since``."""
+
+    since: float
+    until: float | None = None
+    tenant: str | None = None
+    by: Literal["total", "model", "day"] = "total"
+
+
+Query = SqlQuery | UsageQuery
+
+
+class Rows(_Wire, frozen=True, kw_only=True, tag="rows", tag_field="t"):
+    """A query's answer: values are JSON types (times as ISO 8601 UTC text, decimals as text)."""
+
+    columns: list[str]
+    types: list[str]
+    rows: list[list[object]]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import time
 from array import array
@@ -17,7 +16,6 @@ from edge.gate import caller
 from edge.jobs import embed_job
 from edge.routes.docs import json_body, reply
 from edge.schemas import EmbeddingRequest
-from edge.sse import wait_disconnect
 from llmaas.errors import RemoteError, ServerError
 from llmaas.wire import Accepted, Embeddings, Failed, Frame
 
@@ -54,21 +52,28 @@ async def create_embeddings(request: Request) -> Response:
     model = edge.gate.check_model(request, principal, req.model)
     rid = context.request_id(request)
     job = embed_job(req, model, rid, int(time.time()), caller(principal))
-    grant = await edge.gate.admit(request, principal, 0)
+    tally = edge.tally(job)
     result: Embeddings | None = None
     try:
+        tally.grant = await edge.gate.admit(request, principal, 0)
         frames = await edge.pipeline.submit(job)
-        watcher = asyncio.create_task(wait_disconnect(request.receive, lambda: edge.pipeline.cancel(rid)))
+        watcher = tally.watch_client(request, edge.pipeline.cancel)
         try:
             first = await frames.next()
             if type(first) is not Accepted:
                 _expect_result(first)
+            else:
+                tally.worker = first.worker_id
             result = _expect_result(await frames.next())
+            tally.usage = result.usage
         finally:
             watcher.cancel()
             edge.pipeline.finish(rid)
+    except BaseException as exc:
+        tally.failed(exc)
+        raise
     finally:
-        edge.gate.limiter.settle(grant, result.usage if result else None, 0)
+        tally.close()
     edge.metrics.tokens.labels(model, "prompt").inc(result.usage.prompt_tokens)
     encode_b64 = req.encoding_format == "base64"
     data = [

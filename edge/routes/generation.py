@@ -35,9 +35,8 @@ async def create_chat_completion(request: Request) -> Response:
     job = chat_job(req, model, rid, created, caller(principal))
     include_usage = bool(req.stream and req.stream_options and req.stream_options.include_usage)
     renderer = ChatRenderer(rid, model, created, include_usage)
-    grant = await edge.gate.admit(request, principal, job.sampling.max_tokens)
     return await answer(
-        request, edge, job, renderer, grant, stream=bool(req.stream), include_usage=include_usage
+        request, edge, job, renderer, principal, stream=bool(req.stream), include_usage=include_usage
     )
 
 
@@ -57,7 +56,6 @@ async def create_completion(request: Request) -> Response:
     job = completion_job(req, model, rid, created, caller(principal))
     include_usage = bool(req.stream and req.stream_options and req.stream_options.include_usage)
     renderer = TextRenderer(rid, model, created, include_usage)
-    grant = await edge.gate.admit(request, principal, job.sampling.max_tokens)
     return await answer(
-        request, edge, job, renderer, grant, stream=bool(req.stream), include_usage=include_usage
+        request, edge, job, renderer, principal, stream=bool(req.stream), include_usage=include_usage
     )

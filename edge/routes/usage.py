@@ -1,0 +1,102 @@
+"""Usage reports and read-only SQL over the metering tables, for tenants and administrators.
+
+``GET /v1/usage`` and ``POST /v1/sql`` answer with the caller's own tenant's rows only (the key
+decides the tenant; the metering service enforces it in the database). ``GET /admin/v1/usage`` and
+``POST /admin/v1/sql`` take the admin token and see every tenant. The queries run in the metering
+service, which owns the ClickHouse data; the edge only authenticates and forwards.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import time
+from typing import Literal
+
+import msgspec
+from fastapi import APIRouter
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.requests import Request
+from starlette.responses import Response
+
+from edge import body, context
+from llmaas import admin, codec, subjects
+from llmaas.errors import InvalidRequest, RemoteError
+from llmaas.wire import Failed, Query, SqlQuery, UsageQuery
+
+router = APIRouter()
+_QUERY_TIMEOUT_S = 30.0
+
+
+class SqlBody(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    query: str = Field(min_length=1, max_length=100_000)
+
+
+def since_epoch(text: str, now: float) -> float:
+    """``7d``/``24h``/``30m`` before ``now``, or an ISO 8601 date or time (UTC unless it says)."""
+    try:
+        return now - admin.seconds(text)
+    except ValueError:
+        pass
+    try:
+        parsed = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidRequest(
+            f"Invalid time {text!r}: use a duration (7d, 24h, 30m) or an ISO 8601 date (2026-11-01).",
+            param="since",
+        ) from None
+    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)).timestamp()
+
+
+async def _ask(request: Request, query: Query) -> Response:
+    edge = context.of(request)
+    raw = await edge.pipeline.ask(subjects.METERING_QUERY, codec.encode(query), _QUERY_TIMEOUT_S, "metering")
+    answer = codec.rows_decoder.decode(raw)
+    if isinstance(answer, Failed):
+        raise RemoteError(answer.error)
+    return Response(msgspec.json.encode(answer), media_type="application/json")
+
+
+def _usage_query(request: Request, tenant: str | None) -> UsageQuery:
+    params = request.query_params
+    now = time.time()
+    by = params.get("by", "total")
+    if by not in ("total", "model", "day"):
+        raise InvalidRequest(f"Invalid 'by' {by!r}: use total, model or day.", param="by")
+    until = params.get("until")
+    by_: Literal["total", "model", "day"] = by  # type: ignore[assignment]
+    return UsageQuery(
+        tenant=tenant,
+        since=since_epoch(params.get("since", "30d"), now),
+        until=since_epoch(until, now) if until else None,
+        by=by_,
+    )
+
+
+@router.get("/v1/usage", summary="Tokens, euros and kWh of the caller's tenant", response_class=Response)
+async def tenant_usage(request: Request) -> Response:
+    principal = await context.of(request).gate.authenticate(request)
+    return await _ask(request, _usage_query(request, principal.tenant.name))
+
+
+@router.post("/v1/sql", summary="Read-only SQL over the caller's tenant's usage", response_class=Response)
+async def tenant_sql(request: Request) -> Response:
+    edge = context.of(request)
+    principal = await edge.gate.authenticate(request)
+    sql = await body.parse(request, SqlBody, edge.settings.max_body_bytes)
+    return await _ask(request, SqlQuery(sql=sql.query, tenant=principal.tenant.name))
+
+
+@router.get("/admin/v1/usage", include_in_schema=False, response_class=Response)
+async def admin_usage(request: Request) -> Response:
+    context.of(request).gate.check_admin(request)
+    return await _ask(request, _usage_query(request, request.query_params.get("tenant") or None))
+
+
+@router.post("/admin/v1/sql", include_in_schema=False, response_class=Response)
+async def admin_sql(request: Request) -> Response:
+    edge = context.of(request)
+    edge.gate.check_admin(request)
+    sql = await body.parse(request, SqlBody, edge.settings.max_body_bytes)
+    return await _ask(request, SqlQuery(sql=sql.query))

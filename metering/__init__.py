@@ -1,0 +1,1 @@
+"""Metering: usage, audit and security events from JetStream into ClickHouse; prices, energy, reports."""

@@ -1,0 +1,195 @@
+"""JetStream to ClickHouse: one durable pull consumer per event stream, batched by size and time.
+
+A batch is acknowledged only after its rows are stored (and, for usage, its rollups recomputed):
+a consumer stopped or killed at any point leaves the batch unacknowledged, and JetStream delivers
+it again after ``ack_wait``. Delivered again, its ids already stored are skipped, and the rollups
+of everything it touches are recomputed, so every event counts once. An event that cannot be
+decoded is terminated (never redelivered) and counted: it would block the stream forever.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.client import JetStreamContext
+
+from guard import events as security
+from llmaas import audit, subjects, usage
+from metering.metrics import MeteringMetrics
+from metering.rows import AUDIT_COLUMNS, SECURITY_COLUMNS, USAGE_COLUMNS, Pricer, audit_row, security_row
+from metering.settings import MeteringSettings
+from metering.store import Store
+
+log = logging.getLogger(__name__)
+
+_audit_decoder = msgspec.json.Decoder(audit.AuditEvent)
+
+
+@dataclass(frozen=True)
+class Decoded:
+    id: Any
+    """The event's unique id in its table (request id, or the audit stream sequence)."""
+    row: list[Any]
+    touched: tuple[str, str, dt.datetime] | None = None
+    """(tenant, model, finished at) for the usage rollups."""
+
+
+@dataclass(frozen=True)
+class Sink:
+    name: str
+    stream: str
+    subject: str
+    table: str
+    columns: tuple[str, ...]
+    id_column: str
+    decode: Callable[[Msg], Decoded]
+
+
+def sinks(pricer: Pricer) -> list[Sink]:
+    def usage_event(msg: Msg) -> Decoded:
+        e = usage.decoder.decode(msg.data)
+        row = pricer.usage_row(e)
+        return Decoded(e.request_id, row, (e.tenant, e.model, row[1]))
+
+    def audit_event(msg: Msg) -> Decoded:
+        return Decoded(
+            msg.metadata.sequence.stream,
+            audit_row(msg.metadata.sequence.stream, _audit_decoder.decode(msg.data)),
+        )
+
+    def security_event(msg: Msg) -> Decoded:
+        e = security.decoder.decode(msg.data)
+        return Decoded(e.request_id, security_row(e))
+
+    return [
+        Sink("usage", usage.STREAM, subjects.USAGE, "usage", USAGE_COLUMNS, "request_id", usage_event),
+        Sink("audit", audit.STREAM, subjects.AUDIT, "audit", AUDIT_COLUMNS, "seq", audit_event),
+        Sink(
+            "security",
+            security.STREAM,
+            subjects.SECURITY,
+            "security_events",
+            SECURITY_COLUMNS,
+            "request_id",
+            security_event,
+        ),
+    ]
+
+
+class Consumer:
+    """Copies one stream into its table until cancelled."""
+
+    def __init__(
+        self,
+        js: JetStreamContext,
+        store: Store,
+        sink: Sink,
+        settings: MeteringSettings,
+        metrics: MeteringMetrics,
+    ) -> None:
+        self.js = js
+        self.store = store
+        self.sink = sink
+        self.settings = settings
+        self.metrics = metrics
+
+    async def run(self) -> None:
+        s = self.settings
+        config = ConsumerConfig(
+            durable_name=f"metering-{self.sink.name}",
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_wait=s.ack_wait_s,
+            max_ack_pending=max(2 * s.batch_size, 1000),
+        )
+        sub = await self.js.pull_subscribe(
+            self.sink.subject, durable=config.durable_name, stream=self.sink.stream, config=config
+        )
+        failures = 0
+        while True:
+            messages = await self._next_batch(sub)
+            if not messages:
+                continue
+            try:
+                await self._store(messages)
+            except Exception as exc:  # ClickHouse down or refusing: keep the events, retry later
+                failures += 1
+                delay = min(0.5 * 2 ** min(failures, 6), 30.0)
+                log.error(
+                    "%s: %d event(s) not stored (%s); retrying in %.1f s",
+                    self.sink.name,
+                    len(messages),
+                    exc,
+                    delay,
+                )
+                self.metrics.store_failures.labels(self.sink.name).inc()
+                await asyncio.gather(*(m.nak(delay=delay) for m in messages), return_exceptions=True)
+                await asyncio.sleep(delay)
+                continue
+            failures = 0
+            # Acknowledged only now: until here a crash means "deliver again", never "lost".
+            await asyncio.gather(*(m.ack() for m in messages), return_exceptions=True)
+
+    async def _next_batch(self, sub: JetStreamContext.PullSubscription) -> list[Msg]:
+        """Up to ``batch_size`` events: what arrives within ``batch_wait_s`` of the first one."""
+        size, wait = self.settings.batch_size, self.settings.batch_wait_s
+        out: list[Msg] = []
+        deadline = 0.0
+        while len(out) < size:
+            timeout = wait if not out else deadline - time.monotonic()
+            if out and timeout <= 0:
+                break
+            try:
+                got = await sub.fetch(size - len(out), timeout=timeout)
+            except TimeoutError:
+                if out:
+                    break
+                continue
+            except NatsError as exc:  # NATS reconnecting: what we hold is still unacknowledged
+                log.warning("%s: fetch failed (%s)", self.sink.name, type(exc).__name__)
+                await asyncio.sleep(0.5)
+                if out:
+                    break
+                continue
+            if not out:
+                deadline = time.monotonic() + wait
+            out += got
+        return out
+
+    async def _store(self, messages: list[Msg]) -> None:
+        started = time.perf_counter()
+        decoded: dict[Any, Decoded] = {}
+        for msg in messages:
+            try:
+                d = self.sink.decode(msg)
+            except (msgspec.DecodeError, ValueError) as exc:
+                log.error("%s: unreadable event terminated (%s)", self.sink.name, exc)
+                self.metrics.unreadable.labels(self.sink.name).inc()
+                await msg.term()
+                continue
+            decoded.setdefault(d.id, d)  # the same event twice in one batch: once
+        store, sink = self.store, self.sink
+        known = await store.run(store.stored, sink.table, sink.id_column, list(decoded))
+        fresh = [d.row for key, d in decoded.items() if key not in known]
+        await store.run(store.insert, sink.table, sink.columns, fresh)
+        if self.settings.fault == "crash_after_insert" and fresh:
+            log.error("fault injection: exiting after storing %d rows, before acknowledging", len(fresh))
+            os._exit(137)
+        touched = [d.touched for d in decoded.values() if d.touched is not None]
+        if touched:
+            await store.run(store.recompute_rollups, touched)
+        self.metrics.stored.labels(sink.name).inc(len(fresh))
+        self.metrics.duplicates.labels(sink.name).inc(len(messages) - len(fresh))
+        self.metrics.batch_seconds.labels(sink.name).observe(time.perf_counter() - started)
+        log.debug("%s: %d stored, %d already there", sink.name, len(fresh), len(known))

@@ -1,0 +1,44 @@
+"""Prometheus metrics of a metering process (labels: the stream's sink, usage, audit or security)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+BATCH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+@dataclass
+class MeteringMetrics:
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.stored = Counter("llmaas_metering_rows_stored", "Rows inserted", ["sink"], registry=r)
+        self.duplicates = Counter(
+            "llmaas_metering_duplicates_skipped",
+            "Events delivered again and not stored twice",
+            ["sink"],
+            registry=r,
+        )
+        self.unreadable = Counter(
+            "llmaas_metering_unreadable_events",
+            "Events that could not be decoded (terminated)",
+            ["sink"],
+            registry=r,
+        )
+        self.store_failures = Counter(
+            "llmaas_metering_store_failures",
+            "Batches ClickHouse did not take (retried)",
+            ["sink"],
+            registry=r,
+        )
+        self.batch_seconds = Histogram(
+            "llmaas_metering_batch_seconds",
+            "Time to store one batch",
+            ["sink"],
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
+        self.queries = Counter("llmaas_metering_queries", "Report queries answered", ["outcome"], registry=r)

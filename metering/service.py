@@ -1,0 +1,104 @@
+"""The metering service: migrations at start, one consumer per event stream, report queries.
+
+Report queries arrive by NATS request/reply (``llmaas.v1.metering.query``, queue group
+``metering``): the embedded chDB can be opened by one process only, so this process answers for
+everyone (the edge's usage and SQL endpoints, ``llmaas usage``, ``llmaas sql``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from guard import events as security
+from llmaas import audit, catalog, codec, natsconn, subjects, usage
+from llmaas.errors import InvalidRequest, LlmaasError, Unavailable
+from llmaas.metrics_server import expose
+from llmaas.pricing import PriceList
+from llmaas.wire import Failed, Query
+from metering.consumer import Consumer, sinks
+from metering.metrics import MeteringMetrics
+from metering.reports import Reports
+from metering.rows import Pricer
+from metering.settings import MeteringSettings
+from metering.store import Store
+
+log = logging.getLogger(__name__)
+
+
+def use_utc() -> None:
+    """Naive datetimes mean UTC in this process (clickhouse-connect converts them as local time)."""
+    os.environ["TZ"] = "UTC"
+    time.tzset()
+
+
+class MeteringService:
+    def __init__(self, settings: MeteringSettings, metrics: MeteringMetrics | None = None) -> None:
+        self.settings = settings
+        self.metrics = metrics or MeteringMetrics()
+        self.pricer = Pricer(PriceList.load(settings.prices_file), catalog.load(settings.catalog_file))
+        self.store: Store | None = None
+        self.reports: Reports | None = None
+        self._nc: Client | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        use_utc()
+        s = self.settings
+        url = s.clickhouse_url.get_secret_value() if s.clickhouse_url else None
+        store = self.store = await asyncio.to_thread(
+            Store.connect, data_dir=s.data_dir, url=url, database=s.clickhouse_database
+        )
+        applied = await store.run(store.migrate)
+        log.info("schema: %s", f"applied {', '.join(applied)}" if applied else "up to date")
+        self.reports = Reports(store, s)
+        await store.run(self.reports.load_tables)
+        nc = self._nc = await natsconn.connect(s.nats_url, "metering")
+        js = nc.jetstream()
+        await asyncio.gather(usage.ensure_stream(js), audit.ensure_stream(js), security.ensure_stream(js))
+        for sink in sinks(self.pricer):
+            consumer = Consumer(js, store, sink, s, self.metrics)
+            self._tasks.append(asyncio.create_task(consumer.run(), name=f"metering-{sink.name}"))
+        await nc.subscribe(subjects.METERING_QUERY, queue=subjects.METERING_QUEUE, cb=self._on_query)
+        await nc.flush()
+        expose(self.metrics.registry, s.metrics_host, s.metrics_port)
+        log.info("metering ready (batches of up to %d events or %.1f s)", s.batch_size, s.batch_wait_s)
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._nc is not None:
+            await natsconn.close(self._nc)
+        if self.store is not None:
+            self.store.close()
+
+    async def _on_query(self, msg: Msg) -> None:
+        try:
+            query: Query = codec.query_decoder.decode(msg.data)
+        except codec.DecodeError:
+            await self._reply(msg, InvalidRequest("The query could not be decoded.", code="invalid_query"))
+            return
+        assert self.store is not None and self.reports is not None
+        try:
+            rows = await self.store.run(self.reports.answer, query)
+        except LlmaasError as exc:
+            await self._reply(msg, exc)
+            return
+        except Exception as exc:
+            log.exception("report query failed")
+            await self._reply(
+                msg, Unavailable(f"The usage database failed ({type(exc).__name__}); retry shortly.")
+            )
+            return
+        self.metrics.queries.labels("ok").inc()
+        await msg.respond(codec.encode(rows))
+
+    async def _reply(self, msg: Msg, error: LlmaasError) -> None:
+        self.metrics.queries.labels(error.code or "error").inc()
+        await msg.respond(codec.encode(Failed(error=error.to_wire())))

@@ -1,0 +1,39 @@
+"""Settings of a metering process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+
+from llmaas import catalog, pricing
+from llmaas.settings import DEFAULT_DATA_DIR, ServiceSettings
+
+
+class MeteringSettings(ServiceSettings):
+    data_dir: Path = Field(
+        default=DEFAULT_DATA_DIR, description="the embedded chDB lives in <data-dir>/clickhouse"
+    )
+    clickhouse_url: SecretStr | None = Field(
+        default=None,
+        description="a ClickHouse server (http://user:password@host:8123) instead of the embedded chDB",
+    )
+    clickhouse_database: str = Field(default="llmaas", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+    batch_size: int = Field(default=5000, ge=1, description="events per insert, at most")
+    batch_wait_s: float = Field(default=1.0, gt=0, description="longest wait to fill a batch")
+    ack_wait_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="JetStream redelivers an event not acknowledged this long after delivery",
+    )
+    query_timeout_s: float = Field(default=20.0, gt=0, description="longest report query")
+    max_result_rows: int = Field(default=10_000, ge=1, description="rows a report query may return")
+    prices_file: Path = Field(default=pricing.DEFAULT_FILE, description="the versioned price list (TOML)")
+    catalog_file: Path = Field(
+        default=catalog.DEFAULT_FILE, description="the model catalog (energy per model)"
+    )
+    fault: str = Field(
+        default="",
+        description="failure injection for the crash tests: 'crash_after_insert' exits the process right "
+        "after a batch is stored, before its rollups and acknowledgements",
+    )

@@ -1,0 +1,198 @@
+"""The ClickHouse side: one client (embedded chDB or a server), the schema's migrations, inserts,
+rollups and report queries, all with the SQL under ``infra/clickhouse/``.
+
+chDB runs inside this process and its client is synchronous, so every call goes through one
+worker thread: the event loop never blocks, and calls never overlap (chDB serializes them anyway).
+A data directory can be opened by one process only: the metering service owns it and answers
+report queries for everyone else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import re
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import clickhouse_connect
+from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.query import QueryResult
+
+from llmaas.settings import INFRA_DIR
+
+log = logging.getLogger(__name__)
+
+SQL_DIR = INFRA_DIR / "clickhouse"
+_MIGRATION = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
+T = TypeVar("T")
+
+Key = tuple[str, str, Any]
+"""(tenant, model, minute/hour/day): one rollup row."""
+
+
+def statements(text: str) -> list[str]:
+    """The statements of a .sql file: comment lines dropped, split at ``;`` ending a line."""
+    body = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("--"))
+    return [s.strip() for s in re.split(r";\s*$", body, flags=re.MULTILINE) if s.strip()]
+
+
+def migrations(directory: Path = SQL_DIR) -> list[tuple[int, Path]]:
+    found = sorted((int(m.group(1)), p) for p in directory.iterdir() if (m := _MIGRATION.match(p.name)))
+    versions = [v for v, _ in found]
+    if len(set(versions)) != len(versions):
+        raise ValueError(f"{directory}: two migrations share a version number")
+    return found
+
+
+@dataclass(frozen=True)
+class Result:
+    columns: list[str]
+    types: list[str]
+    rows: list[list[Any]]
+
+
+class Store:
+    def __init__(self, client: Client, database: str, dsn: str) -> None:
+        self.client = client
+        self.database = database
+        self._dsn = dsn
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse")
+        self._rollups = {name: (SQL_DIR / "rollups" / f"{name}.sql").read_text() for name in _ROLLUPS}
+
+    @classmethod
+    def connect(cls, *, data_dir: Path, url: str | None, database: str) -> Store:
+        """Embedded chDB in ``<data_dir>/clickhouse``, or the server at ``url``; ``database`` created."""
+        if url is None:
+            path = (data_dir / "clickhouse").expanduser().resolve()
+            path.mkdir(parents=True, exist_ok=True)
+            dsn = f"chdb://{path}"
+            where = f"chDB in {path}"
+        else:
+            dsn = url
+            where = "ClickHouse server"
+        bootstrap = clickhouse_connect.get_client(dsn=dsn)
+        bootstrap.command(f"CREATE DATABASE IF NOT EXISTS {database}")
+        bootstrap.close()
+        log.info("%s, database %s", where, database)
+        return cls(clickhouse_connect.get_client(dsn=dsn, database=database), database, dsn)
+
+    async def run(self, work: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._thread, work, *args)
+
+    def close(self) -> None:
+        self._thread.shutdown(wait=True)
+        self.client.close()
+
+    # --- schema ----------------------------------------------------------------------------------
+
+    def migrate(self, directory: Path = SQL_DIR) -> list[str]:
+        """Apply the migrations not applied yet, in order; the names of those applied now."""
+        self.client.command(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version UInt32, name String, "
+            "applied_at DateTime DEFAULT now()) ENGINE = MergeTree ORDER BY version"
+        )
+        done = {row[0] for row in self.client.query("SELECT version FROM schema_migrations").result_rows}
+        applied = []
+        for version, path in migrations(directory):
+            if version in done:
+                continue
+            for statement in statements(path.read_text()):
+                self.client.command(statement)
+            self.client.insert("schema_migrations", [[version, path.name]], column_names=["version", "name"])
+            applied.append(path.name)
+        return applied
+
+    def tables(self) -> dict[str, set[str]]:
+        """Every table's columns, ``database.table`` -> column names (system tables included)."""
+        rows = self.client.query("SELECT database, table, name FROM system.columns").result_rows
+        out: dict[str, set[str]] = {}
+        for database, table, column in rows:
+            out.setdefault(f"{database}.{table}", set()).add(column)
+        return out
+
+    # --- writing ---------------------------------------------------------------------------------
+
+    def stored(self, table: str, column: str, ids: Sequence[Any]) -> set[Any]:
+        """Which of ``ids`` are already in ``table`` (a batch delivered again)."""
+        if not ids:
+            return set()
+        result = self.client.query(
+            f"SELECT DISTINCT {column} FROM {table} WHERE {column} IN {{ids:Array({_id_type(ids)})}}",
+            parameters={"ids": list(ids)},
+        )
+        return {row[0] for row in result.result_rows}
+
+    def insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        if rows:
+            self.client.insert(table, rows, column_names=list(columns))
+
+    def recompute_rollups(self, touched: Iterable[tuple[str, str, dt.datetime]]) -> None:
+        """Recompute the minute, hour and day rows of the (tenant, model, time) the batch touched."""
+        points = set(touched)
+        if not points:
+            return
+        version = time.time_ns()
+        tenants = sorted({t for t, _, _ in points})
+        for name, (floor, step) in _ROLLUPS.items():
+            keys = sorted({(t, m, floor(at)) for t, m, at in points})
+            start = min(k[2] for k in keys)
+            end = max(k[2] for k in keys) + step
+            if name == "day":  # the day rollup reads whole hours
+                start, end = dt.datetime.combine(start, dt.time()), dt.datetime.combine(end, dt.time())
+            parameters = {"version": version, "tenants": tenants, "keys": keys, "start": start, "end": end}
+            self.client.command(self._rollups[name], parameters=parameters)
+
+    # --- reading ---------------------------------------------------------------------------------
+
+    def query(
+        self, sql: str, parameters: dict[str, Any] | None = None, settings: dict[str, Any] | None = None
+    ) -> Result:
+        """A query on the writer's own session (the service's SQL, never a caller's)."""
+        return _result(self.client.query(sql, parameters=parameters, settings=settings))
+
+    def read(self, sql: str, parameters: dict[str, Any] | None, settings: dict[str, Any]) -> Result:
+        """A caller's query, on a session of its own (about 15 ms to open on chDB).
+
+        clickhouse-connect applies some statements' settings with SET and restores them after; a
+        restore refused by ``readonly`` would leave one caller's tenant filter on the session for
+        the next caller. A fresh session per query leaves nothing behind.
+        """
+        client = clickhouse_connect.get_client(dsn=self._dsn, database=self.database)
+        try:
+            return _result(client.query(sql, parameters=parameters, settings=settings))
+        finally:
+            client.close()
+
+
+def _result(result: QueryResult) -> Result:
+    types = [t.name for t in result.column_types]
+    return Result(list(result.column_names), types, [list(r) for r in result.result_rows])
+
+
+def _minute(at: dt.datetime) -> dt.datetime:
+    return at.replace(second=0, microsecond=0)
+
+
+def _hour(at: dt.datetime) -> dt.datetime:
+    return at.replace(minute=0, second=0, microsecond=0)
+
+
+def _day(at: dt.datetime) -> dt.date:
+    return at.date()
+
+
+def _id_type(ids: Sequence[Any]) -> str:
+    return "UInt64" if isinstance(ids[0], int) else "String"
+
+
+_ROLLUPS: dict[str, tuple[Callable[[dt.datetime], Any], dt.timedelta]] = {
+    "minute": (_minute, dt.timedelta(minutes=1)),
+    "hour": (_hour, dt.timedelta(hours=1)),
+    "day": (_day, dt.timedelta(days=1)),
+}

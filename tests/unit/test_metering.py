@@ -1,0 +1,241 @@
+"""Metering against a real chDB: schema, prices and energy, rollups under duplicates, tenant isolation.
+
+One chDB store for the module (chDB opens one data directory per process).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import time
+from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from llmaas import catalog
+from llmaas.errors import InvalidRequest
+from llmaas.pricing import PriceList
+from llmaas.wire import SqlQuery, UsageEvent, UsageQuery
+from metering.reports import Reports, literal
+from metering.rows import USAGE_COLUMNS, Pricer, utc
+from metering.service import use_utc
+from metering.settings import MeteringSettings
+from metering.store import SQL_DIR, Store, statements
+
+_TODAY = dt.datetime.now(dt.UTC).replace(hour=12, minute=0, second=30, microsecond=0)
+DAY1 = (_TODAY - dt.timedelta(days=20)).timestamp()
+"""Recent (the minute rollup keeps 30 days), under the first price version."""
+DAY2 = (_TODAY - dt.timedelta(days=5)).timestamp()
+RAISED_ON = (_TODAY - dt.timedelta(days=10)).date()
+PRICES = f"""
+[[version]]
+valid_from = 2026-01-01
+input_eur_per_m = 0.9
+output_eur_per_m = 4.0
+reasoning_eur_per_m = 21.0
+batch_factor = 0.5
+
+[[version]]
+valid_from = {RAISED_ON.isoformat()}
+input_eur_per_m = 1.0
+output_eur_per_m = 5.0
+reasoning_eur_per_m = 25.0
+batch_factor = 0.5
+"""
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Store]:
+    use_utc()
+    root = tmp_path_factory.mktemp("chdb")
+    s = Store.connect(data_dir=root, url=None, database="llmaas")
+    s.migrate()
+    yield s
+    s.client.close()
+
+
+@pytest.fixture(scope="module")
+def pricer(tmp_path_factory: pytest.TempPathFactory) -> Pricer:
+    path = tmp_path_factory.mktemp("prices") / "prices.toml"
+    path.write_text(PRICES)
+    return Pricer(PriceList.load(path), catalog.load())
+
+
+def event(rid: str, tenant: str = "acme", at: float = DAY1, **fields: object) -> UsageEvent:
+    base: dict[str, object] = {
+        "model": "gemma3:27b", "endpoint": "chat", "status": "ok", "http_status": 200,
+        "prompt_tokens": 1000, "completion_tokens": 2000, "token_id": "k1",
+    }  # fmt: skip
+    return UsageEvent(request_id=rid, at=at, tenant=tenant, **{**base, **fields})  # type: ignore[arg-type]
+
+
+def store_events(store: Store, pricer: Pricer, events: list[UsageEvent]) -> None:
+    """What the consumer does with a batch: skip stored ids, insert, recompute the rollups."""
+    known = store.stored("usage", "request_id", [e.request_id for e in events])
+    rows = [pricer.usage_row(e) for e in events]
+    store.insert(
+        "usage", USAGE_COLUMNS, [r for r, e in zip(rows, events, strict=True) if e.request_id not in known]
+    )
+    store.recompute_rollups([(e.tenant, e.model, r[1]) for e, r in zip(events, rows, strict=True)])
+
+
+def test_statements_split_and_migrations_apply_once(store: Store) -> None:
+    assert statements("-- a comment; with a semicolon\nSELECT 1;\nSELECT ';'\n;\n") == [
+        "SELECT 1",
+        "SELECT ';'",
+    ]
+    assert store.migrate() == []  # the fixture applied them
+    names = {row[0] for row in store.client.query("SELECT name FROM schema_migrations").result_rows}
+    assert names == {p.name for p in SQL_DIR.glob("[0-9][0-9][0-9]_*.sql")}
+    tables = store.tables()
+    for table in ("usage", "usage_minute", "usage_hour", "usage_day", "audit", "security_events"):
+        assert f"llmaas.{table}" in tables
+
+
+def test_rows_are_priced_with_the_version_in_force_and_carry_energy(pricer: Pricer) -> None:
+    old = pricer.usage_row(event("p1", at=DAY1, reasoning_tokens=500))
+    new = pricer.usage_row(event("p2", at=DAY2, reasoning_tokens=500))
+    column = USAGE_COLUMNS.index
+    # 1000 x 0.9 + 1500 x 4 + 500 x 21 = 17 400 micro-euros; from April: 1000 + 7500 + 12 500
+    assert old[column("cost_nano")] == 17_400_000 and old[column("price_version")] == dt.date(2026, 1, 1)
+    assert new[column("cost_nano")] == 21_000_000 and new[column("price_version")] == RAISED_ON
+    batch = pricer.usage_row(event("p3", at=DAY1, reasoning_tokens=500, batch=True))
+    assert batch[column("cost_nano")] == 8_700_000
+    # gemma3:27b: 6.67 kWh per million tokens, measured
+    assert old[column("energy_kwh")] == pytest.approx(3000 * 6.67 / 1e6)
+    assert old[column("energy_basis")] == "measured"
+    unknown = pricer.usage_row(event("p4", model="synthetic-chat"))
+    assert unknown[column("energy_kwh")] == 0 and unknown[column("energy_basis")] == "unknown"
+
+
+def test_duplicates_are_counted_once_in_raw_rows_and_rollups(store: Store, pricer: Pricer) -> None:
+    events = [
+        event(f"d{i}", tenant="dup", at=DAY1 + i * 20) for i in range(6)
+    ]  # minutes 00, 00, 01, 01, 01, 02
+    store_events(store, pricer, events[:4])
+    store_events(store, pricer, events)  # the first four delivered again, with the two new ones
+    # A consumer killed between its insert and its acknowledgement: the rows are there already.
+    store_events(store, pricer, events[3:])
+    # Two consumers racing past the check: a real second copy, which FINAL and the merges remove.
+    store.insert("usage", USAGE_COLUMNS, [pricer.usage_row(events[0])])
+    store.recompute_rollups([("dup", "gemma3:27b", utc(DAY1))])
+    final = store.query("SELECT count(), sum(cost_nano) FROM usage FINAL WHERE tenant = 'dup'").rows
+    assert final == [[6, 6 * 8_900_000]]
+    minute = store.query(
+        "SELECT toString(minute), requests FROM usage_minute FINAL WHERE tenant = 'dup' ORDER BY minute"
+    ).rows
+    day = utc(DAY1).date().isoformat()
+    assert minute == [[f"{day} 12:00:00", 2], [f"{day} 12:01:00", 3], [f"{day} 12:02:00", 1]]
+    for table in ("usage_hour", "usage_day"):
+        totals = store.query(
+            f"SELECT requests, completion_tokens, cost_nano FROM {table} FINAL WHERE tenant = 'dup'"
+        )
+        assert totals.rows == [[6, 12_000, 6 * 8_900_000]]
+
+
+def test_a_new_price_list_does_not_change_stored_rows(store: Store, pricer: Pricer, tmp_path: Path) -> None:
+    store_events(store, pricer, [event("bill-1", tenant="billed", at=DAY1)])
+    raised = tmp_path / "prices.toml"
+    raised.write_text(PRICES.replace(RAISED_ON.isoformat(), utc(DAY1 - 86400).date().isoformat()))
+    store_events(
+        store, Pricer(PriceList.load(raised), pricer.catalog), [event("bill-1", tenant="billed", at=DAY1)]
+    )
+    rows = store.query("SELECT cost_nano, price_version FROM usage FINAL WHERE tenant = 'billed'").rows
+    assert rows == [[8_900_000, dt.date(2026, 1, 1)]]
+
+
+@pytest.fixture(scope="module")
+def reports(store: Store, pricer: Pricer) -> Reports:
+    store_events(store, pricer, [event(f"a{i}", tenant="alpha") for i in range(3)])
+    store_events(store, pricer, [event(f"b{i}", tenant="beta", model="qwen3:8b") for i in range(2)])
+    store.insert(
+        "audit",
+        ("seq", "at", "actor", "action", "target", "outcome", "source", "detail", "edge", "prev", "hash"),
+        [[1, utc(DAY1), "admin", "tenant.create", "beta", "ok", "127.0.0.1", {}, "e", "0", "h"]],
+    )
+    r = Reports(store, MeteringSettings(data_dir=Path(os.devnull)))
+    r.load_tables()
+    return r
+
+
+def tenant_sql(reports: Reports, sql: str, tenant: str = "alpha") -> list[list[object]]:
+    return reports.answer(SqlQuery(sql=sql, tenant=tenant)).rows
+
+
+def test_a_tenant_sees_only_its_own_rows_whatever_the_sql(reports: Reports) -> None:
+    assert tenant_sql(reports, "SELECT DISTINCT tenant FROM usage") == [["alpha"]]
+    assert tenant_sql(reports, "SELECT count() FROM usage FINAL WHERE tenant = 'beta'") == [[0]]
+    assert tenant_sql(reports, "SELECT count() FROM llmaas.usage") == [[3]]
+    union = "SELECT count() FROM (SELECT tenant FROM usage UNION ALL SELECT tenant FROM usage_minute FINAL)"
+    assert tenant_sql(reports, union) == [[4]]
+    joined = "SELECT count() FROM usage AS a JOIN usage_day AS d ON a.tenant = d.tenant"
+    assert tenant_sql(reports, joined) == [[3]]
+    assert tenant_sql(reports, "SELECT count() FROM audit") == [[0]]
+    assert tenant_sql(reports, "SELECT count() FROM system.tables") == [[0]]
+    assert tenant_sql(reports, "SELECT DISTINCT tenant FROM usage", tenant="beta") == [["beta"]]
+    # An administrator sees everything.
+    assert reports.answer(SqlQuery(sql="SELECT count() FROM audit")).rows == [[1]]
+    everyone = reports.answer(SqlQuery(sql="SELECT DISTINCT tenant FROM usage ORDER BY tenant")).rows
+    assert ["alpha"] in everyone and ["beta"] in everyone
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT count() FROM usage SETTINGS additional_table_filters = {}",
+        "SELECT count() FROM usage SETTINGS readonly = 0",
+        "SELECT * FROM file('/etc/passwd', 'LineAsString')",
+        "SELECT * FROM url('http://127.0.0.1:1/', 'LineAsString')",
+        "INSERT INTO usage (request_id, tenant) VALUES ('x', 'alpha')",
+        "DROP TABLE usage",
+        "ALTER TABLE usage DELETE WHERE 1",
+        "SELECT nonsense(",
+    ],
+)
+def test_what_a_tenant_may_not_do_is_a_clear_400(reports: Reports, sql: str) -> None:
+    with pytest.raises(InvalidRequest) as refused:
+        tenant_sql(reports, sql)
+    assert refused.value.status == 400 and refused.value.message.startswith("The query failed:")
+
+
+def test_literal_escapes_quotes_and_backslashes() -> None:
+    assert literal("a'b\\c") == "'a\\'b\\\\c'"
+
+
+def test_usage_report_by_model_and_day(reports: Reports) -> None:
+    since = DAY1 - 86400
+    total = reports.answer(UsageQuery(tenant="beta", since=since, until=time.time()))
+    assert total.columns[:3] == ["requests", "prompt_tokens", "completion_tokens"]
+    assert total.rows[0][:3] == [2, 2000, 4000]
+    by_model = reports.answer(UsageQuery(tenant="alpha", since=since, by="model"))
+    assert [r[0] for r in by_model.rows] == ["gemma3:27b"]
+    assert Decimal(str(by_model.rows[0][5])) == Decimal("0.0267")  # 3 x (1000 x 0.9 + 2000 x 4) micro-euros
+    by_day = reports.answer(UsageQuery(tenant="alpha", since=since, by="day"))
+    assert by_day.rows[0][0] == utc(DAY1).date().isoformat()
+
+
+def test_the_ready_queries_run(reports: Reports) -> None:
+    ready = {
+        p.stem: p.read_text() for p in (SQL_DIR / "queries").glob("*.sql") if not p.name.startswith("usage_")
+    }
+    assert set(ready) == {"monthly_bill", "top_models", "ttft_p95", "energy_per_tenant"}
+    answers = {name: reports.answer(SqlQuery(sql=sql)) for name, sql in ready.items()}
+    bill = answers["monthly_bill"]
+    row = next(dict(zip(bill.columns, r, strict=True)) for r in bill.rows if r[1] == "alpha")
+    assert (
+        row["month"] == utc(DAY1).date().replace(day=1).isoformat()
+        and row["requests"] == 3
+        and Decimal(str(row["eur"])) == Decimal("0.0267")
+    )
+    # Their time windows are relative to now: the tenant's own copies answer for its rows only.
+    assert tenant_sql(reports, ready["monthly_bill"], tenant="beta")[0][1] == "beta"
+
+
+def test_a_refused_statement_leaves_no_filter_behind(reports: Reports) -> None:
+    """An INSERT's settings are applied with SET by the client library; refused, they would stay."""
+    with pytest.raises(InvalidRequest):
+        tenant_sql(reports, "INSERT INTO usage (request_id, tenant) VALUES ('x', 'alpha')")
+    assert tenant_sql(reports, "SELECT DISTINCT tenant FROM usage", tenant="beta") == [["beta"]]
+    assert len(reports.answer(SqlQuery(sql="SELECT DISTINCT tenant FROM usage")).rows) >= 2

@@ -110,8 +110,8 @@ class Consumer:
             durable_name=f"metering-{self.sink.name}",
             ack_policy=AckPolicy.EXPLICIT,
             deliver_policy=DeliverPolicy.ALL,
-            ack_wait=s.ack_wait_s,
-            max_ack_pending=max(2 * s.batch_size, 1000),
+            ack_wait=s.metering_ack_wait_s,
+            max_ack_pending=max(2 * s.metering_batch_size, 1000),
         )
         sub = await self.js.pull_subscribe(
             self.sink.subject, durable=config.durable_name, stream=self.sink.stream, config=config
@@ -142,8 +142,8 @@ class Consumer:
             await asyncio.gather(*(m.ack() for m in messages), return_exceptions=True)
 
     async def _next_batch(self, sub: JetStreamContext.PullSubscription) -> list[Msg]:
-        """Up to ``batch_size`` events: what arrives within ``batch_wait_s`` of the first one."""
-        size, wait = self.settings.batch_size, self.settings.batch_wait_s
+        """Up to ``metering_batch_size`` events: those that arrive within ``metering_batch_wait_s``."""
+        size, wait = self.settings.metering_batch_size, self.settings.metering_batch_wait_s
         out: list[Msg] = []
         deadline = 0.0
         while len(out) < size:
@@ -183,7 +183,7 @@ class Consumer:
         known = await store.run(store.stored, sink.table, sink.id_column, list(decoded))
         fresh = [d.row for key, d in decoded.items() if key not in known]
         await store.run(store.insert, sink.table, sink.columns, fresh)
-        if self.settings.fault == "crash_after_insert" and fresh:
+        if self.settings.metering_fault == "crash_after_insert" and sink.name == "usage" and fresh:
             log.error("fault injection: exiting after storing %d rows, before acknowledging", len(fresh))
             os._exit(137)
         touched = [d.touched for d in decoded.values() if d.touched is not None]

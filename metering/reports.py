@@ -48,8 +48,8 @@ class Reports:
     def __init__(self, store: Store, settings: MeteringSettings) -> None:
         self.store = store
         self.limits: dict[str, Any] = {
-            "max_execution_time": settings.query_timeout_s,
-            "max_result_rows": settings.max_result_rows,
+            "max_execution_time": settings.metering_query_timeout_s,
+            "max_result_rows": settings.metering_max_result_rows,
             "result_overflow_mode": "throw",
             "max_memory_usage": 2_000_000_000,
         }

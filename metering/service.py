@@ -67,7 +67,11 @@ class MeteringService:
         await nc.subscribe(subjects.METERING_QUERY, queue=subjects.METERING_QUEUE, cb=self._on_query)
         await nc.flush()
         expose(self.metrics.registry, s.metrics_host, s.metrics_port)
-        log.info("metering ready (batches of up to %d events or %.1f s)", s.batch_size, s.batch_wait_s)
+        log.info(
+            "metering ready (batches of up to %d events or %.1f s)",
+            s.metering_batch_size,
+            s.metering_batch_wait_s,
+        )
 
     async def stop(self) -> None:
         for task in self._tasks:

@@ -19,21 +19,21 @@ class MeteringSettings(ServiceSettings):
         description="a ClickHouse server (http://user:password@host:8123) instead of the embedded chDB",
     )
     clickhouse_database: str = Field(default="llmaas", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
-    batch_size: int = Field(default=5000, ge=1, description="events per insert, at most")
-    batch_wait_s: float = Field(default=1.0, gt=0, description="longest wait to fill a batch")
-    ack_wait_s: float = Field(
+    metering_batch_size: int = Field(default=5000, ge=1, description="events per insert, at most")
+    metering_batch_wait_s: float = Field(default=1.0, gt=0, description="longest wait to fill a batch")
+    metering_ack_wait_s: float = Field(
         default=60.0,
         gt=0,
         description="JetStream redelivers an event not acknowledged this long after delivery",
     )
-    query_timeout_s: float = Field(default=20.0, gt=0, description="longest report query")
-    max_result_rows: int = Field(default=10_000, ge=1, description="rows a report query may return")
+    metering_query_timeout_s: float = Field(default=20.0, gt=0, description="longest report query")
+    metering_max_result_rows: int = Field(default=10_000, ge=1, description="rows a report query may return")
     prices_file: Path = Field(default=pricing.DEFAULT_FILE, description="the versioned price list (TOML)")
     catalog_file: Path = Field(
         default=catalog.DEFAULT_FILE, description="the model catalog (energy per model)"
     )
-    fault: str = Field(
+    metering_fault: str = Field(
         default="",
         description="failure injection for the crash tests: 'crash_after_insert' exits the process right "
-        "after a batch is stored, before its rollups and acknowledgements",
+        "after a usage batch is stored, before its rollups and acknowledgements",
     )

@@ -192,6 +192,38 @@ class Stack:
     def guard(self) -> None:
         self.start("guard", "guard")
 
+    def metering(
+        self, *extra: str, env: dict[str, str] | None = None, ready: bool = True
+    ) -> subprocess.Popen[bytes]:
+        """The metering service on its own chDB in ``<root>/metering`` (small batches, quick redelivery);
+        with ``ready``, returns once it answers (its metrics are served after its queries are)."""
+        port = self.metrics_ports.setdefault("metering", free_port())
+        settings = {"LLMAAS_METERING_BATCH_WAIT_S": "0.2", "LLMAAS_METERING_ACK_WAIT_S": "5", **(env or {})}
+        data = str(self.root / "metering")
+        proc = self.start(
+            "metering", "metering", "--data-dir", data, "--metrics-port", str(port), *extra, env=settings
+        )
+
+        def up() -> bool:
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=1).status_code == 200
+            except httpx.TransportError:
+                assert proc.poll() is None, (self.logs / "metering.log").read_text()[-3000:]
+                return False
+
+        if ready:
+            wait_until(up, 30, "the metering service", self.logs)
+        return proc
+
+    def sql(self, query: str, key: str | None = None) -> list[dict[str, Any]]:
+        """``llmaas sql QUERY --format json`` as an administrator, or as ``key``'s tenant."""
+        import json
+
+        env = {"LLMAAS_URL": self.base_url}
+        env |= {"LLMAAS_API_KEY": key} if key else {"LLMAAS_ADMIN_TOKEN": self.admin_token}
+        rows: list[dict[str, Any]] = json.loads(cli("sql", query, "--format", "json", env=env))
+        return rows
+
     def scheduler(self, *extra: str) -> None:
         self.start("scheduler", "scheduler", *extra)
 

@@ -64,8 +64,18 @@ def test_up_serves_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
         assert answer.choices[0].message.content
         assert "intact: 2 events" in cli("audit", "verify", *where)
         assert (tmp_path / "jetstream").is_dir()
+
+        # Metered into the embedded chDB in the data dir, and reported to the operator.
+        def reported() -> bool:
+            try:
+                return cli("usage", "--since", "1h", *where).splitlines()[-1].split()[0] == "1"
+            except AssertionError:  # 503 while the metering service starts
+                return False
+
+        wait_until(reported, 30, "the request in `llmaas usage`")
+        assert (tmp_path / "clickhouse").is_dir()
         children = [int(p) for p in Path(f"/proc/{up.pid}/task/{up.pid}/children").read_text().split()]
-        assert len(children) == 5  # nats-server, edge, guard, scheduler, worker
+        assert len(children) == 6  # nats-server, edge, guard, scheduler, metering, worker
         up.send_signal(signal.SIGINT)
         assert up.wait(30) == 0
         assert not any(pid_alive(pid) for pid in children)

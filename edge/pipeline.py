@@ -119,20 +119,21 @@ class Pipeline:
                 log.warning("JetStream not ready for the edge (%s); retrying", exc)
                 await asyncio.sleep(0.5)
 
-    def jetstream(self) -> JetStreamContext:
-        """JetStream on this edge's connection; raises Unavailable while NATS is unreachable."""
+    def _live(self) -> Client:
+        """This edge's connection; raises Unavailable while NATS is unreachable."""
         nc = self._nc
         if nc is None or not nc.is_connected:
             raise Unavailable("The platform's message bus is unreachable; retry shortly.", retry_after_s=1)
-        return nc.jetstream()
+        return nc
+
+    def jetstream(self) -> JetStreamContext:
+        """JetStream on this edge's connection; raises Unavailable while NATS is unreachable."""
+        return self._live().jetstream()
 
     async def ask(self, subject: str, payload: bytes, timeout_s: float, what: str) -> bytes:
         """A request/reply to a service (``what`` names it in errors); Unavailable if none answers."""
-        nc = self._nc
-        if nc is None or not nc.is_connected:
-            raise Unavailable("The platform's message bus is unreachable; retry shortly.", retry_after_s=1)
         try:
-            reply = await nc.request(subject, payload, timeout=timeout_s)
+            reply = await self._live().request(subject, payload, timeout=timeout_s)
         except NoRespondersError:
             raise Unavailable(f"The {what} service is not running; retry shortly.", retry_after_s=5) from None
         except TimeoutError:

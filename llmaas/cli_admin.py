@@ -4,30 +4,25 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from llmaas import admin
+from llmaas.cli_table import print_table
 from llmaas.settings import DEFAULT_DATA_DIR, DEFAULT_EDGE_URL, OperatorSettings
 
 
-def _client(args: argparse.Namespace) -> admin.AdminClient:
+def client(args: argparse.Namespace, timeout_s: float = 10.0) -> admin.AdminClient:
+    """The admin API of the edge at ``--url``, with the admin token found as ``llmaas up`` left it."""
     settings = OperatorSettings()
     token = admin.find_token(Path(args.data_dir).expanduser(), settings.admin_token)
-    return admin.AdminClient(args.url or settings.url, token)
+    return admin.AdminClient(args.url or settings.url, token, timeout_s=timeout_s)
 
 
 def _when(epoch: float | None) -> str:
     if epoch is None:
         return "-"
     return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%d %H:%M")
-
-
-def _table(headers: Sequence[str], rows: list[list[str]]) -> None:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
-    for row in [list(headers), *rows]:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
 
 
 def _show_key(key: dict[str, Any]) -> None:
@@ -42,26 +37,26 @@ def _show_key(key: dict[str, Any]) -> None:
 
 
 def cmd_tenants_create(args: argparse.Namespace) -> None:
-    tenant = _client(args).call("POST", "/tenants", {"name": args.name, "tier": args.tier})
+    tenant = client(args).call("POST", "/tenants", {"name": args.name, "tier": args.tier})
     print(f"tenant {tenant['name']} created (tier {tenant['tier']})")
 
 
 def cmd_tenants_list(args: argparse.Namespace) -> None:
     rows = [
         [t["name"], t["tier"], "on" if t.get("guard_enabled", True) else "OFF", _when(t["created_at"])]
-        for t in _client(args).call("GET", "/tenants")["data"]
+        for t in client(args).call("GET", "/tenants")["data"]
     ]
-    _table(["TENANT", "TIER", "GUARD", "CREATED"], rows)
+    print_table(["TENANT", "TIER", "GUARD", "CREATED"], rows)
 
 
 def cmd_tenants_set_tier(args: argparse.Namespace) -> None:
-    tenant = _client(args).call("PATCH", f"/tenants/{args.name}", {"tier": args.tier})
+    tenant = client(args).call("PATCH", f"/tenants/{args.name}", {"tier": args.tier})
     print(f"tenant {tenant['name']} is now on tier {tenant['tier']}")
 
 
 def cmd_tenants_set_guard(args: argparse.Namespace) -> None:
     on = args.state == "on"
-    tenant = _client(args).call("PATCH", f"/tenants/{args.name}", {"guard_enabled": on})
+    tenant = client(args).call("PATCH", f"/tenants/{args.name}", {"guard_enabled": on})
     if tenant.get("guard_enabled", True):  # the record leaves out the default
         print(f"prompt screening is on for tenant {tenant['name']}")
     else:
@@ -70,7 +65,7 @@ def cmd_tenants_set_guard(args: argparse.Namespace) -> None:
 
 def cmd_tenants_retired_models(args: argparse.Namespace) -> None:
     """``reactivate`` or ``deactivate`` (args.change) retired models for one tenant."""
-    tenant = _client(args).call("PATCH", f"/tenants/{args.name}", {args.change: args.models})
+    tenant = client(args).call("PATCH", f"/tenants/{args.name}", {args.change: args.models})
     print(f"tenant {tenant['name']} may use again: {', '.join(tenant.get('reactivated', [])) or 'none'}")
 
 
@@ -82,7 +77,7 @@ def cmd_keys_create(args: argparse.Namespace) -> None:
         body["rotate_every_s"] = admin.seconds(args.rotate_every)
     if args.grace:
         body["grace_s"] = admin.seconds(args.grace)
-    _show_key(_client(args).call("POST", "/keys", body))
+    _show_key(client(args).call("POST", "/keys", body))
 
 
 def _models(values: list[str] | None) -> list[str]:
@@ -102,32 +97,32 @@ def cmd_keys_list(args: argparse.Namespace) -> None:
             _when(k["expires_at"]),
             k.get("successor") or "-",
         ]
-        for k in _client(args).call("GET", path)["data"]
+        for k in client(args).call("GET", path)["data"]
     ]
-    _table(["ID", "TENANT", "NAME", "STATE", "MODELS", "CREATED", "EXPIRES", "SUCCESSOR"], rows)
+    print_table(["ID", "TENANT", "NAME", "STATE", "MODELS", "CREATED", "EXPIRES", "SUCCESSOR"], rows)
 
 
 def cmd_keys_rotate(args: argparse.Namespace) -> None:
     grace = admin.seconds(args.grace)
-    key = _client(args).call("POST", f"/keys/{args.id}/rotate", {"grace_s": grace})
+    key = client(args).call("POST", f"/keys/{args.id}/rotate", {"grace_s": grace})
     print(f"{args.id} stays valid for {args.grace} more, then stops working by itself.")
     _show_key(key)
 
 
 def cmd_keys_revoke(args: argparse.Namespace) -> None:
-    key = _client(args).call("POST", f"/keys/{args.id}/revoke")
+    key = client(args).call("POST", f"/keys/{args.id}/revoke")
     print(f"key {key['id']} of tenant {key['tenant']} revoked (every edge refuses it within a second)")
 
 
 def cmd_audit_verify(args: argparse.Namespace) -> None:
-    verdict = _client(args).call("GET", "/audit/verify")
+    verdict = client(args).call("GET", "/audit/verify")
     if verdict["ok"]:
         print(f"audit chain intact: {verdict['events']} events, last hash {verdict['last_hash']}")
         return
     raise SystemExit(f"audit chain BROKEN after {verdict['events']} good events: {verdict['problem']}")
 
 
-def _connection(parser: argparse.ArgumentParser) -> None:
+def connection_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--url", help=f"the edge (default: $LLMAAS_URL or {DEFAULT_EDGE_URL})")
     parser.add_argument(
         "--data-dir",
@@ -196,4 +191,4 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     for group in (t, k, a):
         for parser in group.choices.values():
-            _connection(parser)
+            connection_options(parser)

@@ -7,6 +7,7 @@ import datetime as dt
 from pathlib import Path
 
 from llmaas import catalog
+from llmaas.cli_table import print_table
 
 
 def cmd_models(args: argparse.Namespace) -> None:
@@ -46,9 +47,7 @@ def cmd_models(args: argparse.Namespace) -> None:
             if m.energy_kwh_per_mtok is not None else "-",
             ", ".join(note),
         ])  # fmt: skip
-    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
-    for row in table:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    print_table(table[0], table[1:])
     counts = {s: sum(m.state(day) == s for m in rows) for s in catalog.STATES}
     print(
         f"\nas of {day}: "

@@ -13,23 +13,24 @@ import json
 import os
 import sys
 import urllib.parse
-from pathlib import Path
 from typing import Any
 
-from llmaas import admin
-from llmaas.settings import DEFAULT_DATA_DIR, DEFAULT_EDGE_URL, OperatorSettings
+from llmaas import admin, cli_admin
+from llmaas.cli_table import print_table
+from llmaas.settings import OperatorSettings
 
 _SIX = decimal.Decimal("0.000001")
 
 
+_TIMEOUT_S = 40.0
+"""Longer than the edge waits for the metering service (30 s), so its error is the one shown."""
+
+
 def _client(args: argparse.Namespace) -> admin.AdminClient:
-    settings = OperatorSettings()
-    url = args.url or settings.url
     key = args.key or os.environ.get("LLMAAS_API_KEY")
     if key:
-        return admin.AdminClient(url, key, timeout_s=40, prefix="/v1")
-    token = admin.find_token(Path(args.data_dir).expanduser(), settings.admin_token)
-    return admin.AdminClient(url, token, timeout_s=40)
+        return admin.AdminClient(args.url or OperatorSettings().url, key, timeout_s=_TIMEOUT_S, prefix="/v1")
+    return cli_admin.client(args, timeout_s=_TIMEOUT_S)
 
 
 def _cell(value: Any) -> str:
@@ -38,12 +39,6 @@ def _cell(value: Any) -> str:
     if isinstance(value, list | dict):
         return json.dumps(value, ensure_ascii=False)
     return str(value)
-
-
-def _table(columns: list[str], rows: list[list[str]]) -> None:
-    widths = [max([len(c), *(len(r[i]) for r in rows)]) for i, c in enumerate(columns)]
-    for row in [columns, *rows]:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
 
 
 def cmd_usage(args: argparse.Namespace) -> None:
@@ -67,7 +62,7 @@ def cmd_usage(args: argparse.Namespace) -> None:
         cells += [str(r["requests"]), str(r["prompt_tokens"]), str(r["completion_tokens"])]
         cells += [str(r["reasoning_tokens"]), _euros(r["cost_eur"]), f"{r['energy_kwh']:.6f}"]
         lines.append(cells)
-    _table(headers, lines)
+    print_table(headers, lines)
 
 
 def _euros(value: str) -> str:
@@ -84,7 +79,7 @@ def cmd_sql(args: argparse.Namespace) -> None:
         out.writerow(columns)
         out.writerows([[_cell(v) for v in r] for r in rows])
     else:
-        _table(columns, [[_cell(v) for v in r] for r in rows])
+        print_table(columns, [[_cell(v) for v in r] for r in rows])
         print(f"({len(rows)} row{'s' if len(rows) != 1 else ''})")
 
 
@@ -100,10 +95,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     sql.add_argument("--format", choices=["table", "json", "csv"], default="table")
     sql.set_defaults(func=cmd_sql)
     for parser in (usage, sql):
-        parser.add_argument("--url", help=f"the edge (default: $LLMAAS_URL or {DEFAULT_EDGE_URL})")
+        cli_admin.connection_options(parser)
         parser.add_argument(
             "--key", help="a tenant's API key (default: $LLMAAS_API_KEY; else the admin token)"
-        )
-        parser.add_argument(
-            "--data-dir", default=str(DEFAULT_DATA_DIR), help="where `llmaas up` wrote the admin token"
         )

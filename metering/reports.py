@@ -21,6 +21,7 @@ from clickhouse_connect.driver.exceptions import DatabaseError
 
 from llmaas.errors import InvalidRequest, LlmaasError
 from llmaas.wire import Query, Rows, SqlQuery, UsageQuery
+from metering.rows import utc
 from metering.settings import MeteringSettings
 from metering.store import SQL_DIR, Result, Store
 
@@ -73,7 +74,7 @@ class Reports:
 
     def _usage(self, query: UsageQuery) -> Rows:
         until = query.until if query.until is not None else time.time() + 1
-        parameters = {"tenant": query.tenant or "", "since": _utc(query.since), "until": _utc(until)}
+        parameters = {"tenant": query.tenant or "", "since": utc(query.since), "until": utc(until)}
         return _rows(self._run(_USAGE_SQL[query.by], parameters, _readonly(self.limits)))
 
     def _run(self, sql: str, parameters: dict[str, Any] | None, settings: dict[str, Any]) -> Result:
@@ -102,10 +103,6 @@ def _is_database_error(exc: Exception) -> bool:
 def _first_line(exc: Exception) -> str:
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return text[:500]
-
-
-def _utc(epoch_s: float) -> dt.datetime:
-    return dt.datetime.fromtimestamp(epoch_s, dt.UTC).replace(tzinfo=None)
 
 
 def _rows(result: Result) -> Rows:

@@ -33,8 +33,9 @@ class SqlBody(BaseModel):
     query: str = Field(min_length=1, max_length=100_000)
 
 
-def since_epoch(text: str, now: float) -> float:
-    """``7d``/``24h``/``30m`` before ``now``, or an ISO 8601 date or time (UTC unless it says)."""
+def since_epoch(text: str, now: float, param: str = "since") -> float:
+    """``7d``/``24h``/``30m`` before ``now``, or an ISO 8601 date or time (UTC unless it says);
+    a bad one is a 400 naming ``param``."""
     try:
         return now - admin.seconds(text)
     except ValueError:
@@ -44,7 +45,7 @@ def since_epoch(text: str, now: float) -> float:
     except ValueError:
         raise InvalidRequest(
             f"Invalid time {text!r}: use a duration (7d, 24h, 30m) or an ISO 8601 date (2026-11-01).",
-            param="since",
+            param=param,
         ) from None
     return (parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)).timestamp()
 
@@ -58,19 +59,21 @@ async def _ask(request: Request, query: Query) -> Response:
     return Response(msgspec.json.encode(answer), media_type="application/json")
 
 
+_BY: dict[str, Literal["total", "model", "day"]] = {"total": "total", "model": "model", "day": "day"}
+
+
 def _usage_query(request: Request, tenant: str | None) -> UsageQuery:
     params = request.query_params
     now = time.time()
-    by = params.get("by", "total")
-    if by not in ("total", "model", "day"):
-        raise InvalidRequest(f"Invalid 'by' {by!r}: use total, model or day.", param="by")
+    by = _BY.get(params.get("by", "total"))
+    if by is None:
+        raise InvalidRequest(f"Invalid 'by' {params['by']!r}: use total, model or day.", param="by")
     until = params.get("until")
-    by_: Literal["total", "model", "day"] = by  # type: ignore[assignment]
     return UsageQuery(
         tenant=tenant,
         since=since_epoch(params.get("since", "30d"), now),
-        until=since_epoch(until, now) if until else None,
-        by=by_,
+        until=since_epoch(until, now, "until") if until else None,
+        by=by,
     )
 
 

@@ -6,6 +6,7 @@ minute under traffic, or killed between its insert and its acknowledgement, lose
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import itertools
 import json
@@ -15,9 +16,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import nats
 import pytest
 
-from llmaas import usage
+from llmaas import subjects, usage
 from llmaas.pricing import PriceList
 from tests.stack import Stack, cli, wait_until
 
@@ -177,6 +179,28 @@ def test_a_tenant_key_sees_only_its_own_rows_and_reports(metered: Stack) -> None
         f"{metered.base_url}/v1/usage", params={"since": "1d"}, headers={"authorization": f"Bearer {mine}"}
     )
     assert report.status_code == 200 and report.json()["rows"][0][0] == 3
+    for params, param in (
+        ({"since": "last week"}, "since"),
+        ({"until": "soon"}, "until"),
+        ({"by": "x"}, "by"),
+    ):
+        wrong = httpx.get(
+            f"{metered.base_url}/v1/usage", params=params, headers={"authorization": f"Bearer {mine}"}
+        )
+        assert wrong.status_code == 400 and wrong.json()["error"]["param"] == param
+
+
+def test_an_unreadable_event_is_set_aside_and_the_stream_goes_on(metered: Stack) -> None:
+    async def publish_garbage() -> None:
+        nc = await nats.connect(metered.nats.url)
+        await nc.jetstream().publish(subjects.USAGE, b"not an event", headers={"Nats-Msg-Id": "garbage-1"})
+        await nc.close()
+
+    asyncio.run(publish_garbage())
+    key = metered.new_key("after-garbage")
+    rows_of(metered, [chat(metered, key).headers["x-request-id"]])
+    unreadable = metered.metric("metering", "llmaas_metering_unreadable_events_total", sink="usage")
+    assert unreadable == 1
 
 
 class Traffic:

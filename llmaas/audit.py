@@ -52,7 +52,7 @@ class AuditEvent(msgspec.Struct, frozen=True, kw_only=True):
 
 
 _encoder = msgspec.json.Encoder(order="sorted")
-_decoder = msgspec.json.Decoder(AuditEvent)
+decoder = msgspec.json.Decoder(AuditEvent)
 
 
 def seal(event: AuditEvent, prev: str) -> AuditEvent:
@@ -156,7 +156,7 @@ async def _tail(js: JetStreamContext) -> tuple[int, str]:
     if last == 0:
         return 0, GENESIS
     msg = await js.get_msg(STREAM, last)
-    return last, _decoder.decode(msg.data or b"").hash
+    return last, decoder.decode(msg.data or b"").hash
 
 
 class Verdict(msgspec.Struct, frozen=True, kw_only=True):
@@ -181,7 +181,7 @@ class ChainWalk:
             first_missing = self.expected_seq if seq != self.expected_seq else seq
             return f"event {first_missing} is missing"
         try:
-            event = _decoder.decode(data)
+            event = decoder.decode(data)
         except msgspec.DecodeError:
             return f"event {seq} is unreadable"
         if event.prev != self.last_hash:

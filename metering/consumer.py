@@ -33,8 +33,6 @@ from metering.store import Store
 
 log = logging.getLogger(__name__)
 
-_audit_decoder = msgspec.json.Decoder(audit.AuditEvent)
-
 
 @dataclass(frozen=True)
 class Decoded:
@@ -65,7 +63,7 @@ def sinks(pricer: Pricer) -> list[Sink]:
     def audit_event(msg: Msg) -> Decoded:
         return Decoded(
             msg.metadata.sequence.stream,
-            audit_row(msg.metadata.sequence.stream, _audit_decoder.decode(msg.data)),
+            audit_row(msg.metadata.sequence.stream, audit.decoder.decode(msg.data)),
         )
 
     def security_event(msg: Msg) -> Decoded:
@@ -170,6 +168,7 @@ class Consumer:
     async def _store(self, messages: list[Msg]) -> None:
         started = time.perf_counter()
         decoded: dict[Any, Decoded] = {}
+        readable = 0
         for msg in messages:
             try:
                 d = self.sink.decode(msg)
@@ -178,6 +177,7 @@ class Consumer:
                 self.metrics.unreadable.labels(self.sink.name).inc()
                 await msg.term()
                 continue
+            readable += 1
             decoded.setdefault(d.id, d)  # the same event twice in one batch: once
         store, sink = self.store, self.sink
         known = await store.run(store.stored, sink.table, sink.id_column, list(decoded))
@@ -190,6 +190,6 @@ class Consumer:
         if touched:
             await store.run(store.recompute_rollups, touched)
         self.metrics.stored.labels(sink.name).inc(len(fresh))
-        self.metrics.duplicates.labels(sink.name).inc(len(messages) - len(fresh))
+        self.metrics.duplicates.labels(sink.name).inc(readable - len(fresh))
         self.metrics.batch_seconds.labels(sink.name).observe(time.perf_counter() - started)
         log.debug("%s: %d stored, %d already there", sink.name, len(fresh), len(known))

@@ -136,7 +136,7 @@ def test_a_retired_model_is_410_naming_its_successor_unless_reactivated_for_the_
     assert models(stack, lab)["gone-chat"]["state"] == "retired"
     assert chat(stack, other, "gone-chat").status_code == 410  # only for that tenant
     assert "gone-chat" not in models(stack, other)
-    changes = [audit._decoder.decode(e) for e in stack.stream_messages(audit.STREAM)]
+    changes = [audit.decoder.decode(e) for e in stack.stream_messages(audit.STREAM)]
     reactivation = [e for e in changes if e.action == "tenant.change" and e.target == "lab"][-1]
     assert reactivation.detail == {"reactivate": "gone-chat"} and reactivation.actor.startswith("admin:")
 

@@ -275,7 +275,7 @@ def test_only_an_administrator_switches_the_guard_off_for_one_tenant_and_it_is_a
     wait_until(lambda: edges.chat(edges.b, lab, messages=ATTACK).status_code == 200, 5, "lab to be exempt")
     assert error_of(edges.chat(edges.b, guarded, messages=ATTACK), 400)["code"] == "prompt_rejected"
 
-    changes = [audit._decoder.decode(e) for e in edges.stack.stream_messages(audit.STREAM)]
+    changes = [audit.decoder.decode(e) for e in edges.stack.stream_messages(audit.STREAM)]
     switch = [e for e in changes if e.action == "tenant.change" and e.target == "lab"]
     assert switch[-1].detail == {"guard_enabled": "False"} and switch[-1].actor.startswith("admin:")
 

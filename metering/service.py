@@ -2,22 +2,26 @@
 
 Report queries arrive by NATS request/reply (``llmaas.v1.metering.query``, queue group
 ``metering``): the embedded chDB can be opened by one process only, so this process answers for
-everyone (the edge's usage and SQL endpoints, ``llmaas usage``, ``llmaas sql``).
+everyone (the edge's usage and SQL endpoints, ``llmaas usage``, ``llmaas sql``). They run on
+reader threads beside ingestion, one at a time per tenant (a few more wait their turn, beyond that
+429), so one tenant's heavy query neither delays another tenant's report nor the usage behind it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
+from collections.abc import AsyncIterator
 
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from guard import events as security
 from llmaas import audit, catalog, codec, natsconn, subjects, usage
-from llmaas.errors import InvalidRequest, LlmaasError, Unavailable
+from llmaas.errors import InvalidRequest, LlmaasError, PayloadTooLarge, RateLimited, Unavailable
 from llmaas.metrics_server import expose
 from llmaas.pricing import PriceList
 from llmaas.wire import Failed, Query
@@ -46,13 +50,19 @@ class MeteringService:
         self.reports: Reports | None = None
         self._nc: Client | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._turns: dict[str, asyncio.Lock] = {}
+        self._waiting: dict[str, int] = {}
 
     async def start(self) -> None:
         use_utc()
         s = self.settings
         url = s.clickhouse_url.get_secret_value() if s.clickhouse_url else None
         store = self.store = await asyncio.to_thread(
-            Store.connect, data_dir=s.data_dir, url=url, database=s.clickhouse_database
+            Store.connect,
+            data_dir=s.data_dir,
+            url=url,
+            database=s.clickhouse_database,
+            readers=s.metering_report_threads,
         )
         applied = await store.run(store.migrate)
         log.info("schema: %s", f"applied {', '.join(applied)}" if applied else "up to date")
@@ -88,20 +98,58 @@ class MeteringService:
         except codec.DecodeError:
             await self._reply(msg, InvalidRequest("The query could not be decoded.", code="invalid_query"))
             return
-        assert self.store is not None and self.reports is not None
         try:
-            rows = await self.store.run(self.reports.answer, query)
+            async with self._turn(query.tenant):
+                answer = await self._answer(query)
         except LlmaasError as exc:
             await self._reply(msg, exc)
             return
-        except Exception as exc:
-            log.exception("report query failed")
+        assert self._nc is not None
+        if len(answer) > self._nc.max_payload - 1024:
             await self._reply(
-                msg, Unavailable(f"The usage database failed ({type(exc).__name__}); retry shortly.")
+                msg,
+                PayloadTooLarge(
+                    f"The result is {len(answer)} bytes, over the {self._nc.max_payload} a reply may "
+                    "carry: select fewer rows or columns (LIMIT), or aggregate.",
+                    param="query",
+                    code="result_too_large",
+                ),
             )
             return
         self.metrics.queries.labels("ok").inc()
-        await msg.respond(codec.encode(rows))
+        await msg.respond(answer)
+
+    async def _answer(self, query: Query) -> bytes:
+        assert self.store is not None and self.reports is not None
+        try:
+            return codec.encode(await self.store.report(self.reports.answer, query))
+        except LlmaasError:
+            raise
+        except Exception as exc:
+            log.exception("report query failed")
+            raise Unavailable(f"The usage database failed ({type(exc).__name__}); retry shortly.") from None
+
+    @contextlib.asynccontextmanager
+    async def _turn(self, tenant: str | None) -> AsyncIterator[None]:
+        """One query at a time per tenant; a few more wait, beyond that a 429."""
+        if tenant is None:  # an administrator's
+            yield
+            return
+        if self._waiting.get(tenant, 0) >= self.settings.metering_tenant_queued_queries + 1:
+            raise RateLimited(
+                "Too many report queries of this tenant at once: wait for the running ones.",
+                type_="requests",
+                retry_after_s=1.0,
+            )
+        lock = self._turns.setdefault(tenant, asyncio.Lock())
+        self._waiting[tenant] = self._waiting.get(tenant, 0) + 1
+        try:
+            async with lock:
+                yield
+        finally:
+            self._waiting[tenant] -= 1
+            if not self._waiting[tenant]:
+                del self._waiting[tenant], self._turns[tenant]
 
     async def _reply(self, msg: Msg, error: LlmaasError) -> None:
         self.metrics.queries.labels(error.code or "error").inc()

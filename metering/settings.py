@@ -27,6 +27,18 @@ class MeteringSettings(ServiceSettings):
         description="JetStream redelivers an event not acknowledged this long after delivery",
     )
     metering_query_timeout_s: float = Field(default=20.0, gt=0, description="longest report query")
+    metering_tenant_query_timeout_s: float = Field(
+        default=5.0, gt=0, description="longest report query of a tenant (an administrator's: the above)"
+    )
+    metering_report_threads: int = Field(
+        default=3,
+        ge=1,
+        le=32,
+        description="report queries answered at once (beside ingestion, never in its way)",
+    )
+    metering_tenant_queued_queries: int = Field(
+        default=8, ge=1, description="a tenant's report queries waiting behind its running one; more: 429"
+    )
     metering_max_result_rows: int = Field(default=10_000, ge=1, description="rows a report query may return")
     prices_file: Path = Field(default=pricing.DEFAULT_FILE, description="the versioned price list (TOML)")
     catalog_file: Path = Field(

@@ -1,10 +1,12 @@
 """The ClickHouse side: one client (embedded chDB or a server), the schema's migrations, inserts,
 rollups and report queries, all with the SQL under ``infra/clickhouse/``.
 
-chDB runs inside this process and its client is synchronous, so every call goes through one
-worker thread: the event loop never blocks, and calls never overlap (chDB serializes them anyway).
-A data directory can be opened by one process only: the metering service owns it and answers
-report queries for everyone else.
+chDB runs inside this process and its client is synchronous: ingestion goes through one worker
+thread of its own (the event loop never blocks, inserts never overlap), and callers' report
+queries through a few other threads, each on a session of its own, so that a long report never
+delays the usage behind it (chDB runs queries on separate sessions side by side). A data directory
+can be opened by one process only: the metering service owns it and answers report queries for
+everyone else.
 """
 
 from __future__ import annotations
@@ -58,15 +60,16 @@ class Result:
 
 
 class Store:
-    def __init__(self, client: Client, database: str, dsn: str) -> None:
+    def __init__(self, client: Client, database: str, dsn: str, readers: int = 3) -> None:
         self.client = client
         self.database = database
         self._dsn = dsn
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse")
+        self._readers = ThreadPoolExecutor(max_workers=readers, thread_name_prefix="clickhouse-report")
         self._rollups = {name: (SQL_DIR / "rollups" / f"{name}.sql").read_text() for name in _ROLLUPS}
 
     @classmethod
-    def connect(cls, *, data_dir: Path, url: str | None, database: str) -> Store:
+    def connect(cls, *, data_dir: Path, url: str | None, database: str, readers: int = 3) -> Store:
         """Embedded chDB in ``<data_dir>/clickhouse``, or the server at ``url``; ``database`` created."""
         if url is None:
             path = (data_dir / "clickhouse").expanduser().resolve()
@@ -80,12 +83,18 @@ class Store:
         bootstrap.command(f"CREATE DATABASE IF NOT EXISTS {database}")
         bootstrap.close()
         log.info("%s, database %s", where, database)
-        return cls(clickhouse_connect.get_client(dsn=dsn, database=database), database, dsn)
+        return cls(clickhouse_connect.get_client(dsn=dsn, database=database), database, dsn, readers)
 
     async def run(self, work: Callable[..., T], *args: Any) -> T:
+        """``work`` in the writer's thread (ingestion, migrations)."""
         return await asyncio.get_running_loop().run_in_executor(self._thread, work, *args)
 
+    async def report(self, work: Callable[..., T], *args: Any) -> T:
+        """``work`` in a reader's thread: callers' queries, beside ingestion, never in its way."""
+        return await asyncio.get_running_loop().run_in_executor(self._readers, work, *args)
+
     def close(self) -> None:
+        self._readers.shutdown(wait=True, cancel_futures=True)
         self._thread.shutdown(wait=True)
         self.client.close()
 
@@ -115,6 +124,19 @@ class Store:
         for database, table, column in rows:
             out.setdefault(f"{database}.{table}", set()).add(column)
         return out
+
+    def session(self, work: Callable[[Client], T]) -> T:
+        """``work`` on a session of its own, closed after (about 15 ms to open on chDB).
+
+        clickhouse-connect applies some calls' settings with SET and restores them after; a
+        restore refused by ``readonly`` would leave one caller's tenant filter on the session for
+        the next caller. A fresh session per query leaves nothing behind.
+        """
+        client = clickhouse_connect.get_client(dsn=self._dsn, database=self.database)
+        try:
+            return work(client)
+        finally:
+            client.close()
 
     # --- writing ---------------------------------------------------------------------------------
 
@@ -154,23 +176,10 @@ class Store:
         self, sql: str, parameters: dict[str, Any] | None = None, settings: dict[str, Any] | None = None
     ) -> Result:
         """A query on the writer's own session (the service's SQL, never a caller's)."""
-        return _result(self.client.query(sql, parameters=parameters, settings=settings))
-
-    def read(self, sql: str, parameters: dict[str, Any] | None, settings: dict[str, Any]) -> Result:
-        """A caller's query, on a session of its own (about 15 ms to open on chDB).
-
-        clickhouse-connect applies some statements' settings with SET and restores them after; a
-        restore refused by ``readonly`` would leave one caller's tenant filter on the session for
-        the next caller. A fresh session per query leaves nothing behind.
-        """
-        client = clickhouse_connect.get_client(dsn=self._dsn, database=self.database)
-        try:
-            return _result(client.query(sql, parameters=parameters, settings=settings))
-        finally:
-            client.close()
+        return result(self.client.query(sql, parameters=parameters, settings=settings))
 
 
-def _result(result: QueryResult) -> Result:
+def result(result: QueryResult) -> Result:
     types = [t.name for t in result.column_types]
     return Result(list(result.column_names), types, [list(r) for r in result.result_rows])
 

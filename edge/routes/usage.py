@@ -36,18 +36,27 @@ class SqlBody(BaseModel):
 def since_epoch(text: str, now: float, param: str = "since") -> float:
     """``7d``/``24h``/``30m`` before ``now``, or an ISO 8601 date or time (UTC unless it says);
     a bad one is a 400 naming ``param``."""
+    shown = text if len(text) <= 40 else text[:40] + "…"
     try:
-        return now - admin.seconds(text)
+        epoch = now - admin.seconds(text)
     except ValueError:
-        pass
-    try:
-        parsed = dt.datetime.fromisoformat(text)
-    except ValueError:
+        try:
+            parsed = dt.datetime.fromisoformat(text)
+        except ValueError:
+            raise InvalidRequest(
+                f"Invalid time {shown!r}: use a duration (7d, 24h, 30m) or an ISO 8601 date (2026-11-01).",
+                param=param,
+            ) from None
+        epoch = (parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)).timestamp()
+    if not _EARLIEST <= epoch <= now + _LATEST_AHEAD_S:
         raise InvalidRequest(
-            f"Invalid time {text!r}: use a duration (7d, 24h, 30m) or an ISO 8601 date (2026-11-01).",
-            param=param,
-        ) from None
-    return (parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)).timestamp()
+            f"Invalid time {shown!r}: out of range (from 1970 to a day from now).", param=param
+        )
+    return epoch
+
+
+_EARLIEST = 0.0
+_LATEST_AHEAD_S = 86_400.0
 
 
 async def _ask(request: Request, query: Query) -> Response:

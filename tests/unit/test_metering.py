@@ -5,6 +5,8 @@ One chDB store for the module (chDB opens one data directory per process).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
 import os
 import time
@@ -15,12 +17,12 @@ from pathlib import Path
 import pytest
 
 from llmaas import catalog
-from llmaas.errors import InvalidRequest
+from llmaas.errors import InvalidRequest, RateLimited
 from llmaas.pricing import PriceList
 from llmaas.wire import SqlQuery, UsageEvent, UsageQuery
-from metering.reports import Reports, literal
+from metering.reports import Reports, literal, tenant_filters
 from metering.rows import USAGE_COLUMNS, Pricer, utc
-from metering.service import use_utc
+from metering.service import MeteringService, use_utc
 from metering.settings import MeteringSettings
 from metering.store import SQL_DIR, Store, statements
 
@@ -172,8 +174,17 @@ def test_a_tenant_sees_only_its_own_rows_whatever_the_sql(reports: Reports) -> N
     assert tenant_sql(reports, union) == [[4]]
     joined = "SELECT count() FROM usage AS a JOIN usage_day AS d ON a.tenant = d.tenant"
     assert tenant_sql(reports, joined) == [[3]]
-    assert tenant_sql(reports, "SELECT count() FROM audit") == [[0]]
-    assert tenant_sql(reports, "SELECT count() FROM system.tables") == [[0]]
+    cte = "WITH mine AS (SELECT * FROM usage) SELECT count(), countIf(tenant = 'beta') FROM mine"
+    assert tenant_sql(reports, cte) == [[3, 0]]
+    assert tenant_sql(reports, "SELECT (SELECT count() FROM usage) AS n") == [[3]]
+    assert tenant_sql(
+        reports, "SELECT count() FROM usage WHERE tenant IN (SELECT tenant FROM usage_hour)"
+    ) == [[3]]
+    assert tenant_sql(reports, "SELECT sumIf(prompt_tokens, status = 'ok'), uniqExact(model) FROM usage") == [
+        [3000, 1]
+    ]
+    assert tenant_sql(reports, "SELECT arrayMap(x -> x * 2, [1, 2]), number FROM numbers(1)") == [[[2, 4], 0]]
+    assert tenant_sql(reports, "SELECT 1") == [[1]]
     assert tenant_sql(reports, "SELECT DISTINCT tenant FROM usage", tenant="beta") == [["beta"]]
     # An administrator sees everything.
     assert reports.answer(SqlQuery(sql="SELECT count() FROM audit")).rows == [[1]]
@@ -181,23 +192,135 @@ def test_a_tenant_sees_only_its_own_rows_whatever_the_sql(reports: Reports) -> N
     assert ["alpha"] in everyone and ["beta"] in everyone
 
 
-@pytest.mark.parametrize(
-    "sql",
-    [
-        "SELECT count() FROM usage SETTINGS additional_table_filters = {}",
-        "SELECT count() FROM usage SETTINGS readonly = 0",
-        "SELECT * FROM file('/etc/passwd', 'LineAsString')",
-        "SELECT * FROM url('http://127.0.0.1:1/', 'LineAsString')",
-        "INSERT INTO usage (request_id, tenant) VALUES ('x', 'alpha')",
-        "DROP TABLE usage",
-        "ALTER TABLE usage DELETE WHERE 1",
-        "SELECT nonsense(",
-    ],
-)
-def test_what_a_tenant_may_not_do_is_a_clear_400(reports: Reports, sql: str) -> None:
-    with pytest.raises(InvalidRequest) as refused:
-        tenant_sql(reports, sql)
-    assert refused.value.status == 400 and refused.value.message.startswith("The query failed:")
+def refused(reports: Reports, sql: str, tenant: str | None = "alpha") -> InvalidRequest:
+    with pytest.raises(InvalidRequest) as caught:
+        reports.answer(SqlQuery(sql=sql, tenant=tenant))
+    assert caught.value.status == 400 and caught.value.param == "query"
+    return caught.value
+
+
+# Each of these was a way out on the engine's filters alone (issue 20), or a write or a host read.
+ESCAPES = [
+    # several statements: all but the last ran with no readonly, no filter, no limit
+    "SELECT 1 AS a; INSERT INTO usage (request_id, tenant, cost_nano) VALUES ('x', 'beta', 1e15); SELECT 2",
+    "SELECT 1; SELECT * FROM file('/etc/passwd', 'LineAsString')",
+    "SELECT 1;\nDROP TABLE usage_day",
+    # table functions read around additional_table_filters
+    "SELECT count() FROM merge('llmaas', 'usage')",
+    "SELECT count() FROM merge('llmaas', '^audit$')",
+    "SELECT * FROM merge('system', '^processes$')",
+    "SELECT * FROM mergeTreeIndex('llmaas', 'usage')",
+    "SELECT * FROM file('/etc/passwd', 'LineAsString')",
+    "SELECT * FROM file('/proc/self/environ', 'RawBLOB')",
+    "SELECT * FROM url('http://127.0.0.1:1/', 'LineAsString')",
+    "SELECT * FROM view(SELECT * FROM audit)",
+    "SELECT * FROM remote('127.0.0.1', 'llmaas', 'usage')",
+    "SELECT * FROM executable('id', 'LineAsString')",
+    "SELECT * FROM dictionary('d')",
+    # functions that read outside the query's rows
+    "SELECT file('/etc/hostname')",
+    "SELECT FILE('/etc/hostname')",
+    "SELECT getSetting('additional_table_filters')",
+    "SELECT hostName(), currentUser()",
+    "SELECT hasColumnInTable('llmaas', 'audit', 'actor')",
+    "SELECT joinGet('llmaas.usage', 'tenant', 'x')",
+    "SELECT dictGet('d', 'x', 1)",
+    "SELECT sleepEachRow(1) FROM usage",
+    "SELECT filesystemAvailable()",
+    # tables outside the tenant's allow-list, however named
+    "SELECT count() FROM audit",
+    "SELECT count() FROM llmaas.security_events",
+    "SELECT count() FROM system.tables",
+    "SELECT query FROM system.processes",
+    "SELECT count() FROM schema_migrations",
+    "SELECT * FROM (WITH audit AS (SELECT 1) SELECT * FROM audit) AS a, audit AS b",
+    "SELECT (SELECT count() FROM audit)",
+    "SELECT count() FROM usage WHERE tenant IN audit",
+    "SELECT * FROM `us\nage`",
+    # clauses that change how the query runs or where its answer goes
+    "SELECT count() FROM usage SETTINGS additional_table_filters = {}",
+    "SELECT count() FROM usage SETTINGS readonly = 0",
+    "SELECT 1 FORMAT JSON",
+    "SELECT 1 INTO OUTFILE '/tmp/llmaas-out'",
+    # not a SELECT
+    "INSERT INTO usage (request_id, tenant) VALUES ('x', 'alpha')",
+    "DROP TABLE usage",
+    "ALTER TABLE usage DELETE WHERE 1",
+    "CREATE TABLE x (a UInt8) ENGINE = Memory",
+    "SYSTEM FLUSH LOGS",
+]
+
+
+@pytest.mark.parametrize("sql", ESCAPES)
+def test_a_tenants_escapes_are_refused_before_the_engine_runs_them(reports: Reports, sql: str) -> None:
+    error = refused(reports, sql)
+    assert error.code in {"query_refused", "query_failed"}
+    assert "tenant = " not in error.message and "In scope" not in error.message  # no filter echoed
+
+
+def test_nothing_of_a_refused_multi_statement_ran(reports: Reports) -> None:
+    before = reports.answer(SqlQuery(sql="SELECT count() FROM usage")).rows
+    refused(
+        reports, "SELECT 1 AS a; INSERT INTO usage (request_id, tenant) VALUES ('zz', 'beta'); SELECT 2 AS a"
+    )
+    assert "Only one statement" in refused(reports, "SELECT 1; SELECT 2").message
+    assert reports.answer(SqlQuery(sql="SELECT count() FROM usage")).rows == before
+
+
+def test_an_administrators_sql_is_one_read_only_select_too(reports: Reports) -> None:
+    for sql in ("SELECT 1; DROP TABLE usage", "SELECT * FROM file('/etc/passwd', 'LineAsString')",
+                "SELECT file('/etc/hostname')", "SELECT 1 SETTINGS readonly = 0"):  # fmt: skip
+        refused(reports, sql, tenant=None)
+    assert reports.answer(SqlQuery(sql="SELECT count() > 0 FROM system.tables")).rows == [[1]]
+
+
+def test_a_table_created_after_start_is_not_readable_by_tenants(store: Store, reports: Reports) -> None:
+    store.client.command(
+        "CREATE TABLE IF NOT EXISTS later (tenant String, secret String) ENGINE = MergeTree ORDER BY tenant"
+    )
+    store.insert("later", ("tenant", "secret"), [["beta", "s3cr3t"]])
+    assert "Unknown table" in refused(reports, "SELECT * FROM later").message
+    # and the filter map built at the query holds it too: no row even if a check were missed
+    tables = [
+        f"{d}.{t}" for d, t in store.client.query("SELECT database, name FROM system.tables").result_rows
+    ]
+    assert "'llmaas.later': '0'" in tenant_filters(tables, reports.tenant_scope, "alpha")
+
+
+def test_engine_errors_do_not_echo_the_filters(reports: Reports) -> None:
+    error = refused(reports, "SELECT nosuchcolumn FROM usage")
+    assert error.code == "query_failed" and "nosuchcolumn" in error.message
+    assert (
+        "SETTINGS" not in error.message
+        and "In scope" not in error.message
+        and "llmaas.audit" not in error.message
+    )
+
+
+def test_a_tenants_query_is_cut_at_its_shorter_timeout(store: Store) -> None:
+    settings = MeteringSettings(data_dir=Path(os.devnull), metering_tenant_query_timeout_s=0.5)
+    r = Reports(store, settings)
+    r.load_tables()
+    slow = "SELECT count() FROM numbers(100000000000) WHERE sipHash64(number) = 1"
+    assert "Timeout exceeded" in refused(r, slow).message
+
+
+def test_a_report_runs_beside_ingestion_not_in_front_of_it(store: Store) -> None:
+    """A tenant's slow query on a reader thread; an insert on the writer's finishes meanwhile."""
+    reports = Reports(store, MeteringSettings(data_dir=Path(os.devnull), metering_tenant_query_timeout_s=2))
+    reports.load_tables()
+    heavy = SqlQuery(sql=f"SELECT count() FROM numbers({10**11}) WHERE sipHash64(number) = 1", tenant="alpha")
+
+    async def scenario() -> tuple[bool, bool]:
+        slow = asyncio.ensure_future(store.report(reports.answer, heavy))
+        await asyncio.sleep(0.3)
+        await store.run(store.insert, "usage_minute", ("tenant", "model"), [["gamma", "m"]])
+        inserted_first = not slow.done()
+        with contextlib.suppress(InvalidRequest):
+            await slow
+        return inserted_first, slow.done()
+
+    assert asyncio.run(scenario()) == (True, True)
 
 
 def test_literal_escapes_quotes_and_backslashes() -> None:
@@ -239,3 +362,30 @@ def test_a_refused_statement_leaves_no_filter_behind(reports: Reports) -> None:
         tenant_sql(reports, "INSERT INTO usage (request_id, tenant) VALUES ('x', 'alpha')")
     assert tenant_sql(reports, "SELECT DISTINCT tenant FROM usage", tenant="beta") == [["beta"]]
     assert len(reports.answer(SqlQuery(sql="SELECT DISTINCT tenant FROM usage")).rows) >= 2
+
+
+def test_a_tenants_queries_take_turns_and_a_flood_is_refused() -> None:
+    """One query at a time per tenant, a bounded queue behind it; other tenants are not in it."""
+    service = MeteringService(MeteringSettings(data_dir=Path(os.devnull), metering_tenant_queued_queries=2))
+    order: list[str] = []
+
+    async def query(tenant: str, name: str, hold_s: float) -> str:
+        async with service._turn(tenant):
+            order.append(f"{name}+")
+            await asyncio.sleep(hold_s)
+            order.append(f"{name}-")
+        return name
+
+    async def scenario() -> list[object]:
+        noisy = [asyncio.ensure_future(query("noisy", f"n{i}", 0.1)) for i in range(4)]
+        await asyncio.sleep(0.01)
+        quiet = asyncio.ensure_future(query("quiet", "q", 0.0))
+        return await asyncio.gather(*noisy, quiet, return_exceptions=True)
+
+    results = asyncio.run(scenario())
+    assert results[:3] == ["n0", "n1", "n2"] and isinstance(results[3], RateLimited) and results[4] == "q"
+    # the noisy tenant's queries never overlapped, and the quiet one ran while the first still held
+    assert order.index("q+") < order.index("n0-")
+    noisy = [e for e in order if e.startswith("n")]
+    assert noisy == ["n0+", "n0-", "n1+", "n1-", "n2+", "n2-"]
+    assert not service._turns and not service._waiting

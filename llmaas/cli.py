@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
+import sys
+import urllib.parse
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -80,11 +83,21 @@ WORKER_OPTIONS = (
 )  # fmt: skip
 
 
+def warn_if_secret_in_argv(url: str | None) -> None:
+    if url and urllib.parse.urlsplit(url).password:
+        print(
+            "warning: --clickhouse-url holds a password that other users see (ps, shell history); "
+            "prefer LLMAAS_CLICKHOUSE_URL in the environment",
+            file=sys.stderr,
+        )
+
+
 def cmd_metering(args: argparse.Namespace) -> None:
     from llmaas import runtime
     from metering.service import MeteringService
     from metering.settings import MeteringSettings
 
+    warn_if_secret_in_argv(args.clickhouse_url)
     settings = MeteringSettings(**_explicit(args, *COMMON, "metrics_port", "data_dir", "clickhouse_url"))
     logs.setup("metering", settings.log_level)
     runtime.run(MeteringService(settings))
@@ -124,7 +137,9 @@ def cmd_up(args: argparse.Namespace) -> None:
         print(f"admin token (shown once; kept in {where}, mode 0600): {token}", flush=True)
     edge_env = {"LLMAAS_ADMIN_TOKEN": token}
     # By the environment, not the command line: the URL may hold a password, and `ps` shows argv.
-    clickhouse_env = {"LLMAAS_CLICKHOUSE_URL": args.clickhouse_url} if args.clickhouse_url else {}
+    clickhouse_url = args.clickhouse_url or os.environ.get("LLMAAS_CLICKHOUSE_URL")
+    warn_if_secret_in_argv(args.clickhouse_url)
+    clickhouse_env = {"LLMAAS_CLICKHOUSE_URL": clickhouse_url} if clickhouse_url else {}
     children = [
         Child("edge", ["edge", *base, "--host", args.host, "--port", str(args.port)], env=edge_env),
         Child("guard", ["guard", *base]),

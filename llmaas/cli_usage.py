@@ -27,6 +27,12 @@ _TIMEOUT_S = 40.0
 
 
 def _client(args: argparse.Namespace) -> admin.AdminClient:
+    if args.key:
+        print(
+            "warning: --key puts the key where other users see it (ps, shell history); "
+            "prefer LLMAAS_API_KEY in the environment",
+            file=sys.stderr,
+        )
     key = args.key or os.environ.get("LLMAAS_API_KEY")
     if key:
         return admin.AdminClient(args.url or OperatorSettings().url, key, timeout_s=_TIMEOUT_S, prefix="/v1")
@@ -97,5 +103,7 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     for parser in (usage, sql):
         cli_admin.connection_options(parser)
         parser.add_argument(
-            "--key", help="a tenant's API key (default: $LLMAAS_API_KEY; else the admin token)"
+            "--key",
+            help="a tenant's API key (default: $LLMAAS_API_KEY, which other users cannot see in ps; "
+            "else the admin token)",
         )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ctypes
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -20,6 +21,15 @@ MAX_PAYLOAD = 8 * 1024 * 1024
 
 class NatsServerError(RuntimeError):
     pass
+
+
+SECRETS = frozenset({"LLMAAS_ADMIN_TOKEN", "LLMAAS_API_KEY", "LLMAAS_CLICKHOUSE_URL"})
+"""Variables a child process gets only when its own ``env`` gives them (the edge: the admin token;
+metering: the ClickHouse URL), never by inheritance from the operator's shell."""
+
+
+def child_environment(own: dict[str, str] | None = None) -> dict[str, str]:
+    return {**{k: v for k, v in os.environ.items() if k not in SECRETS}, **(own or {})}
 
 
 def die_with_parent() -> None:
@@ -75,6 +85,7 @@ class NatsServer:
             [str(binary()), "-c", str(config)],
             stdout=log,
             stderr=subprocess.STDOUT,
+            env=child_environment(),
             start_new_session=True,
             preexec_fn=die_with_parent,  # noqa: PLW1509 - single-threaded here
         )

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import signal
 import subprocess
 import sys
@@ -21,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from types import FrameType
 
-from llmaas.nats_server import NatsServer, die_with_parent
+from llmaas.nats_server import NatsServer, child_environment, die_with_parent
 
 log = logging.getLogger("llmaas.up")
 
@@ -42,7 +41,7 @@ class Child:
     def start(self) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "llmaas", *self.argv],
-            env={**os.environ, **self.env},
+            env=child_environment(self.env),
             start_new_session=True,
             preexec_fn=die_with_parent,  # noqa: PLW1509 - single-threaded here
         )

@@ -41,6 +41,11 @@ def use_utc() -> None:
     time.tzset()
 
 
+def private_files() -> None:
+    """Files this process creates (chDB's data, its logs) readable by its user only."""
+    os.umask(0o077)
+
+
 class MeteringService:
     def __init__(self, settings: MeteringSettings, metrics: MeteringMetrics | None = None) -> None:
         self.settings = settings
@@ -55,6 +60,7 @@ class MeteringService:
 
     async def start(self) -> None:
         use_utc()
+        private_files()
         s = self.settings
         url = s.clickhouse_url.get_secret_value() if s.clickhouse_url else None
         store = self.store = await asyncio.to_thread(

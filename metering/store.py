@@ -73,7 +73,8 @@ class Store:
         """Embedded chDB in ``<data_dir>/clickhouse``, or the server at ``url``; ``database`` created."""
         if url is None:
             path = (data_dir / "clickhouse").expanduser().resolve()
-            path.mkdir(parents=True, exist_ok=True)
+            path.mkdir(mode=0o700, parents=True, exist_ok=True)
+            _private(path)
             dsn = f"chdb://{path}"
             where = f"chDB in {path}"
         else:
@@ -177,6 +178,18 @@ class Store:
     ) -> Result:
         """A query on the writer's own session (the service's SQL, never a caller's)."""
         return result(self.client.query(sql, parameters=parameters, settings=settings))
+
+
+def _private(root: Path) -> None:
+    """chDB's directory and files for this process's user only (0700/0600), also those an earlier
+    version left readable by everyone."""
+    for path in (root, *root.rglob("*")):
+        if path.is_symlink():
+            continue
+        mode = path.stat().st_mode & 0o777
+        private = 0o700 if path.is_dir() else mode & 0o700
+        if mode != private:
+            path.chmod(private)
 
 
 def result(result: QueryResult) -> Result:

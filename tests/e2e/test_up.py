@@ -44,6 +44,7 @@ def test_up_serves_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
         ],
         stdout=log,
         stderr=subprocess.STDOUT,
+        env={**os.environ, "LLMAAS_API_KEY": "sk-llmaas-from-the-operators-shell"},
     )
     try:
         url = f"http://127.0.0.1:{port}"
@@ -76,6 +77,20 @@ def test_up_serves_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
         assert (tmp_path / "clickhouse").is_dir()
         children = [int(p) for p in Path(f"/proc/{up.pid}/task/{up.pid}/children").read_text().split()]
         assert len(children) == 6  # nats-server, edge, guard, scheduler, metering, worker
+        # Secrets reach only the child that needs them: the admin token the edge, none the shell's key.
+        environments = {pid: Path(f"/proc/{pid}/environ").read_bytes().split(b"\0") for pid in children}
+        holders = [
+            pid for pid, env in environments.items() if any(v.startswith(b"LLMAAS_ADMIN_TOKEN=") for v in env)
+        ]
+        assert len(holders) == 1 and b"edge" in Path(f"/proc/{holders[0]}/cmdline").read_bytes()
+        assert not any(
+            b"sk-llmaas-from-the-operators-shell" in b"".join(env) for env in environments.values()
+        )
+        # chDB's files are its owner's only.
+        exposed = [
+            p for p in (tmp_path / "clickhouse").rglob("*") if not p.is_symlink() and p.stat().st_mode & 0o077
+        ]
+        assert not exposed, exposed[:5]
         up.send_signal(signal.SIGINT)
         assert up.wait(30) == 0
         assert not any(pid_alive(pid) for pid in children)

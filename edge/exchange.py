@@ -38,6 +38,7 @@ async def answer(
     """The answer to one generation request: admitted under the caller's limits, then metered and
     settled with the real usage however it ends."""
     pipeline = edge.pipeline
+    job = edge.gate.bounded(job)
     rid = job.request_id
     tally = edge.tally(job)
     try:

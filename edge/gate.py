@@ -14,6 +14,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
+import msgspec
 from nats.aio.client import Client
 from starlette.requests import Request
 
@@ -68,6 +69,7 @@ class Gate:
         self.tiers = tiers.load(settings.tiers_file)
         self.catalog = catalog.load(settings.catalog_file)
         self.limiter = Limiter(PriceList.load(settings.prices_file), settings.default_reserved_tokens)
+        self.default_max_tokens = settings.default_reserved_tokens
         self.audit = AuditLog(edge_id)
         token = settings.admin_token.get_secret_value() if settings.admin_token else None
         self._admin_digest = tenants.digest(token) if token else None
@@ -175,6 +177,18 @@ class Gate:
         if notices:
             request.scope["state"].setdefault("headers", []).extend(notices)
         return name
+
+    def bounded(self, job: wire.GenerateJob) -> wire.GenerateJob:
+        """``job`` with a ``max_tokens``: without one, the most an answer may be (the setting, or
+        the model's context if smaller), which is also what admission reserves against the output
+        token limits and the budget, so that no request can produce more than it reserved."""
+        if job.sampling.max_tokens is not None:
+            return job
+        cap = self.default_max_tokens
+        model = self.catalog.get(job.model)
+        if model is not None and model.context_length is not None:
+            cap = min(cap, model.context_length)
+        return msgspec.structs.replace(job, sampling=msgspec.structs.replace(job.sampling, max_tokens=cap))
 
     async def admit(self, request: Request, principal: Principal, max_tokens: int | None) -> Grant:
         """Take the request's share of its tier's limits; the rate-limit headers go on the response."""

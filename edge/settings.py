@@ -29,5 +29,8 @@ class EdgeSettings(ServiceSettings):
     catalog_file: Path = Field(default=catalog.DEFAULT_FILE, description="the model catalog (TOML)")
     prices_file: Path = Field(default=pricing.DEFAULT_FILE, description="the versioned price list (TOML)")
     default_reserved_tokens: int = Field(
-        default=1024, ge=1, description="output tokens reserved against the limits when max_tokens is unset"
+        default=4096,
+        ge=1,
+        description="without max_tokens: the longest answer (or the model's context, if smaller), "
+        "reserved in full against the output-token limits and the budget",
     )

@@ -36,6 +36,10 @@ requests_per_minute = 60
 title = "tests: 100 output tokens per hour"
 output_tokens_per_hour = 100
 
+[tokens10k]
+title = "tests: 10 000 output tokens per hour"
+output_tokens_per_hour = 10_000
+
 [budget]
 title = "tests: a budget of a few requests"
 monthly_budget_eur = 0.001

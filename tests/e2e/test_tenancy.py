@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import os
 import subprocess
 import sys
@@ -24,6 +25,8 @@ from tests.conftest import CHAT, EMBED
 from tests.stack import Stack, cli, wait_until
 
 SLOW = "slow-chat"
+LONG = "long-chat"
+"""Answers 6 000 tokens long unless max_tokens cuts them: more than a request may produce unasked."""
 ASK = {"model": CHAT, "messages": [{"role": "user", "content": "hello"}], "max_tokens": 4}
 
 
@@ -47,10 +50,12 @@ def edges(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edges]:
         s.scheduler()
         s.worker("w1", "--tokens-per-s", "0")
         s.worker("w-slow", "--chat-model", SLOW, "--tokens-per-s", "20", "--capacity", "16")
+        s.worker("w-long", "--chat-model", LONG, "--tokens-per-s", "0", "--completion-tokens", "6000")
         a = s.edge(name="edge-a")
         b = s.edge(name="edge-b")
         s.wait_for_model(CHAT)
         s.wait_for_model(SLOW)
+        s.wait_for_model(LONG)
         yield Edges(s, a, b)
     finally:
         s.close()
@@ -206,6 +211,38 @@ def test_output_tokens_are_reserved_with_max_tokens_and_settled_with_the_real_us
     rest = edges.chat(edges.b, key, max_tokens=100 - used)
     assert rest.status_code == 200, rest.text
     assert rest.headers["x-ratelimit-remaining-tokens"] == "0"
+
+
+def test_streams_without_max_tokens_cannot_overshoot_the_output_token_limit(edges: Edges) -> None:
+    """Without max_tokens an answer is bounded by what admission reserved (4 096 tokens by default):
+    21 streams at once against 10 000 tokens an hour produce at most 10 000 (they produced 9.4x)."""
+    key = edges.stack.new_key("unbounded", tier="tokens10k")
+    body = {"model": LONG, "messages": [{"role": "user", "content": "tell me everything"}], "stream": True,
+            "stream_options": {"include_usage": True}}  # fmt: skip
+
+    async def one(client: httpx.AsyncClient, base: str) -> tuple[int, int]:
+        async with client.stream("POST", f"{base}/v1/chat/completions", json=body,
+                                 headers={"authorization": f"Bearer {key}"}) as response:  # fmt: skip
+            if response.status_code != 200:
+                await response.aread()
+                return response.status_code, 0
+            tokens = 0
+            async for line in response.aiter_lines():
+                if line.startswith("data: {") and '"usage":{' in line.replace(" ", ""):
+                    usage = json.loads(line[6:])["usage"]
+                    tokens = usage["completion_tokens"] if usage else tokens
+            return 200, tokens
+
+    async def burst() -> list[tuple[int, int]]:
+        async with httpx.AsyncClient(timeout=60) as client:
+            return await asyncio.gather(*(one(client, edges.a if i % 2 else edges.b) for i in range(21)))
+
+    results = asyncio.run(burst())
+    answered = [tokens for status, tokens in results if status == 200]
+    assert {status for status, _ in results} <= {200, 429}
+    assert answered and all(0 < t <= 4096 for t in answered)
+    assert sum(answered) <= 10_000, results
+    assert len(answered) == 2  # 2 x 4 096 reserved fit, a third does not
 
 
 def test_a_spent_budget_is_insufficient_quota_and_not_retried(edges: Edges) -> None:

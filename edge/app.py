@@ -69,6 +69,8 @@ def create_app(settings: EdgeSettings) -> FastAPI:
         version=llmaas.__version__,
         summary="OpenAI-compatible API of a sovereign LLM-as-a-service platform",
         lifespan=lifespan,
+        # Starlette's redirect to the slash-less path is built from the Host header the caller sent.
+        redirect_slashes=False,
     )
     app.state.edge = edge
     for module in (generation, embeddings, models, keys, ops, admin, usage):

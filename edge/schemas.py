@@ -66,18 +66,26 @@ class ChatMessage(BaseModel):
     audio: dict[str, Any] | None = None
 
 
+ModelName = Annotated[str, Field(min_length=1, max_length=256)]
+"""No model is named longer; a longer name would be echoed in errors and stored in usage."""
+TokenCount = Annotated[int, Field(ge=1, le=1_000_000_000)]
+"""Far above any context, and within what prices and counters compute with."""
+Seed = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
+"""A 64-bit seed, as the engines take it."""
+
+
 class ChatCompletionRequest(_Request):
-    model: str = Field(min_length=1)
+    model: ModelName
     messages: list[ChatMessage] = Field(min_length=1)
     stream: bool | None = False
     stream_options: StreamOptions | None = None
     n: int | None = Field(default=1, ge=1, le=128)
-    max_tokens: int | None = Field(default=None, ge=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
+    max_tokens: TokenCount | None = None
+    max_completion_tokens: TokenCount | None = None
     temperature: Temperature | None = None
     top_p: TopP | None = None
     stop: Stop | None = None
-    seed: int | None = None
+    seed: Seed | None = None
     presence_penalty: Penalty | None = None
     frequency_penalty: Penalty | None = None
     user: str | None = None
@@ -115,16 +123,16 @@ class ChatCompletionRequest(_Request):
 
 
 class CompletionRequest(_Request):
-    model: str = Field(min_length=1)
+    model: ModelName
     prompt: str | Annotated[list[str], Field(min_length=1)]
     stream: bool | None = False
     stream_options: StreamOptions | None = None
     n: int | None = Field(default=1, ge=1, le=128)
-    max_tokens: int | None = Field(default=16, ge=1)
+    max_tokens: TokenCount | None = 16
     temperature: Temperature | None = None
     top_p: TopP | None = None
     stop: Stop | None = None
-    seed: int | None = None
+    seed: Seed | None = None
     presence_penalty: Penalty | None = None
     frequency_penalty: Penalty | None = None
     user: str | None = None
@@ -138,10 +146,10 @@ class CompletionRequest(_Request):
 
 
 class EmbeddingRequest(_Request):
-    model: str = Field(min_length=1)
+    model: ModelName
     input: str | Annotated[list[str], Field(min_length=1, max_length=2048)]
     encoding_format: Literal["float", "base64"] | None = "float"
-    dimensions: int | None = Field(default=None, ge=1)
+    dimensions: int | None = Field(default=None, ge=1, le=65_536)
     user: str | None = None
 
     unsupported = ("dimensions",)

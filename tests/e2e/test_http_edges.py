@@ -96,3 +96,54 @@ def test_openapi_document_describes_the_routes(http: httpx.Client) -> None:
         "schema"
     ]
     assert body["$ref"].endswith("/ChatCompletionRequest")
+
+
+@pytest.mark.parametrize(
+    ("route", "raw", "param"),
+    [
+        (
+            CHAT_URL,
+            b'{"model": "%s", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1e400}',
+            "max_tokens",
+        ),
+        (
+            CHAT_URL,
+            b'{"model": "%s", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 1%s}'
+            % (b"%s", b"0" * 24),
+            "max_tokens",
+        ),
+        (
+            CHAT_URL,
+            b'{"model": "%s", "messages": [{"role": "user", "content": "hi"}], "seed": 18446744073709551616}',
+            "seed",
+        ),
+        (
+            CHAT_URL,
+            b'{"model": "%s", "messages": [{"role": "user", "content": "hi"}], "seed": 9223372036854775808}',
+            "seed",
+        ),
+        ("/v1/completions", b'{"model": "%s", "prompt": "hi", "max_tokens": 1e400}', "max_tokens"),
+    ],
+)
+def test_numbers_past_what_the_platform_computes_with_are_400(
+    http: httpx.Client, route: str, raw: bytes, param: str
+) -> None:
+    """They were 500s: an overflow in pricing, or in the wire codec (issue 20)."""
+    error = assert_openai_error(http.post(route, content=raw % CHAT.encode()), 400)
+    assert error["param"] == param
+
+
+def test_a_huge_model_name_is_400_and_not_echoed(http: httpx.Client) -> None:
+    name = "m" * 100_000
+    for route, body in (
+        (CHAT_URL, {"model": name, "messages": [{"role": "user", "content": "hi"}]}),
+        ("/v1/embeddings", {"model": name, "input": "hi"}),
+    ):
+        response = http.post(route, json=body)
+        error = assert_openai_error(response, 400)
+        assert error["param"] == "model" and len(response.content) < 2000
+
+
+def test_a_trailing_slash_is_not_redirected_to_the_callers_host(http: httpx.Client) -> None:
+    response = http.get("/v1/models/", headers={"host": "attacker.example"})
+    assert response.status_code == 404 and "location" not in response.headers

@@ -19,6 +19,7 @@ from nats.aio.client import Client
 from starlette.requests import Request
 
 from edge import lifecycle
+from edge.auth_failures import FailedLogins
 from edge.limits import Grant, Limiter
 from edge.settings import EdgeSettings
 from llmaas import audit, catalog, directory, tenants, tiers, wire
@@ -71,6 +72,9 @@ class Gate:
         self.limiter = Limiter(PriceList.load(settings.prices_file), settings.default_reserved_tokens)
         self.default_max_tokens = settings.default_reserved_tokens
         self.audit = AuditLog(edge_id)
+        self.failures = FailedLogins(
+            self.audit, window_s=settings.auth_failure_window_s, allowed=settings.auth_failures_allowed
+        )
         token = settings.admin_token.get_secret_value() if settings.admin_token else None
         self._admin_digest = tenants.digest(token) if token else None
         self.ready = False
@@ -79,17 +83,21 @@ class Gate:
 
     async def open(self, nc: Client) -> None:
         await asyncio.gather(self.directory.open(nc), self.limiter.open(nc), self.audit.open(nc))
+        self.failures.start()
         self.ready = True
 
     async def close(self) -> None:
         await self.limiter.close()
+        await self.failures.close()
         await self.audit.close()
         await self.directory.close()
 
     # --- tenants' keys ---------------------------------------------------------------------------
 
     async def authenticate(self, request: Request) -> Principal:
-        """The caller's key, tenant and tier; raises Unauthenticated (401) or Unavailable (503)."""
+        """The caller's key, tenant and tier; raises Unauthenticated (401), RateLimited (429: too
+        many failures from this address) or Unavailable (503)."""
+        self.failures.check(source_of(request))
         presented = bearer(request)
         if presented is None:
             raise self._refuse(request, "missing", _MISSING, code="missing_api_key")
@@ -158,7 +166,7 @@ class Gate:
     ) -> Unauthenticated:
         actor = "anonymous" if key_id in ("malformed", "missing") else f"key:{key_id}"
         source, detail = source_of(request), {"reason": message}
-        self.audit.record(
+        self.failures.failed(
             audit.event(actor, "auth.failure", request.url.path, "denied", source=source, detail=detail)
         )
         return Unauthenticated(message, code=code)
@@ -200,15 +208,18 @@ class Gate:
     # --- administrators --------------------------------------------------------------------------
 
     def check_admin(self, request: Request) -> str:
-        """The operator's name for the audit trail; raises Unauthenticated for a wrong admin token."""
+        """The audit actor of the admin token's holder: ``admin``, from the token, never from what
+        the caller says (the operator's name it sends is a detail of the event). Raises
+        Unauthenticated for a wrong admin token, RateLimited after too many from one address."""
         if self._admin_digest is None:
             raise PermissionDenied(
                 "The admin API is disabled on this edge: start it with LLMAAS_ADMIN_TOKEN set.",
                 code="admin_disabled",
             )
+        self.failures.check(source_of(request))
         presented = bearer(request)
         if presented is None or not hmac.compare_digest(tenants.digest(presented), self._admin_digest):
-            self.audit.record(
+            self.failures.failed(
                 audit.event(
                     "anonymous", "admin.auth_failure", request.url.path, "denied", source=source_of(request)
                 )
@@ -216,5 +227,4 @@ class Gate:
             raise Unauthenticated("Incorrect or missing admin token.", code="invalid_admin_token")
         if not self.ready:
             raise Unavailable("The tenant directory is still loading; retry shortly.", retry_after_s=1)
-        operator = request.headers.get("x-llmaas-operator", "")[:64]
-        return f"admin:{operator}" if operator else "admin"
+        return "admin"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 
-from llmaas import catalog, pricing, tiers
+from llmaas import catalog, pricing, tenants, tiers
 from llmaas.settings import ServiceSettings
 
 
@@ -28,6 +28,21 @@ class EdgeSettings(ServiceSettings):
     tiers_file: Path = Field(default=tiers.DEFAULT_FILE, description="the billing tiers (TOML)")
     catalog_file: Path = Field(default=catalog.DEFAULT_FILE, description="the model catalog (TOML)")
     prices_file: Path = Field(default=pricing.DEFAULT_FILE, description="the versioned price list (TOML)")
+    auth_failures_allowed: int = Field(
+        default=20, ge=1, description="failed authentications per address and window before 429s"
+    )
+    auth_failure_window_s: float = Field(
+        default=60.0, gt=0, description="the window of failed authentications, summarized in one audit event"
+    )
+
+    @field_validator("admin_token")
+    @classmethod
+    def _strong(cls, token: SecretStr | None) -> SecretStr | None:
+        weakness = tenants.admin_token_weakness(token.get_secret_value()) if token else None
+        if weakness:
+            raise ValueError(f"the admin token is too weak ({weakness}); `llmaas up` mints a strong one")
+        return token
+
     default_reserved_tokens: int = Field(
         default=4096,
         ge=1,

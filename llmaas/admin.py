@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from llmaas.tenants import mint_admin_token
+from llmaas.tenants import ADMIN_TOKEN_MIN_LENGTH, admin_token_weakness, mint_admin_token
 
 TOKEN_FILE = "admin-token"
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
@@ -43,6 +43,13 @@ def ensure_token(data_dir: Path, explicit: SecretStr | None) -> tuple[str, bool]
     """The admin token (``explicit``, else the data dir's), creating it once: (token, created)."""
     token = _known(data_dir, explicit)
     if token:
+        weakness = admin_token_weakness(token)
+        if weakness:
+            raise AdminError(
+                f"The admin token is too weak ({weakness}): unset LLMAAS_ADMIN_TOKEN (and remove "
+                f"{token_file(data_dir)}) to have a strong one minted, or choose one of at least "
+                f"{ADMIN_TOKEN_MIN_LENGTH} random characters."
+            )
         return token, False
     token = mint_admin_token()
     path = token_file(data_dir)

@@ -94,8 +94,11 @@ class AuditLog:
         await ensure_stream(self._js)
         self._task = asyncio.create_task(self._drain())
 
-    async def close(self) -> None:
+    async def close(self, drain_s: float = 3.0) -> None:
+        """Stop, after writing what is queued (for at most ``drain_s``)."""
         if self._task is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._queue.join(), drain_s)
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
@@ -123,6 +126,7 @@ class AuditLog:
                 except (NatsError, TimeoutError) as exc:
                     log.warning("audit event not yet written (%s); retrying", type(exc).__name__)
                     await asyncio.sleep(0.5)
+            self._queue.task_done()
 
     async def _append(self, event: AuditEvent) -> AuditEvent:
         js = self._js

@@ -119,6 +119,19 @@ def matches(secret: str, stored_digest: str) -> bool:
     return bool(_DIGEST.match(stored_digest)) and hmac.compare_digest(digest(secret), stored_digest)
 
 
+ADMIN_TOKEN_MIN_LENGTH = 32
+
+
+def admin_token_weakness(token: str) -> str | None:
+    """Why ``token`` is too weak to guard the admin API, or None. The admin token is the one secret
+    an operator may choose; a short or repetitive one could be guessed even at a throttled rate."""
+    if len(token) < ADMIN_TOKEN_MIN_LENGTH:
+        return f"it has {len(token)} characters, fewer than {ADMIN_TOKEN_MIN_LENGTH}"
+    if len(set(token)) < 12:
+        return "it repeats too few different characters"
+    return None
+
+
 def mint_admin_token() -> str:
     return ADMIN_PREFIX + secrets.token_urlsafe(32)
 

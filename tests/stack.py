@@ -131,10 +131,19 @@ class Stack:
         self.procs[name] = proc
         return proc
 
-    def edge(self, *extra: str, name: str = "edge") -> str:
-        """Start an edge (the admin API on, the test tiers loaded); later edges get their own name."""
+    def edge(self, *extra: str, name: str = "edge", env: dict[str, str] | None = None) -> str:
+        """Start an edge (the admin API on, the test tiers loaded); later edges get their own name.
+
+        Every test calls from 127.0.0.1: its failed authentications are not throttled unless a test
+        asks (``env``), and summarized every 2 s rather than every minute."""
         self.port = free_port()
-        env = {"LLMAAS_ADMIN_TOKEN": self.admin_token, "LLMAAS_TIERS_FILE": str(self.tiers_file)}
+        env = {
+            "LLMAAS_ADMIN_TOKEN": self.admin_token,
+            "LLMAAS_TIERS_FILE": str(self.tiers_file),
+            "LLMAAS_AUTH_FAILURES_ALLOWED": "1000000",
+            "LLMAAS_AUTH_FAILURE_WINDOW_S": "2",
+            **(env or {}),
+        }
         if self.catalog_file is not None:
             env["LLMAAS_CATALOG_FILE"] = str(self.catalog_file)
         self.start(name, "edge", "--port", str(self.port), *extra, env=env)

@@ -99,12 +99,19 @@ def _json(value: object, status: int = 200) -> Response:
     return Response(msgspec.json.encode(value), status_code=status, media_type="application/json")
 
 
+def _said(request: Request, detail: dict[str, str]) -> dict[str, str]:
+    """``detail`` and the operator name the caller gave (``llmaas`` sends the login name): a claim
+    of the token's holder, recorded as such, not the actor."""
+    operator = request.headers.get("x-llmaas-operator", "")[:64]
+    return {**detail, "operator": operator} if operator else detail
+
+
 async def _audited(
     request: Request, edge: EdgeContext, actor: str, action: str, *, target: str, detail: dict[str, str]
 ) -> None:
     try:
         await edge.gate.audit.append(
-            audit.event(actor, action, target, "ok", source=source_of(request), detail=detail)
+            audit.event(actor, action, target, "ok", source=source_of(request), detail=_said(request, detail))
         )
     except (NatsError, TimeoutError) as exc:
         raise Unavailable("The audit trail is unreachable; the action was applied but not audited.") from exc

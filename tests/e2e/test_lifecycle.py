@@ -138,7 +138,7 @@ def test_a_retired_model_is_410_naming_its_successor_unless_reactivated_for_the_
     assert "gone-chat" not in models(stack, other)
     changes = [audit.decoder.decode(e) for e in stack.stream_messages(audit.STREAM)]
     reactivation = [e for e in changes if e.action == "tenant.change" and e.target == "lab"][-1]
-    assert reactivation.detail == {"reactivate": "gone-chat"} and reactivation.actor.startswith("admin:")
+    assert reactivation.detail["reactivate"] == "gone-chat" and reactivation.actor == "admin"
 
     cli("tenants", "deactivate", "lab", "gone-chat", "--url", stack.base_url, env=env)
     wait_until(lambda: chat(stack, lab, "gone-chat").status_code == 410, 5, "the deactivation to apply")

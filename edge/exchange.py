@@ -62,6 +62,7 @@ async def answer(
         events = _events(
             edge=edge, job=job, frames=frames, renderer=renderer, include_usage=include_usage, tally=tally
         )
+
         return EventStreamResponse(events, watcher)
     try:
         collected, done = await _collect(edge, job, frames, tally)
@@ -101,6 +102,7 @@ async def _collect(
             tally.finish_reason = frame.finish_reason
             return collected, frame
         elif type(frame) is Failed:
+            tally.generated += frames.dropped_tokens
             raise RemoteError(frame.error)
         else:
             raise _UNEXPECTED
@@ -144,6 +146,7 @@ async def _events(
                 else:
                     error = frame.error if isinstance(frame, Failed) else _UNEXPECTED.to_wire()
                     tally.error = error
+                    tally.generated += frames.dropped_tokens  # generated, never read: billed too
                     pending.append(event(error_body(error.message, error.type, error.param, error.code)))
                     yield b"".join(pending)
                     return

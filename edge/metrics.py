@@ -35,6 +35,11 @@ class EdgeMetrics:
         self.tokens = Counter("llmaas_edge_tokens", "Tokens served", ["model", "kind"], registry=r)
         self.in_flight = Gauge("llmaas_edge_in_flight", "Requests in progress", ["route"], registry=r)
         self.errors = Counter("llmaas_edge_errors", "Error responses, by code", ["code"], registry=r)
+        self.slow_readers = Counter(
+            "llmaas_edge_slow_readers",
+            "Answers cancelled because their client read slower than the engine wrote",
+            registry=r,
+        )
         self.disconnects = Counter(
             "llmaas_edge_client_disconnects", "Clients gone before the answer was complete", registry=r
         )

@@ -32,7 +32,7 @@ from llmaas.errors import (
     UpstreamFailed,
 )
 from llmaas.fleet import Fleet
-from llmaas.wire import Accepted, Cancel, Failed, Frame, Job
+from llmaas.wire import Accepted, Cancel, Delta, Failed, Frame, Job
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +52,9 @@ _GARBLED = Failed(error=ServerError("A pipeline stage sent an unreadable frame."
 class Stream:
     """The frames of one request, in arrival order."""
 
-    __slots__ = ("accepted_at", "last_frame_at", "opened_at", "queue", "request_id", "worker_id")
+    __slots__ = (
+        "accepted_at", "dropped_tokens", "last_frame_at", "opened_at", "queue", "request_id", "worker_id",
+    )  # fmt: skip
 
     def __init__(self, request_id: str, now: float) -> None:
         self.request_id = request_id
@@ -61,6 +63,8 @@ class Stream:
         self.opened_at = now
         self.accepted_at = now
         self.last_frame_at = now
+        self.dropped_tokens = 0
+        """Tokens generated but never read: their frames were dropped when the client fell behind."""
 
     async def next(self) -> Frame:
         return await self.queue.get()
@@ -221,7 +225,22 @@ class Pipeline:
             stream.worker_id = frame.worker_id
             stream.accepted_at = now
         stream.last_frame_at = now
+        if stream.queue.qsize() >= self.settings.stream_buffer_frames:
+            self._overflow(stream)
+            return
         stream.queue.put_nowait(frame)
+
+    def _overflow(self, stream: Stream) -> None:
+        """The client reads slower than the engine writes: its answer is cancelled in the engine, and
+        the frames it had not read are let go (counted, so that they are billed)."""
+        while not stream.queue.empty():
+            frame = stream.queue.get_nowait()
+            if type(frame) is Delta:
+                stream.dropped_tokens += frame.tokens
+        self.metrics.slow_readers.inc()
+        self._fail(stream, ClientClosed("The client read the answer too slowly; it was cancelled."))
+        if stream.worker_id is not None:
+            self._send_cancel(stream.worker_id, stream.request_id)
 
     async def _on_heartbeat(self, msg: Msg) -> None:
         try:

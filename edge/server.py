@@ -5,6 +5,7 @@ from __future__ import annotations
 import uvicorn
 
 from edge.app import create_app
+from edge.connections import bounded_protocol
 from edge.settings import EdgeSettings
 
 
@@ -14,7 +15,12 @@ def serve(settings: EdgeSettings) -> None:
         host=settings.host,
         port=settings.port,
         loop="uvloop",
-        http="httptools",
+        http=bounded_protocol(
+            max_connections=settings.max_connections,
+            header_timeout_s=settings.header_timeout_s,
+            body_timeout_s=settings.body_timeout_s,
+            write_timeout_s=settings.stream_write_timeout_s,
+        ),
         lifespan="on",
         access_log=False,
         log_config=None,  # keep our one-line format (llmaas.logs)

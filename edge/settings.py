@@ -21,6 +21,22 @@ class EdgeSettings(ServiceSettings):
         default=300.0, gt=0, description="longest silence from a worker in the middle of an answer"
     )
     watchdog_interval_s: float = Field(default=0.25, gt=0)
+    header_timeout_s: float = Field(
+        default=10.0, gt=0, description="a connection must send a request's headers within this (idle too)"
+    )
+    body_timeout_s: float = Field(default=30.0, gt=0, description="a request's body must arrive within this")
+    max_connections: int = Field(
+        default=4096, ge=1, description="open client connections; those beyond are closed at once"
+    )
+    stream_buffer_frames: int = Field(
+        default=4096,
+        ge=16,
+        description="frames an answer may hold for a client that reads slower than the engine writes; "
+        "past them the answer is cancelled in the engine (the client's own, nobody else's)",
+    )
+    stream_write_timeout_s: float = Field(
+        default=30.0, gt=0, description="a client that accepts no byte of its answer this long is cut off"
+    )
     retry_after_s: int = Field(default=1, ge=0, description="Retry-After when NATS is unreachable")
     admin_token: SecretStr | None = Field(
         default=None, description="enables the admin API (/admin/v1) for callers presenting this token"

@@ -3,10 +3,16 @@
 The stateless layers (structure, patterns) look at this request alone and run first, cheapest
 first; the behaviour layer, which reads and records the token's history, runs last, so that a
 request already blocked costs no round trip to the history store.
+
+Texts are screened whole up to ``SLICE`` characters. A longer one (a prompt may be megabytes) is
+screened in slices of that size that overlap by ``OVERLAP`` characters, so that no match shorter
+than the overlap is cut in two, and the event loop runs other jobs between slices: every byte is
+screened, and a huge prompt costs its own time, not everyone's.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
@@ -25,6 +31,9 @@ class Verdict:
 
 
 ALLOW = Verdict(blocked=False)
+
+SLICE = 8192
+OVERLAP = 512
 
 
 def verdict_of(layer: str, texts: Sequence[str], find: Callable[[str], list[str]]) -> Verdict:
@@ -69,9 +78,16 @@ class Screener:
         """Raises HistoryUnavailable when the behaviour layer cannot reach its history."""
         if self.layers:
             texts = user_texts(job)
-            for verdict in self._verdicts(texts, job):
-                if verdict.blocked:
-                    return verdict
+            if sum(len(t) for t in texts) <= SLICE:
+                for verdict in self._verdicts(texts, job):
+                    if verdict.blocked:
+                        return verdict
+            else:
+                for piece in _slices(texts):
+                    for verdict in self._verdicts([piece], job):
+                        if verdict.blocked:
+                            return verdict
+                    await asyncio.sleep(0)  # the other jobs' turn
         if self.behaviour is not None:
             return await self.behaviour.check(job)
         return ALLOW
@@ -79,3 +95,14 @@ class Screener:
     def _verdicts(self, texts: Sequence[str], job: Job) -> Iterator[Verdict]:
         for layer in self.layers:
             yield layer.check(texts, job)
+
+
+def _slices(texts: Sequence[str]) -> Iterator[str]:
+    """The texts in pieces of at most ``SLICE`` characters, each overlapping the one before."""
+    step = SLICE - OVERLAP
+    for text in texts:
+        if len(text) <= SLICE:
+            yield text
+            continue
+        for start in range(0, len(text) - OVERLAP, step):
+            yield text[start : start + SLICE]

@@ -6,7 +6,10 @@ tenant directory, which every replica follows) is forwarded unscreened.
 
 nats-py hands a subscription's messages to its callback one at a time; the behaviour layer waits on
 the history store, so each job is screened in its own task (at most ``guard_concurrency`` at once;
-the callback waits for a free slot, which leaves the backlog to NATS).
+the callback waits for a free slot, which leaves the backlog to NATS). Each tenant gets a bounded
+share of those slots and of the bytes they hold (``guard.shares``), and long texts are screened in
+slices that let other jobs run between them (``guard.screening``), so one tenant's huge prompts
+delay neither another tenant's screening nor the history store's round trips.
 """
 
 from __future__ import annotations
@@ -25,9 +28,10 @@ from guard.history import HistoryUnavailable, KvHistory
 from guard.metrics import GuardMetrics
 from guard.screening import ALLOW, Screener, Verdict, user_texts
 from guard.settings import GuardSettings
+from guard.shares import TenantShares
 from llmaas import codec, natsconn, subjects
 from llmaas.directory import Directory
-from llmaas.errors import InvalidRequest
+from llmaas.errors import InvalidRequest, RateLimited
 from llmaas.metrics_server import expose
 from llmaas.wire import Failed, Job
 
@@ -53,6 +57,11 @@ class GuardService:
         self.directory = Directory()
         self._nc: Client | None = None
         self._slots = asyncio.Semaphore(settings.guard_concurrency)
+        self.shares = TenantShares(
+            running=settings.guard_tenant_concurrency,
+            waiting=settings.guard_tenant_waiting,
+            max_bytes=settings.guard_tenant_max_bytes,
+        )
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property
@@ -114,16 +123,13 @@ class GuardService:
             self.metrics.screened.labels("exempt").inc()
             await self.nc.publish(subjects.SCHEDULER, msg.data, reply=msg.reply)
             return
-        started = time.perf_counter()
         try:
-            verdict = await self.screener.screen(job)
-        except HistoryUnavailable as exc:
-            # The stateless layers passed it; without its history the behaviour layer cannot judge.
-            # Failing open keeps the platform serving through a NATS hiccup; the metric shows it.
-            log.warning("prompt history unavailable (%s); behaviour layer skipped", exc)
-            self.metrics.errors.labels("history_unavailable").inc()
-            verdict = ALLOW
-        self.metrics.screen_seconds.observe(time.perf_counter() - started)
+            async with self.shares.turn(job.caller.tenant or "", len(msg.data)):
+                verdict = await self._screen(job)
+        except RateLimited as exc:
+            self.metrics.errors.labels("tenant_share_full").inc()
+            await self.nc.publish(msg.reply, codec.encode(Failed(error=exc.to_wire())))
+            return
         if not verdict.blocked:
             self.metrics.screened.labels("allowed").inc()
             await self.nc.publish(subjects.SCHEDULER, msg.data, reply=msg.reply)
@@ -138,6 +144,19 @@ class GuardService:
         )
         await self.nc.publish(msg.reply, codec.encode(Failed(error=error.to_wire())))
         await self._record(job, verdict)
+
+    async def _screen(self, job: Job) -> Verdict:
+        started = time.perf_counter()
+        try:
+            verdict = await self.screener.screen(job)
+        except HistoryUnavailable as exc:
+            # The stateless layers passed it; without its history the behaviour layer cannot judge.
+            # Failing open keeps the platform serving through a NATS hiccup; the metric shows it.
+            log.warning("prompt history unavailable (%s); behaviour layer skipped", exc)
+            self.metrics.errors.labels("history_unavailable").inc()
+            verdict = ALLOW
+        self.metrics.screen_seconds.observe(time.perf_counter() - started)
+        return verdict
 
     async def _record(self, job: Job, verdict: Verdict) -> None:
         event = events.event_of(job, user_texts(job), verdict, self.guard_id)

@@ -19,3 +19,9 @@ class GuardSettings(ServiceSettings):
     """The n-th identical prompt in a row from one token, and every later one, is blocked."""
     guard_concurrency: int = Field(default=256, ge=1)
     """Jobs one replica screens at once (each may wait on the history store)."""
+    guard_tenant_concurrency: int = Field(default=4, ge=1)
+    """Jobs of one tenant one replica screens at once."""
+    guard_tenant_waiting: int = Field(default=60, ge=0)
+    """Jobs of one tenant that may wait for a turn; past them (and past the bytes below) a 429."""
+    guard_tenant_max_bytes: int = Field(default=8 * 1024 * 1024, ge=1024)
+    """Bytes of jobs one tenant may have in one replica at once (one job always fits)."""

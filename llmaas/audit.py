@@ -5,6 +5,12 @@ removed or inserted event breaks the chain at that point (``verify``). The strea
 deletes and purges. Several edges append to the same chain: each publish states the stream sequence
 it expects to follow (``Nats-Expected-Last-Sequence``); the loser of a race reads the new tail and
 re-links its event, so the chain stays one line whatever the number of edges.
+
+Retention is bounded (``MAX_AGE_S``, 400 days: a year of bills can still be questioned): JetStream
+drops events by age, never one in the middle. Every ``CHECKPOINT_EVERY`` events a checkpoint event
+records the sequence and hash it follows. ``verify`` of a trail whose start expired checks every
+event that remains, from the first one kept (whose predecessor is gone), each checkpoint against the
+chain, and says how many expired and from which point the chain is anchored by a checkpoint.
 """
 
 from __future__ import annotations
@@ -31,7 +37,11 @@ log = logging.getLogger(__name__)
 STREAM = "LLMAAS_AUDIT"
 GENESIS = "0" * 64
 _WRONG_LAST_SEQUENCE = 10071
+_STREAM_CONFIG_DIFFERS = 10058
 _QUEUE_LIMIT = 10_000
+MAX_AGE_S = 400 * 86400.0
+CHECKPOINT_EVERY = 1000
+CHECKPOINT = "audit.checkpoint"
 
 Outcome = Literal["ok", "denied", "failed"]
 
@@ -65,23 +75,33 @@ def intact(event: AuditEvent) -> bool:
     return seal(event, event.prev).hash == event.hash
 
 
-async def ensure_stream(js: JetStreamContext) -> None:
-    await js.add_stream(
-        StreamConfig(
-            name=STREAM,
-            subjects=[subjects.AUDIT],
-            storage=StorageType.FILE,
-            deny_delete=True,
-            deny_purge=True,
-        )
+async def ensure_stream(js: JetStreamContext, max_age_s: float = MAX_AGE_S) -> None:
+    """The stream, created, or brought to this retention if an older version made it without."""
+    config = StreamConfig(
+        name=STREAM,
+        subjects=[subjects.AUDIT],
+        storage=StorageType.FILE,
+        deny_delete=True,
+        deny_purge=True,
+        max_age=max_age_s,
     )
+    try:
+        await js.add_stream(config)
+    except BadRequestError as exc:
+        if exc.err_code != _STREAM_CONFIG_DIFFERS:
+            raise
+        await js.update_stream(config)
 
 
 class AuditLog:
     """Appends events in order; ``record`` queues (never blocks a request), ``append`` waits."""
 
-    def __init__(self, edge_id: str) -> None:
+    def __init__(
+        self, edge_id: str, *, max_age_s: float = MAX_AGE_S, checkpoint_every: int = CHECKPOINT_EVERY
+    ) -> None:
         self.edge_id = edge_id
+        self.max_age_s = max_age_s
+        self.checkpoint_every = max(2, checkpoint_every)
         self._js: JetStreamContext | None = None
         self._tail: tuple[int, str] | None = None  # (stream sequence, hash) of the last event
         self._queue: asyncio.Queue[AuditEvent] = asyncio.Queue(_QUEUE_LIMIT)
@@ -91,7 +111,7 @@ class AuditLog:
 
     async def open(self, nc: Client) -> None:
         self._js = nc.jetstream()
-        await ensure_stream(self._js)
+        await ensure_stream(self._js, self.max_age_s)
         self._task = asyncio.create_task(self._drain())
 
     async def close(self, drain_s: float = 3.0) -> None:
@@ -114,7 +134,13 @@ class AuditLog:
     async def append(self, event: AuditEvent) -> AuditEvent:
         """Publish ``event`` at the end of the chain and return it sealed; raises on NATS errors."""
         async with self._lock:
-            return await self._append(event)
+            sealed, seq = await self._append(event)
+            if seq % self.checkpoint_every == 0:
+                try:
+                    await self._append(checkpoint(), checkpoint=True)
+                except (NatsError, TimeoutError) as exc:  # the event is in; a later one checkpoints
+                    log.warning("audit checkpoint not written (%s)", type(exc).__name__)
+            return sealed
 
     async def _drain(self) -> None:
         while True:
@@ -128,7 +154,8 @@ class AuditLog:
                     await asyncio.sleep(0.5)
             self._queue.task_done()
 
-    async def _append(self, event: AuditEvent) -> AuditEvent:
+    async def _append(self, event: AuditEvent, *, checkpoint: bool = False) -> tuple[AuditEvent, int]:
+        """``event`` sealed and its stream sequence; a checkpoint names the event it follows."""
         js = self._js
         if js is None:
             raise RuntimeError("AuditLog.open was not called")
@@ -137,6 +164,8 @@ class AuditLog:
             if self._tail is None:
                 self._tail = await _tail(js)
             seq, prev = self._tail
+            if checkpoint:
+                event = msgspec.structs.replace(event, detail={"after_seq": str(seq), "after_hash": prev})
             sealed = seal(event, prev)
             try:
                 ack = await js.publish(
@@ -151,7 +180,7 @@ class AuditLog:
                 self._tail = None  # another edge appended first: re-read the tail and re-link
                 continue
             self._tail = (ack.seq, sealed.hash)
-            return sealed
+            return sealed, ack.seq
 
 
 async def _tail(js: JetStreamContext) -> tuple[int, str]:
@@ -163,12 +192,20 @@ async def _tail(js: JetStreamContext) -> tuple[int, str]:
     return last, decoder.decode(msg.data or b"").hash
 
 
+def checkpoint() -> AuditEvent:
+    return event("system", CHECKPOINT, STREAM, "ok")
+
+
 class Verdict(msgspec.Struct, frozen=True, kw_only=True):
     ok: bool
     events: int
     last_hash: str
     problem: str | None = None
     """What broke and where (stream sequence), when ``ok`` is false."""
+    expired: int = 0
+    """Events older than the retention, gone: the check starts after them."""
+    anchored_from: int | None = None
+    """The sequence from which the chain is anchored: 1 (its genesis) or the first checkpoint kept."""
 
 
 class ChainWalk:
@@ -178,6 +215,15 @@ class ChainWalk:
         self.expected_seq = 1
         self.last_hash = GENESIS
         self.count = 0
+        self.expired = 0
+        self.anchored_from: int | None = 1
+
+    def resume(self, seq: int, data: bytes) -> None:
+        """Start at ``seq``, the first event kept after the older ones expired: its predecessor is
+        gone, so its link is taken as it is (and checked against the next checkpoint)."""
+        self.expected_seq, self.expired, self.anchored_from = seq, seq - 1, None
+        with contextlib.suppress(msgspec.DecodeError):
+            self.last_hash = decoder.decode(data).prev
 
     def step(self, seq: int, data: bytes | None) -> str | None:
         """None if the event at ``seq`` is sound (``data`` None: it is missing), else the problem."""
@@ -192,11 +238,23 @@ class ChainWalk:
             return f"event {seq} does not follow event {seq - 1} (its link is {event.prev[:12]}…)"
         if not intact(event):
             return f"event {seq} was altered (its content does not match its hash)"
+        if event.action == CHECKPOINT:
+            if event.detail != {"after_seq": str(seq - 1), "after_hash": event.prev}:
+                return f"checkpoint {seq} does not match the chain before it"
+            if self.anchored_from is None:
+                self.anchored_from = seq
         self.expected_seq, self.last_hash, self.count = seq + 1, event.hash, self.count + 1
         return None
 
     def verdict(self, problem: str | None = None) -> Verdict:
-        return Verdict(ok=problem is None, events=self.count, last_hash=self.last_hash, problem=problem)
+        return Verdict(
+            ok=problem is None,
+            events=self.count,
+            last_hash=self.last_hash,
+            problem=problem,
+            expired=self.expired,
+            anchored_from=self.anchored_from,
+        )
 
 
 async def verify(js: JetStreamContext) -> Verdict:
@@ -206,11 +264,14 @@ async def verify(js: JetStreamContext) -> Verdict:
         info = await js.stream_info(STREAM)
     except NotFoundError:
         return walk.verdict()
-    for seq in range(info.state.first_seq or 1, info.state.last_seq + 1):
+    first = info.state.first_seq or 1
+    for seq in range(first, info.state.last_seq + 1):
         try:
             data: bytes | None = (await js.get_msg(STREAM, seq)).data or b""
         except NotFoundError:
             data = None
+        if seq == first > 1 and data is not None:
+            walk.resume(seq, data)
         problem = walk.step(seq, data)
         if problem is not None:
             return walk.verdict(problem)

@@ -118,6 +118,10 @@ def cmd_audit_verify(args: argparse.Namespace) -> None:
     verdict = client(args).call("GET", "/audit/verify")
     if verdict["ok"]:
         print(f"audit chain intact: {verdict['events']} events, last hash {verdict['last_hash']}")
+        if verdict.get("expired"):
+            anchored = verdict.get("anchored_from")
+            where = f"anchored from checkpoint {anchored}" if anchored else "no checkpoint kept yet"
+            print(f"  {verdict['expired']} older events expired (retention); {where}")
         return
     raise SystemExit(f"audit chain BROKEN after {verdict['events']} good events: {verdict['problem']}")
 

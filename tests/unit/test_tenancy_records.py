@@ -212,3 +212,32 @@ def test_an_unused_key_due_for_rotation_expires_after_its_grace() -> None:
     assert due.usable_at(109.9) and not due.usable_at(110.0)
     rotated = msgspec.structs.replace(due, successor="1" * 12, expires_at=150.0)
     assert not rotated.rotation_due(120.0) and rotated.usable_at(149.0)
+
+
+def test_a_trail_whose_start_expired_verifies_from_what_is_kept() -> None:
+    """Retention drops the oldest events: the rest still verifies, anchored by a checkpoint."""
+    events, prev = [], audit.GENESIS
+    for i in range(8):
+        if i == 5:
+            marker = audit.checkpoint()
+            marker = msgspec.structs.replace(marker, detail={"after_seq": "5", "after_hash": prev})
+            sealed = audit.seal(marker, prev)
+        else:
+            sealed = audit.seal(audit.event("admin", "tenant.create", f"t{i}", "ok"), prev)
+        events.append(sealed)
+        prev = sealed.hash
+    kept = encoded(events)[3:]  # events 1-3 expired
+    w = audit.ChainWalk()
+    w.resume(4, kept[0][1] or b"")
+    problems = [w.step(seq, data) for seq, data in kept]
+    verdict = w.verdict()
+    assert problems == [None] * 5 and verdict.ok and verdict.expired == 3 and verdict.anchored_from == 6
+    # a checkpoint that claims another predecessor is caught
+    forged = audit.seal(
+        msgspec.structs.replace(audit.checkpoint(), detail={"after_seq": "5", "after_hash": "f" * 64}),
+        events[4].hash,
+    )
+    w = audit.ChainWalk()
+    for seq, data in encoded(events[:5]):
+        assert w.step(seq, data) is None
+    assert w.step(6, msgspec.json.encode(forged)) == "checkpoint 6 does not match the chain before it"

@@ -147,6 +147,12 @@ class VllmEngine:
         from vllm.v1.engine.async_llm import AsyncLLM
 
         on_cpu = current_platform.is_cpu()
+        dtype = spec.dtype
+        if on_cpu and dtype == "auto":
+            # vLLM 0.32's CPU path computes bfloat16 wrongly on CPUs with AMX (Sapphire Rapids and
+            # later): the same weights, greedy, answered "L'Étoile, la Marseillaise, la femme…" in
+            # bfloat16 and "The capital of France is Paris." in float32. Float32 is right everywhere.
+            dtype = "float32"
         args = AsyncEngineArgs(
             model=spec.path,
             served_model_name=spec.model,
@@ -155,7 +161,7 @@ class VllmEngine:
             gpu_memory_utilization=spec.gpu_memory_utilization,
             max_model_len=spec.max_model_len,
             max_num_seqs=spec.max_num_seqs,
-            dtype=spec.dtype,
+            dtype=dtype,
             enforce_eager=on_cpu if spec.enforce_eager is None else spec.enforce_eager,
             **spec.extra,
         )

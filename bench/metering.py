@@ -27,7 +27,7 @@ from pathlib import Path
 import msgspec
 import nats
 
-from llmaas import codec, subjects, usage
+from llmaas import codec, streams, subjects, usage
 from llmaas.nats_server import NatsServer
 from llmaas.wire import Failed, SqlQuery, UsageEvent
 
@@ -55,7 +55,7 @@ def event(i: int, at: float) -> UsageEvent:
 async def publish(url: str, events: list[UsageEvent]) -> None:
     nc = await nats.connect(url)
     js = nc.jetstream()
-    await usage.ensure_stream(js)
+    await streams.ensure(js, streams.USAGE)
     for start in range(0, len(events), 500):
         await asyncio.gather(*(usage.publish(js, e, timeout_s=10) for e in events[start : start + 500]))
     await nc.close()

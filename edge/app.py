@@ -51,7 +51,7 @@ def create_app(settings: EdgeSettings) -> FastAPI:
     metrics.usage_queued.set_function(lambda: outbox.queued)
 
     async def attach(nc: Client) -> None:
-        await asyncio.gather(gate.open(nc), outbox.open(nc))
+        await asyncio.gather(gate.open(nc), outbox.open(nc, gate.streams))
 
     pipeline = Pipeline(settings, metrics, edge_id=edge_id, attach=attach, on_up=on_reconnect)
     edge = EdgeContext(settings=settings, metrics=metrics, pipeline=pipeline, gate=gate, outbox=outbox)

@@ -42,7 +42,9 @@ async def answer(
     rid = job.request_id
     tally = edge.tally(job)
     try:
-        tally.grant = await edge.gate.admit(request, principal, job.sampling.max_tokens)
+        reserve = job.sampling.max_tokens
+        assert reserve is not None  # bounded() gave every job one
+        tally.grant = await edge.gate.admit(request, principal, reserve)
         frames = await pipeline.submit(job)
     except BaseException as exc:
         tally.failed(exc)

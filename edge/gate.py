@@ -22,7 +22,7 @@ from edge import lifecycle
 from edge.auth_failures import FailedLogins
 from edge.limits import Grant, Limiter
 from edge.settings import EdgeSettings
-from llmaas import audit, catalog, directory, tenants, tiers, wire
+from llmaas import audit, catalog, directory, streams, tenants, tiers, wire
 from llmaas.audit import AuditLog
 from llmaas.directory import Directory, StoreUnavailable
 from llmaas.errors import PermissionDenied, ServerError, Unauthenticated, Unavailable
@@ -69,9 +69,10 @@ class Gate:
         self.directory = Directory()
         self.tiers = tiers.load(settings.tiers_file)
         self.catalog = catalog.load(settings.catalog_file)
-        self.limiter = Limiter(PriceList.load(settings.prices_file), settings.default_reserved_tokens)
+        self.limiter = Limiter(PriceList.load(settings.prices_file))
         self.default_max_tokens = settings.default_reserved_tokens
-        self.audit = AuditLog(edge_id)
+        self.streams = streams.Policy.of(settings)
+        self.audit = AuditLog(edge_id, policy=self.streams)
         self.failures = FailedLogins(
             self.audit, window_s=settings.auth_failure_window_s, allowed=settings.auth_failures_allowed
         )
@@ -82,7 +83,9 @@ class Gate:
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def open(self, nc: Client) -> None:
-        await asyncio.gather(self.directory.open(nc), self.limiter.open(nc), self.audit.open(nc))
+        await asyncio.gather(
+            self.directory.open(nc, self.streams), self.limiter.open(nc, self.streams), self.audit.open(nc)
+        )
         self.failures.start()
         self.ready = True
 
@@ -198,7 +201,7 @@ class Gate:
             cap = min(cap, model.context_length)
         return msgspec.structs.replace(job, sampling=msgspec.structs.replace(job.sampling, max_tokens=cap))
 
-    async def admit(self, request: Request, principal: Principal, max_tokens: int | None) -> Grant:
+    async def admit(self, request: Request, principal: Principal, max_tokens: int) -> Grant:
         """Take the request's share of its tier's limits; the rate-limit headers go on the response."""
         p = principal
         grant = await self.limiter.admit(p.tenant, p.key, p.tier, max_tokens, time.time())

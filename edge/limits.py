@@ -25,10 +25,9 @@ from typing import Any
 
 from nats.aio.client import Client
 from nats.errors import Error as NatsError
-from nats.js.api import StorageType, StreamConfig
 from nats.js.client import JetStreamContext
 
-from llmaas import subjects
+from llmaas import streams, subjects
 from llmaas.errors import QuotaExceeded, RateLimited, Unavailable
 from llmaas.pricing import NANO, PriceList
 from llmaas.tenants import ApiKey, Tenant
@@ -36,10 +35,6 @@ from llmaas.tiers import Tier
 from llmaas.wire import Usage
 
 log = logging.getLogger(__name__)
-
-STREAM = "LLMAAS_LIMITS"
-MAX_AGE_S = 40 * 86400.0
-"""Long enough for a monthly window; old windows' counters disappear by themselves."""
 
 
 @dataclass(frozen=True)
@@ -64,38 +59,27 @@ class Grant:
 
 
 class Limiter:
-    def __init__(self, prices: PriceList, default_reserved_tokens: int) -> None:
+    def __init__(self, prices: PriceList) -> None:
         self.prices = prices
-        self.default_reserved_tokens = default_reserved_tokens
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def open(self, nc: Client) -> None:
+    async def open(self, nc: Client, policy: streams.Policy = streams.DEFAULT) -> None:
         self._nc = nc
         self._js = nc.jetstream()
-        await self._js.add_stream(
-            StreamConfig(
-                name=STREAM,
-                subjects=[subjects.LIMITS],
-                storage=StorageType.FILE,
-                allow_msg_counter=True,
-                max_age=MAX_AGE_S,
-            )
-        )
+        await streams.ensure(self._js, streams.LIMITS, policy)
 
     async def close(self) -> None:
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=2)
 
-    async def admit(
-        self, tenant: Tenant, key: ApiKey, tier: Tier, max_tokens: int | None, now: float
-    ) -> Grant:
+    async def admit(self, tenant: Tenant, key: ApiKey, tier: Tier, max_tokens: int, now: float) -> Grant:
         """Take this request's share of every limit, or raise RateLimited / QuotaExceeded.
 
         Raises Unavailable when the counters cannot be reached: limits are never skipped silently.
         """
-        reserve = self.default_reserved_tokens if max_tokens is None else max_tokens
+        reserve = max_tokens
         price = self.prices.at(dt.datetime.fromtimestamp(now, dt.UTC).date())
         reserve_nano = price.cost_nano(0, reserve)
         counters = _counters(tenant.name, key.id, tier, reserve=reserve, reserve_nano=reserve_nano, now=now)

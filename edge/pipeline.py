@@ -109,7 +109,11 @@ class Pipeline:
 
     async def _connect(self) -> None:
         nc = await natsconn.connect(
-            self.settings.nats_url, f"edge:{self.edge_id}", on_down=self._on_down, on_up=self._on_up
+            self.settings.nats_url,
+            f"edge:{self.edge_id}",
+            on_down=self._on_down,
+            on_up=self._on_up,
+            credentials=self.settings.nats_credentials,
         )
         await nc.subscribe(subjects.reply_prefix(self.edge_id) + ".*", cb=self._on_frame)
         await nc.subscribe(subjects.HEARTBEATS, cb=self._on_heartbeat)

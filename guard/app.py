@@ -10,6 +10,7 @@ from guard.metrics import GuardMetrics
 from guard.screening import Screener
 from guard.service import GuardService
 from guard.settings import GuardSettings
+from llmaas import streams
 
 
 def default_screener(history: History, policy: Policy | None = None) -> Screener:
@@ -25,6 +26,6 @@ def default_screener(history: History, policy: Policy | None = None) -> Screener
 def create_service(settings: GuardSettings) -> GuardService:
     if not settings.guard_enabled:
         return GuardService(settings, Screener(), GuardMetrics())
-    history = KvHistory(settings.guard_history_ttl_s)
+    history = KvHistory(settings.guard_history_ttl_s, streams.Policy.of(settings))
     policy = Policy(prompts=settings.guard_history_prompts, repeat_limit=settings.guard_repeat_limit)
     return GuardService(settings, default_screener(history, policy), GuardMetrics(), history)

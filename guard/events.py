@@ -14,28 +14,13 @@ from collections.abc import Sequence
 
 import msgspec
 from nats.js import JetStreamContext
-from nats.js.api import StorageType, StreamConfig
 
 from guard.screening import Verdict
-from llmaas import subjects
+from llmaas import streams, subjects
 from llmaas.wire import Job, SecurityEvent
 
-STREAM = "LLMAAS_SECURITY"
+STREAM = streams.SECURITY.name
 decoder = msgspec.json.Decoder(SecurityEvent)
-_KEEP_S = 90 * 86400
-"""How long the stream keeps events (the ClickHouse table keeps its copy as long as it is told)."""
-
-
-async def ensure_stream(js: JetStreamContext) -> None:
-    await js.add_stream(
-        StreamConfig(
-            name=STREAM,
-            subjects=[subjects.SECURITY],
-            storage=StorageType.FILE,
-            max_age=_KEEP_S,
-            deny_delete=True,
-        )
-    )
 
 
 def prompt_digest(texts: Sequence[str]) -> str:

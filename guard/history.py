@@ -24,6 +24,7 @@ KV key and the bucket's listing shows no ids.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import time
 from collections.abc import Callable
@@ -32,11 +33,12 @@ from typing import Protocol, TypeVar
 import msgspec
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
-from nats.js.api import KeyValueConfig, StorageType
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
-BUCKET = "llmaas_guard_history"
+from llmaas import streams
+
+BUCKET = streams.GUARD_HISTORY.bucket
 
 T = TypeVar("T")
 
@@ -89,8 +91,9 @@ class MemoryHistory:
 class KvHistory:
     _ATTEMPTS = 16
 
-    def __init__(self, ttl_s: float = 600.0) -> None:
+    def __init__(self, ttl_s: float = 600.0, policy: streams.Policy = streams.DEFAULT) -> None:
         self.ttl_s = ttl_s
+        self.policy = policy
         self._kv: KeyValue | None = None
         # key -> (when, record, revision): what this replica last wrote or read of each record.
         self._seen: dict[str, tuple[float, Record, int]] = {}
@@ -102,8 +105,8 @@ class KvHistory:
 
         Called again when NATS comes back: a restarted server has lost its memory streams, and the
         bucket is created anew, empty (histories restart; the stateless layers never stopped)."""
-        config = KeyValueConfig(bucket=BUCKET, history=1, ttl=self.ttl_s, storage=StorageType.MEMORY)
-        self._kv = await js.create_key_value(config)
+        spec = dataclasses.replace(streams.GUARD_HISTORY, ttl_s=self.ttl_s)
+        self._kv = await streams.ensure_bucket(js, spec, self.policy)
         self._seen.clear()
 
     async def apply(self, owner: str, step: Step[T]) -> T:

@@ -29,7 +29,7 @@ from guard.metrics import GuardMetrics
 from guard.screening import ALLOW, Screener, Verdict, user_texts
 from guard.settings import GuardSettings
 from guard.shares import TenantShares
-from llmaas import codec, natsconn, subjects
+from llmaas import codec, natsconn, streams, subjects
 from llmaas.directory import Directory
 from llmaas.errors import InvalidRequest, RateLimited
 from llmaas.metrics_server import expose
@@ -70,12 +70,14 @@ class GuardService:
         return self._nc
 
     async def start(self) -> None:
-        self._nc = await natsconn.connect(self.settings.nats_url, "guard", on_up=self._on_up)
+        self._nc = await natsconn.connect(
+            self.settings.nats_url, "guard", on_up=self._on_up, credentials=self.settings.nats_credentials
+        )
         js = self.nc.jetstream()
-        await events.ensure_stream(js)
+        await streams.ensure(js, streams.SECURITY, streams.Policy.of(self.settings))
         if self.history is not None:
             await self.history.attach(js)
-        await self.directory.open(self.nc, keys=False)
+        await self.directory.open(self.nc, streams.Policy.of(self.settings), keys=False)
         await self.nc.subscribe(subjects.GUARD, queue=subjects.GUARD_QUEUE, cb=self._on_job)
         await self.nc.flush()
         expose(self.metrics.registry, self.settings.metrics_host, self.settings.metrics_port)

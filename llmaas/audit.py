@@ -6,7 +6,7 @@ deletes and purges. Several edges append to the same chain: each publish states 
 it expects to follow (``Nats-Expected-Last-Sequence``); the loser of a race reads the new tail and
 re-links its event, so the chain stays one line whatever the number of edges.
 
-Retention is bounded (``MAX_AGE_S``, 400 days: a year of bills can still be questioned): JetStream
+Retention is bounded (``streams.AUDIT``, 400 days: a year of bills can still be questioned): JetStream
 drops events by age, never one in the middle. Every ``CHECKPOINT_EVERY`` events a checkpoint event
 records the sequence and hash it follows. ``verify`` of a trail whose start expired checks every
 event that remains, from the first one kept (whose predecessor is gone), each checkpoint against the
@@ -26,20 +26,17 @@ from typing import Literal
 import msgspec
 from nats.aio.client import Client
 from nats.errors import Error as NatsError
-from nats.js.api import StorageType, StreamConfig
 from nats.js.client import JetStreamContext
 from nats.js.errors import BadRequestError, NotFoundError
 
-from llmaas import subjects
+from llmaas import streams, subjects
 
 log = logging.getLogger(__name__)
 
-STREAM = "LLMAAS_AUDIT"
+STREAM = streams.AUDIT.name
 GENESIS = "0" * 64
 _WRONG_LAST_SEQUENCE = 10071
-_STREAM_CONFIG_DIFFERS = 10058
 _QUEUE_LIMIT = 10_000
-MAX_AGE_S = 400 * 86400.0
 CHECKPOINT_EVERY = 1000
 CHECKPOINT = "audit.checkpoint"
 
@@ -75,32 +72,20 @@ def intact(event: AuditEvent) -> bool:
     return seal(event, event.prev).hash == event.hash
 
 
-async def ensure_stream(js: JetStreamContext, max_age_s: float = MAX_AGE_S) -> None:
-    """The stream, created, or brought to this retention if an older version made it without."""
-    config = StreamConfig(
-        name=STREAM,
-        subjects=[subjects.AUDIT],
-        storage=StorageType.FILE,
-        deny_delete=True,
-        deny_purge=True,
-        max_age=max_age_s,
-    )
-    try:
-        await js.add_stream(config)
-    except BadRequestError as exc:
-        if exc.err_code != _STREAM_CONFIG_DIFFERS:
-            raise
-        await js.update_stream(config)
-
-
 class AuditLog:
     """Appends events in order; ``record`` queues (never blocks a request), ``append`` waits."""
 
     def __init__(
-        self, edge_id: str, *, max_age_s: float = MAX_AGE_S, checkpoint_every: int = CHECKPOINT_EVERY
+        self,
+        edge_id: str,
+        *,
+        spec: streams.StreamSpec = streams.AUDIT,
+        policy: streams.Policy = streams.DEFAULT,
+        checkpoint_every: int = CHECKPOINT_EVERY,
     ) -> None:
         self.edge_id = edge_id
-        self.max_age_s = max_age_s
+        self.spec = spec
+        self.policy = policy
         self.checkpoint_every = max(2, checkpoint_every)
         self._js: JetStreamContext | None = None
         self._tail: tuple[int, str] | None = None  # (stream sequence, hash) of the last event
@@ -111,7 +96,7 @@ class AuditLog:
 
     async def open(self, nc: Client) -> None:
         self._js = nc.jetstream()
-        await ensure_stream(self._js, self.max_age_s)
+        await streams.ensure(self._js, self.spec, self.policy)
         self._task = asyncio.create_task(self._drain())
 
     async def close(self, drain_s: float = 3.0) -> None:

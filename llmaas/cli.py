@@ -10,10 +10,13 @@ import sys
 import urllib.parse
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from llmaas import cli_admin, cli_catalog, cli_usage, logs
 from llmaas.settings import DEFAULT_DATA_DIR, OperatorSettings
+
+if TYPE_CHECKING:
+    from llmaas.nats_server import NatsServer
 
 
 def _explicit(args: argparse.Namespace, *names: str) -> dict[str, Any]:
@@ -23,7 +26,15 @@ def _explicit(args: argparse.Namespace, *names: str) -> dict[str, Any]:
 
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--nats-url", help="NATS server URL (default: $LLMAAS_NATS_URL or nats://127.0.0.1:4222)"
+        "--nats-url",
+        help="NATS server URL, or a cluster's URLs separated by commas "
+        "(default: $LLMAAS_NATS_URL or nats://127.0.0.1:4222)",
+    )
+    parser.add_argument(
+        "--nats-credentials", help="nkey seed file of this component's NATS identity (llmaas up makes them)"
+    )
+    parser.add_argument(
+        "--nats-replicas", type=int, help="copies of each stream and bucket: 1 (default) or 3 on a cluster"
     )
     parser.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")
 
@@ -32,7 +43,7 @@ def _metrics(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port (0: off)")
 
 
-COMMON = ("nats_url", "log_level")
+COMMON = ("nats_url", "nats_credentials", "nats_replicas", "log_level")
 
 
 def cmd_edge(args: argparse.Namespace) -> None:
@@ -115,7 +126,7 @@ def cmd_worker(args: argparse.Namespace) -> None:
 
 
 def cmd_up(args: argparse.Namespace) -> None:
-    from llmaas import admin
+    from llmaas import admin, identities
     from llmaas.nats_server import NatsServer
     from llmaas.supervisor import Child, Supervisor
 
@@ -126,10 +137,18 @@ def cmd_up(args: argparse.Namespace) -> None:
     nats = None
     nats_url = args.nats_url
     if nats_url is None:
-        nats = NatsServer(data_dir, port=args.nats_port)
+        nats = NatsServer(data_dir, port=args.nats_port, identities=True)
         nats_url = nats.start()
         log.info("nats-server with JetStream on %s (data in %s)", nats_url, data_dir / "jetstream")
+        _declare_streams(nats, args.nats_replicas or 1)
     base = ["--nats-url", nats_url, *(["--log-level", args.log_level] if args.log_level else [])]
+    if args.nats_replicas:
+        base += ["--nats-replicas", str(args.nats_replicas)]
+
+    def identity(name: str) -> list[str]:
+        """Each child its own NATS identity on the embedded server (the seed file's path, not the seed)."""
+        return [] if nats is None else ["--nats-credentials", str(nats.grant(name))]
+
     token, created = admin.ensure_token(data_dir, OperatorSettings().admin_token)
     if created:
         # On the terminal, not through logging: log lines may be shipped elsewhere, secrets must not.
@@ -140,19 +159,30 @@ def cmd_up(args: argparse.Namespace) -> None:
     clickhouse_url = args.clickhouse_url or os.environ.get("LLMAAS_CLICKHOUSE_URL")
     warn_if_secret_in_argv(args.clickhouse_url)
     clickhouse_env = {"LLMAAS_CLICKHOUSE_URL": clickhouse_url} if clickhouse_url else {}
+    edge = ["edge", *base, *identity("edge"), "--host", args.host, "--port", str(args.port)]
     children = [
-        Child("edge", ["edge", *base, "--host", args.host, "--port", str(args.port)], env=edge_env),
-        Child("guard", ["guard", *base]),
-        Child("scheduler", ["scheduler", *base]),
-        Child("metering", ["metering", *base, "--data-dir", str(data_dir)], env=clickhouse_env),
+        Child("edge", edge, env=edge_env),
+        Child("guard", ["guard", *base, *identity("guard")]),
+        Child("scheduler", ["scheduler", *base, *identity("scheduler")]),
+        Child(
+            "metering",
+            ["metering", *base, *identity("metering"), "--data-dir", str(data_dir)],
+            env=clickhouse_env,
+        ),
     ]
+
+    def worker(name: str, worker_id: str, *argv: str) -> Child:
+        # On our own NATS a worker's identity names its id; on another, ids stay unique per host.
+        ids = [] if nats is None else ["--worker-id", worker_id, *identity(identities.worker(worker_id))]
+        return Child(name, ["worker", *base, *ids, *argv])
+
     models: list[str] = []
     if args.engine == "synthetic":
         log.warning(
             "serving the SYNTHETIC engine (deterministic filler text, no model): for tests and benchmarks"
         )
         for i in range(args.workers):
-            children.append(Child(f"worker-{i}", ["worker", *base, "--engine", "synthetic"]))
+            children.append(worker(f"worker-{i}", f"w{i}", "--engine", "synthetic"))
     else:
         from workers.models import local
 
@@ -160,13 +190,31 @@ def cmd_up(args: argparse.Namespace) -> None:
         local.chat_model(data_dir, progress=log.info)
         engine = ["--engine", "vllm", "--data-dir", str(data_dir)]
         for i in range(args.workers):
-            chat = ["worker", *base, *engine, "--model", local.CHAT_MODEL]
-            children.append(Child(f"worker-{i}", chat))
-        children.append(Child("embedder", ["worker", *base, *engine, "--model", local.EMBEDDING_MODEL]))
+            children.append(worker(f"worker-{i}", f"w{i}", *engine, "--model", local.CHAT_MODEL))
+        children.append(worker("embedder", "embedder", *engine, "--model", local.EMBEDDING_MODEL))
         models = [local.CHAT_MODEL, local.EMBEDDING_MODEL]
     host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
     ready_timeout_s = 60.0 if args.engine == "synthetic" else 300.0
     Supervisor(children, nats, f"http://{host}:{args.port}/health", models, ready_timeout_s).run()
+
+
+def _declare_streams(nats: NatsServer, replicas: int) -> None:
+    """As the operator, every declared stream and bucket made or updated before the services start
+    (their own identities may create what they use, never change it)."""
+    import asyncio
+
+    import nats as nats_client
+
+    from llmaas import streams
+
+    async def declare() -> None:
+        nc = await nats_client.connect(nats.url, **nats.connect_options())
+        try:
+            await streams.ensure_all(nc.jetstream(), streams.Policy(replicas=replicas))
+        finally:
+            await nc.close()
+
+    asyncio.run(declare())
 
 
 def cmd_models_prepare(args: argparse.Namespace) -> None:

@@ -19,17 +19,16 @@ from typing import Generic, TypeVar
 import msgspec
 from nats.aio.client import Client
 from nats.errors import Error as NatsError
-from nats.js.api import KeyValueConfig, StorageType
 from nats.js.errors import InvalidKeyError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
-from llmaas import tenants
+from llmaas import streams, tenants
 from llmaas.tenants import ApiKey, Tenant
 
 log = logging.getLogger(__name__)
 
-TENANTS_BUCKET = "llmaas_tenants"
-KEYS_BUCKET = "llmaas_keys"
+TENANTS_BUCKET = streams.TENANTS.bucket
+KEYS_BUCKET = streams.KEYS.bucket
 
 R = TypeVar("R", Tenant, ApiKey)
 
@@ -60,15 +59,14 @@ class Directory:
 
     # --- lifecycle -------------------------------------------------------------------------------
 
-    async def open(self, nc: Client, *, keys: bool = True) -> None:
+    async def open(self, nc: Client, policy: streams.Policy = streams.DEFAULT, *, keys: bool = True) -> None:
         """Create the buckets if needed and start watching them (returns once they are loaded).
 
-        ``keys=False`` follows the tenants only (the guard needs their switches, not the keys)."""
+        ``keys=False`` follows the tenants only (the guard needs their switches, not the keys, and
+        its NATS identity may not read them)."""
         js = nc.jetstream()
-        for bucket in (TENANTS_BUCKET, KEYS_BUCKET):
-            # history keeps the last versions of each record: what a key looked like before a change.
-            config = KeyValueConfig(bucket=bucket, history=5, storage=StorageType.FILE)
-            self._kv[bucket] = await js.create_key_value(config)
+        for spec in (streams.TENANTS, streams.KEYS) if keys else (streams.TENANTS,):
+            self._kv[spec.bucket] = await streams.ensure_bucket(js, spec, policy)
         ready = [asyncio.Event(), asyncio.Event()]
         self._resyncs = [asyncio.Event(), asyncio.Event()]
         self._tasks = [

@@ -12,11 +12,17 @@ import sys
 import sysconfig
 import time
 from pathlib import Path
+from typing import Any
+
+from llmaas import identities
 
 _PR_SET_PDEATHSIG = 1
 
 MAX_PAYLOAD = 8 * 1024 * 1024
 """Large enough for any request body the edge accepts (NATS' own default is 1 MiB)."""
+
+
+_RELOADED = "Reloaded server configuration"
 
 
 class NatsServerError(RuntimeError):
@@ -52,28 +58,71 @@ def binary() -> Path:
 class NatsServer:
     """One nats-server process with JetStream storing under ``data_dir/jetstream``.
 
-    ``port=-1`` picks a free port; ``url`` is known once ``start`` returns.
+    ``port=-1`` picks a free port; ``url`` is known once ``start`` returns. With ``identities``,
+    only the NATS identities (nkeys) in ``data_dir/nats/identities`` connect, each with its role's
+    permissions (llmaas.identities): the services' and the operator's are made at start, a worker's
+    by ``grant``.
     """
 
-    def __init__(self, data_dir: Path, *, host: str = "127.0.0.1", port: int = 4222) -> None:
+    def __init__(
+        self, data_dir: Path, *, host: str = "127.0.0.1", port: int = 4222, identities: bool = False
+    ) -> None:
         self.data_dir = data_dir
         self.host = host
         self.port = port
         self.url = ""
+        self.identities = data_dir / "nats" / "identities" if identities else None
+        self._admitted: set[str] = set()
         self._proc: subprocess.Popen[bytes] | None = None
+
+    def grant(self, name: str) -> Path:
+        """The seed file of identity ``name``, made if new; a running server is told at once."""
+        if self.identities is None:
+            raise NatsServerError("this server admits anyone: it was started without identities")
+        path = identities.mint(self.identities, name)
+        if self.running and name not in self._admitted:
+            self._write_config()
+            self._reload()
+        return path
+
+    def connect_options(self, name: str = identities.OPERATOR) -> dict[str, Any]:
+        """Keyword arguments of ``nats.connect`` to connect as ``name`` (nothing without identities)."""
+        if self.identities is None:
+            return {}
+        seed = self.grant(name)
+        return {"nkeys_seed": str(seed), "inbox_prefix": identities.inbox_prefix(identities.public_key(seed))}
 
     def _write_config(self) -> Path:
         run_dir = self.data_dir / "nats"
         run_dir.mkdir(parents=True, exist_ok=True)
         config = run_dir / "nats-server.conf"
         store = self.data_dir / "jetstream"
-        config.write_text(
+        text = (
             f'listen: "{self.host}:{self.port}"\n'
             f"max_payload: {MAX_PAYLOAD}\n"
             f'ports_file_dir: "{run_dir}"\n'
             f'jetstream {{\n  store_dir: "{store}"\n}}\n'
         )
+        if self.identities is not None:
+            for name in (*identities.SERVICES, identities.OPERATOR):
+                identities.mint(self.identities, name)
+            seeds = sorted(self.identities.glob("*.nk"))
+            self._admitted = {seed.stem for seed in seeds}
+            text += identities.authorization(seeds)
+        config.write_text(text)
         return config
+
+    def _reload(self, timeout_s: float = 10.0) -> None:
+        """Have the server read its configuration again; return once it has."""
+        assert self._proc is not None
+        log = self.data_dir / "nats" / "nats-server.log"
+        before = log.read_text(errors="replace").count(_RELOADED)
+        self._proc.send_signal(signal.SIGHUP)
+        deadline = time.monotonic() + timeout_s
+        while log.read_text(errors="replace").count(_RELOADED) == before:
+            if time.monotonic() > deadline:
+                raise NatsServerError(f"nats-server did not reload its configuration; see {log}")
+            time.sleep(0.01)
 
     def start(self, timeout_s: float = 10.0) -> str:
         """Start the server and wait until it accepts clients; return its URL."""

@@ -5,17 +5,31 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import nats
 from nats.aio.client import Client
 from nats.errors import Error as NatsError
 
+from llmaas import identities
+
 log = logging.getLogger(__name__)
 
 
+def servers(url: str) -> list[str]:
+    """``nats://a:4222,nats://b:4222``: the nodes of a cluster, tried in turn (one URL is one node)."""
+    found = [part.strip() for part in url.split(",") if part.strip()]
+    if not found:
+        raise ValueError("no NATS URL given")
+    return found
+
+
 def redact(url: str) -> str:
-    """The URL without user or password, for logs and errors."""
+    """The URL(s) without user or password, for logs and errors."""
+    if "," in url:
+        return ",".join(redact(one) for one in servers(url))
     parts = urlsplit(url)
     if parts.username is None and parts.password is None:
         return url
@@ -30,12 +44,14 @@ async def connect(
     name: str,
     on_down: Callable[[], Awaitable[None]] | None = None,
     on_up: Callable[[], Awaitable[None]] | None = None,
+    credentials: Path | None = None,
 ) -> Client:
     """Connect to ``url``, retrying forever (also for the first connection).
 
     The returned client reconnects by itself after an outage and buffers nothing on purpose:
     callers check ``is_connected`` before publishing work they cannot afford to lose.
     ``on_down`` runs once each time an established connection is lost, ``on_up`` when it is back.
+    ``credentials``: the seed file of this service's NATS identity (llmaas.identities).
     """
     shown = redact(url)
     state = {"down": False}
@@ -62,8 +78,12 @@ async def connect(
         if on_up is not None:
             await on_up()
 
+    identity: dict[str, Any] = {}
+    if credentials is not None:
+        key = identities.public_key(credentials)
+        identity = {"nkeys_seed": str(credentials), "inbox_prefix": identities.inbox_prefix(key)}
     client = await nats.connect(
-        url,
+        servers(url),
         name=name,
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.5,
@@ -76,6 +96,7 @@ async def connect(
         # Every subject is built by llmaas.subjects from checked tokens (or is a reply subject the
         # server handed us), so nats-py's per-publish regex check is pure overhead on the hot path.
         skip_subject_validation=True,
+        **identity,
     )
     closing["client"] = client
     state["down"] = False

@@ -22,7 +22,15 @@ class ServiceSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="LLMAAS_", extra="ignore", frozen=True)
 
-    nats_url: str = DEFAULT_NATS_URL
+    nats_url: str = Field(
+        default=DEFAULT_NATS_URL, description="one URL, or several separated by commas (a cluster's nodes)"
+    )
+    nats_credentials: Path | None = Field(
+        default=None, description="the nkey seed file of this service's NATS identity (mode 0600)"
+    )
+    nats_replicas: int = Field(
+        default=1, ge=1, le=5, description="copies of every stream and bucket: 1 on one node, 3 on a cluster"
+    )
     log_level: str = "INFO"
     metrics_port: int = Field(default=0, ge=0, le=65535, description="0 disables the metrics endpoint")
     metrics_host: str = "127.0.0.1"

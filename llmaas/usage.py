@@ -16,34 +16,16 @@ from collections.abc import Callable
 
 import msgspec
 from nats.aio.client import Client
-from nats.js.api import StorageType, StreamConfig
 from nats.js.client import JetStreamContext
 
-from llmaas import subjects
+from llmaas import streams, subjects
 from llmaas.wire import UsageEvent
 
 log = logging.getLogger(__name__)
 
-STREAM = "LLMAAS_USAGE"
-DUPLICATE_WINDOW_S = 600.0
-KEEP_S = 30 * 86400.0
-"""Events stay this long after metering stored them: a ClickHouse restored from a backup of the last
-month can be refilled from the stream."""
+STREAM = streams.USAGE.name
 encoder = msgspec.json.Encoder()
 decoder = msgspec.json.Decoder(UsageEvent)
-
-
-async def ensure_stream(js: JetStreamContext) -> None:
-    await js.add_stream(
-        StreamConfig(
-            name=STREAM,
-            subjects=[subjects.USAGE],
-            storage=StorageType.FILE,
-            max_age=KEEP_S,
-            duplicate_window=DUPLICATE_WINDOW_S,
-            deny_delete=True,
-        )
-    )
 
 
 async def publish(js: JetStreamContext, event: UsageEvent, timeout_s: float = 2.0) -> None:
@@ -69,9 +51,9 @@ class Outbox:
     def queued(self) -> int:
         return self._queue.qsize()
 
-    async def open(self, nc: Client) -> None:
+    async def open(self, nc: Client, policy: streams.Policy = streams.DEFAULT) -> None:
         self._js = nc.jetstream()
-        await ensure_stream(self._js)
+        await streams.ensure(self._js, streams.USAGE, policy)
         self._task = asyncio.create_task(self._run())
 
     def record(self, event: UsageEvent) -> None:

@@ -24,14 +24,15 @@ from nats.errors import Error as NatsError
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.client import JetStreamContext
 
-from guard import events as security
-from llmaas import audit, subjects, usage
+from llmaas import audit, streams, usage
+from llmaas.wire import SecurityEvent
 from metering.metrics import MeteringMetrics
 from metering.rows import AUDIT_COLUMNS, SECURITY_COLUMNS, USAGE_COLUMNS, Pricer, audit_row, security_row
 from metering.settings import MeteringSettings
 from metering.store import Store
 
 log = logging.getLogger(__name__)
+_security_decoder = msgspec.json.Decoder(SecurityEvent)
 
 
 @dataclass(frozen=True)
@@ -46,8 +47,7 @@ class Decoded:
 @dataclass(frozen=True)
 class Sink:
     name: str
-    stream: str
-    subject: str
+    stream: streams.StreamSpec
     table: str
     columns: tuple[str, ...]
     id_column: str
@@ -67,21 +67,13 @@ def sinks(pricer: Pricer) -> list[Sink]:
         )
 
     def security_event(msg: Msg) -> Decoded:
-        e = security.decoder.decode(msg.data)
+        e = _security_decoder.decode(msg.data)
         return Decoded(e.request_id, security_row(e))
 
     return [
-        Sink("usage", usage.STREAM, subjects.USAGE, "usage", USAGE_COLUMNS, "request_id", usage_event),
-        Sink("audit", audit.STREAM, subjects.AUDIT, "audit", AUDIT_COLUMNS, "seq", audit_event),
-        Sink(
-            "security",
-            security.STREAM,
-            subjects.SECURITY,
-            "security_events",
-            SECURITY_COLUMNS,
-            "request_id",
-            security_event,
-        ),
+        Sink("usage", streams.USAGE, "usage", USAGE_COLUMNS, "request_id", usage_event),
+        Sink("audit", streams.AUDIT, "audit", AUDIT_COLUMNS, "seq", audit_event),
+        Sink("security", streams.SECURITY, "security_events", SECURITY_COLUMNS, "request_id", security_event),
     ]
 
 
@@ -111,8 +103,9 @@ class Consumer:
             ack_wait=s.metering_ack_wait_s,
             max_ack_pending=max(2 * s.metering_batch_size, 1000),
         )
+        stream = self.sink.stream
         sub = await self.js.pull_subscribe(
-            self.sink.subject, durable=config.durable_name, stream=self.sink.stream, config=config
+            stream.subjects[0], durable=config.durable_name, stream=stream.name, config=config
         )
         failures = 0
         while True:

@@ -19,8 +19,7 @@ from collections.abc import AsyncIterator
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from guard import events as security
-from llmaas import audit, catalog, codec, natsconn, subjects, usage
+from llmaas import catalog, codec, natsconn, streams, subjects
 from llmaas.errors import InvalidRequest, LlmaasError, PayloadTooLarge, RateLimited, Unavailable
 from llmaas.metrics_server import expose
 from llmaas.pricing import PriceList
@@ -74,10 +73,11 @@ class MeteringService:
         log.info("schema: %s", f"applied {', '.join(applied)}" if applied else "up to date")
         self.reports = Reports(store, s)
         await store.run(self.reports.load_tables)
-        nc = self._nc = await natsconn.connect(s.nats_url, "metering")
+        nc = self._nc = await natsconn.connect(s.nats_url, "metering", credentials=s.nats_credentials)
         js = nc.jetstream()
-        await asyncio.gather(usage.ensure_stream(js), audit.ensure_stream(js), security.ensure_stream(js))
-        for sink in sinks(self.pricer):
+        metered = sinks(self.pricer)
+        await asyncio.gather(*(streams.ensure(js, sink.stream, streams.Policy.of(s)) for sink in metered))
+        for sink in metered:
             consumer = Consumer(js, store, sink, s, self.metrics)
             self._tasks.append(asyncio.create_task(consumer.run(), name=f"metering-{sink.name}"))
         await nc.subscribe(subjects.METERING_QUERY, queue=subjects.METERING_QUEUE, cb=self._on_query)

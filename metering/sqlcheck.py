@@ -125,12 +125,12 @@ class Functions:
 
     def __init__(self, client: Client) -> None:
         rows = client.query(
-            "SELECT name, categories, alias_to, case_insensitive FROM system.functions"
+            "SELECT name, categories, alias_to, case_insensitive, is_aggregate FROM system.functions"
         ).result_rows
         self._category: dict[str, str] = {}
-        self._aggregate: set[str] = set()
+        self._aggregate = {row[0] for row in rows if row[4]} | {row[0].lower() for row in rows if row[4]}
         aliases: dict[str, str] = {}
-        for name, category, alias_to, case_insensitive in rows:
+        for name, category, alias_to, case_insensitive, _ in rows:
             for key in {name, name.lower()} if case_insensitive else {name}:
                 if alias_to:
                     aliases[key] = alias_to
@@ -138,8 +138,6 @@ class Functions:
                     self._category[key] = category
         for key, target in aliases.items():
             self._category[key] = self._category.get(target, self._category.get(target.lower(), ""))
-        aggregates = client.query("SELECT name FROM system.functions WHERE is_aggregate").result_rows
-        self._aggregate = {row[0] for row in aggregates} | {row[0].lower() for row in aggregates}
 
     def allowed(self, name: str) -> bool:
         if name in _PARSER_FUNCTIONS:

@@ -20,7 +20,7 @@ import httpx
 import nats as nats_client
 from prometheus_client.parser import text_string_to_metric_families
 
-from llmaas import tenants
+from llmaas import identities, tenants
 from llmaas.nats_server import NatsServer
 from llmaas.tiers import DEFAULT_FILE as TIERS_FILE
 
@@ -95,13 +95,16 @@ def key_from(cli_output: str) -> str:
 
 
 class Stack:
-    """Components started on demand; ``close`` stops them all (and the NATS server, if ours)."""
+    """Components started on demand; ``close`` stops them all (and the NATS server, if ours).
+
+    Each component connects with its own NATS identity, as ``llmaas up`` runs them, so every test
+    also shows that the roles' permissions suffice (``close`` fails on a permission violation)."""
 
     def __init__(self, root: Path, nats: NatsServer | None = None) -> None:
         self.root = root
         self.logs = root / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
-        self.nats = nats or NatsServer(root / "nats", port=-1)
+        self.nats = nats or NatsServer(root / "nats", port=-1, identities=True)
         if not self.nats.running:
             self.nats.start()
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
@@ -111,6 +114,8 @@ class Stack:
         self.tiers_file = root / "tiers.toml"
         self.tiers_file.write_text(TIERS_FILE.read_text() + TEST_TIERS)
         self._api_key: str | None = None
+        self.violations_expected = False
+        """Set by tests that attack the bus: their refusals are in the server's log on purpose."""
         self.catalog_file: Path | None = None
         """A model catalog for the edges started after it is set (default: infra/models.toml)."""
 
@@ -121,8 +126,13 @@ class Stack:
     def start(self, name: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         log = (self.logs / f"{name}.log").open("ab")
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        identity: list[str] = []
+        if self.nats.identities is not None:
+            kind = args[0]
+            who = identities.worker(args[args.index("--worker-id") + 1]) if kind == "worker" else kind
+            identity = ["--nats-credentials", str(self.nats.grant(who))]
         proc = subprocess.Popen(
-            [sys.executable, "-m", "llmaas", *args, "--nats-url", self.nats.url],
+            [sys.executable, "-m", "llmaas", *args, "--nats-url", self.nats.url, *identity],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,
@@ -185,7 +195,7 @@ class Stack:
         """Every message a JetStream stream holds, in order."""
 
         async def read() -> list[bytes]:
-            nc = await nats_client.connect(self.nats.url)
+            nc = await nats_client.connect(self.nats.url, **self.nats.connect_options())
             try:
                 js = nc.jetstream()
                 state = (await js.stream_info(stream)).state
@@ -300,3 +310,12 @@ class Stack:
                 proc.kill()
                 proc.wait()
         self.nats.stop()
+        if not self.violations_expected:
+            violations = self.violations()
+            assert not violations, "a component did what its NATS identity may not:\n" + "\n".join(violations)
+
+    def violations(self) -> list[str]:
+        """The permission violations nats-server logged (a role that misses a right it needs)."""
+        log = self.nats.data_dir / "nats" / "nats-server.log"
+        text = log.read_text(errors="replace") if log.exists() else ""
+        return [line for line in text.splitlines() if "Violation" in line]

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from pathlib import Path
 
 import nats
 
-from llmaas import audit
+from llmaas import audit, streams
 from llmaas.nats_server import NatsServer
 
 
@@ -18,7 +19,8 @@ def test_expired_events_leave_a_chain_that_verifies_from_a_checkpoint(tmp_path: 
     async def scenario() -> tuple[audit.Verdict, audit.Verdict, int]:
         nc = await nats.connect(server.url)
         try:
-            trail = audit.AuditLog("e1", max_age_s=1.5, checkpoint_every=4)
+            short = dataclasses.replace(streams.AUDIT, max_age_s=1.5)
+            trail = audit.AuditLog("e1", spec=short, checkpoint_every=4)
             await trail.open(nc)
             for i in range(6):
                 await trail.append(audit.event("admin", "tenant.create", f"old{i}", "ok"))

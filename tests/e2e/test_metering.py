@@ -205,7 +205,7 @@ def test_a_tenant_key_sees_only_its_own_rows_and_reports(metered: Stack) -> None
 
 def test_an_unreadable_event_is_set_aside_and_the_stream_goes_on(metered: Stack) -> None:
     async def publish_garbage() -> None:
-        nc = await nats.connect(metered.nats.url)
+        nc = await nats.connect(metered.nats.url, **metered.nats.connect_options())
         await nc.jetstream().publish(subjects.USAGE, b"not an event", headers={"Nats-Msg-Id": "garbage-1"})
         await nc.close()
 

@@ -356,8 +356,9 @@ def test_admin_actions_and_failed_logins_on_both_edges_form_one_intact_chain(edg
         return failures if counted >= 40 else []
 
     failures = wait_until(accounted, 15, "the 40 failures to be accounted for")
-    # (3: an earlier test's failure opened one edge's window, so its summary counts all 20 of ours)
-    assert 3 <= len(failures) <= 8, [(e.edge, e.action, e.detail) for e in failures]
+    # At least one per edge: an earlier test's failure may have opened an edge's window, so that
+    # its summary counts all 20 of ours (each edge's first failure is then not an event of its own).
+    assert 2 <= len(failures) <= 8, [(e.edge, e.action, e.detail) for e in failures]
     assert len({e.edge for e in failures}) == 2 and {e.source for e in failures} == {"127.0.0.1"}
     wait_until(lambda: edges.stack.admin("GET", "/audit/verify")["events"] >= before + len(failures) + 2, 5,
                "the 2 admin actions to be audited")  # fmt: skip
@@ -400,7 +401,7 @@ def test_a_tampered_audit_trail_fails_verification(fresh_stack: Stack) -> None:
     assert "intact: 2 events" in cli("audit", "verify", *where, env=env)
 
     async def forge() -> None:
-        nc = await nats.connect(fresh_stack.nats.url)
+        nc = await nats.connect(fresh_stack.nats.url, **fresh_stack.nats.connect_options())
         forged = audit.seal(audit.event("admin", "key.create", "victim", "ok"), audit.GENESIS)
         await nc.jetstream().publish(subjects.AUDIT, msgspec.json.encode(forged))
         await nc.close()
@@ -450,7 +451,7 @@ def test_a_store_outage_never_turns_known_keys_into_401s_and_heals_by_itself(fre
 
 
 async def stored_key(stack: Stack, key_id: str) -> dict[str, object]:
-    nc = await nats.connect(stack.nats.url)
+    nc = await nats.connect(stack.nats.url, **stack.nats.connect_options())
     try:
         entry = await (await nc.jetstream().key_value("llmaas_keys")).get(key_id)
         record: dict[str, object] = msgspec.json.decode(entry.value or b"")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -9,9 +11,12 @@ import sys
 from pathlib import Path
 
 import httpx
+import nats
+import nats.errors
 import openai
 import pytest
 
+from llmaas import identities
 from tests.conftest import CHAT
 from tests.stack import cli, free_port, key_from, wait_until
 
@@ -22,6 +27,16 @@ def pid_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return Path(f"/proc/{pid}").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()
+
+
+async def anonymous(url: str) -> None:
+    nc = await nats.connect(url, allow_reconnect=False, max_reconnect_attempts=0, connect_timeout=2)
+    await nc.close()
+
+
+def nats_port(data_dir: Path) -> int:
+    ports = next((data_dir / "nats").glob("nats-server_*.ports"))
+    return int(json.loads(ports.read_text())["nats"][0].rsplit(":", 1)[1])
 
 
 def test_up_serves_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
@@ -91,6 +106,17 @@ def test_up_serves_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
             p for p in (tmp_path / "clickhouse").rglob("*") if not p.is_symlink() and p.stat().st_mode & 0o077
         ]
         assert not exposed, exposed[:5]
+        # Each child its own NATS identity: seeds private to the owner, only public keys in the
+        # server's configuration, nobody admitted without one, and no right missing.
+        seeds = sorted((tmp_path / "nats" / "identities").glob("*.nk"))
+        assert {p.stem for p in seeds} >= {"edge", "guard", "scheduler", "metering", "worker-w0"}
+        assert all(p.stat().st_mode & 0o777 == 0o600 for p in seeds)
+        config = (tmp_path / "nats" / "nats-server.conf").read_text()
+        assert not any(p.read_text().strip() in config for p in seeds)
+        assert all(f"nkey: {identities.public_key(p)}" in config for p in seeds)
+        with pytest.raises(nats.errors.Error, match="Authorization Violation"):
+            asyncio.run(anonymous(f"nats://127.0.0.1:{nats_port(tmp_path)}"))
+        assert "Permissions Violation" not in (tmp_path / "nats" / "nats-server.log").read_text()
         up.send_signal(signal.SIGINT)
         assert up.wait(30) == 0
         assert not any(pid_alive(pid) for pid in children)

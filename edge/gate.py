@@ -69,7 +69,7 @@ class Gate:
         self.directory = Directory()
         self.tiers = tiers.load(settings.tiers_file)
         self.catalog = catalog.load(settings.catalog_file)
-        self.limiter = Limiter(PriceList.load(settings.prices_file))
+        self.limiter = Limiter(PriceList.load(settings.prices_file), settings.in_flight_lease_s)
         self.default_max_tokens = settings.default_reserved_tokens
         self.streams = streams.Policy.of(settings)
         self.audit = AuditLog(edge_id, policy=self.streams)

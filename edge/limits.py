@@ -9,8 +9,18 @@ the 61st increment anywhere sees 61. Output tokens are reserved with ``max_token
 settled with the real usage when the request ends; a refused request costs nothing.
 
 A refusal caused by another request's share that is about to be taken back is possible in a burst at
-the very edge of a limit (never an admission beyond it). An edge killed mid-request leaves its
-in-flight count behind until the counter's stream ages it out (``max_age`` after its last change).
+the very edge of a limit (never an admission beyond it).
+
+Requests in flight are leases, so that an edge killed mid-request cannot lock a key out: time is cut
+in lease periods (``lease_s``, 30 s) and a key's in-flight count is one counter per period. A request
+counts in the period it was admitted in; halfway through each period every edge adds its requests
+still running to the next one (one increment per key), and a request admitted after that point adds
+itself to both. A request that ends takes itself back from the periods it holds. Whatever a dead
+edge held is counted in no period two periods later (``LLMAAS_LEASES`` then drops the old counters).
+
+Settlements are retried for up to ``_SETTLE_RETRY_S`` while NATS is away, each change with its own
+message id, so that a retried increment whose first ack was lost is applied once (the stream's
+duplicate window).
 """
 
 from __future__ import annotations
@@ -19,6 +29,9 @@ import asyncio
 import datetime as dt
 import logging
 import math
+import secrets
+import time
+from collections import Counter
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +48,9 @@ from llmaas.tiers import Tier
 from llmaas.wire import Usage
 
 log = logging.getLogger(__name__)
+
+_SETTLE_RETRY_S = 100.0
+"""Within the limits stream's duplicate window (120 s), so that a retry is never applied twice."""
 
 
 @dataclass(frozen=True)
@@ -56,23 +72,62 @@ class Grant:
     counters: list[_Counter]
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     settled: bool = False
+    id: str = field(default_factory=lambda: secrets.token_hex(8))
+    lease: _Lease | None = None
+
+    __hash__ = object.__hash__  # one grant, one request: identity, whatever it holds
+
+
+@dataclass
+class _Lease:
+    """The lease periods in which a request is counted as in flight for its key."""
+
+    tenant: str
+    key_id: str
+    periods: set[int]
+
+    def subject(self, period: int) -> str:
+        return subjects.lease_counter(self.tenant, self.key_id, period)
 
 
 class Limiter:
-    def __init__(self, prices: PriceList) -> None:
+    def __init__(self, prices: PriceList, lease_s: float = 30.0) -> None:
         self.prices = prices
+        self.lease_s = lease_s
+        self._id = secrets.token_hex(6)
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
         self._tasks: set[asyncio.Task[None]] = set()
+        self._leased: set[Grant] = set()
+        self._renewer: asyncio.Task[None] | None = None
 
-    async def open(self, nc: Client, policy: streams.Policy = streams.DEFAULT) -> None:
+    async def open(self, nc: Client, policy: streams.Policy = streams.DEFAULT, *, renew: bool = True) -> None:
+        """``renew=False``: the caller carries leases over itself (``renew``), as tests do."""
         self._nc = nc
         self._js = nc.jetstream()
-        await streams.ensure(self._js, streams.LIMITS, policy)
+        await asyncio.gather(
+            streams.ensure(self._js, streams.LIMITS, policy), streams.ensure(self._js, streams.LEASES, policy)
+        )
+        if renew:
+            self._renewer = asyncio.create_task(self._renew_forever())
 
     async def close(self) -> None:
+        if self._renewer is not None:
+            self._renewer.cancel()
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=2)
+
+    @property
+    def in_flight(self) -> int:
+        """Requests holding a lease on this edge."""
+        return len(self._leased)
+
+    def period(self, now: float) -> int:
+        return int(now // self.lease_s)
+
+    def _late(self, now: float) -> bool:
+        """Past the point in its period where running requests were carried into the next one."""
+        return now % self.lease_s >= self.lease_s / 2
 
     async def admit(self, tenant: Tenant, key: ApiKey, tier: Tier, max_tokens: int, now: float) -> Grant:
         """Take this request's share of every limit, or raise RateLimited / QuotaExceeded.
@@ -82,26 +137,43 @@ class Limiter:
         reserve = max_tokens
         price = self.prices.at(dt.datetime.fromtimestamp(now, dt.UTC).date())
         reserve_nano = price.cost_nano(0, reserve)
-        counters = _counters(tenant.name, key.id, tier, reserve=reserve, reserve_nano=reserve_nano, now=now)
+        period = self.period(now)
+        counters = _counters(
+            tenant.name, key.id, tier, reserve=reserve, reserve_nano=reserve_nano, now=now, period=period
+        )
         grant = Grant(
             tenant=tenant.name, reserved_tokens=reserve, reserved_nano=reserve_nano, counters=counters
         )
         if not counters:
             return grant
-        totals = await self._add([(c.subject, c.amount) for c in counters])
-        grant.headers = _headers(counters, totals, now)
-        over = [c for c, total in zip(counters, totals, strict=True) if total > c.limit]
+        changes = [(c.subject, c.amount) for c in counters]
+        if tier.concurrent_per_key is not None:
+            grant.lease = _Lease(tenant.name, key.id, {period})
+            if self._late(now):  # the running ones were carried over already: join them
+                grant.lease.periods.add(period + 1)
+                changes.append((grant.lease.subject(period + 1), 1))
+        totals = await self._add(changes)
+        grant.headers = _headers(counters, totals[: len(counters)], now)
+        over = [c for c, total in zip(counters, totals, strict=False) if total > c.limit]
         if over:
             # Taken back before the refusal is sent, so the caller's next request sees the window as is.
-            await self._spawn(self._add([(c.subject, -c.amount) for c in counters]))
+            await self._spawn(self._add([(s, -n) for s, n in changes]))
             grant.settled = True
             refusal = _refusal(over, reserve, now)
             refusal.headers = tuple(grant.headers)
             raise refusal
+        if grant.lease is not None:
+            self._leased.add(grant)
         return grant
 
     def settle(
-        self, grant: Grant, usage: Usage | None, generated_tokens: int, *, batch: bool = False
+        self,
+        grant: Grant,
+        usage: Usage | None,
+        generated_tokens: int,
+        *,
+        batch: bool = False,
+        now: float | None = None,
     ) -> asyncio.Task[None] | None:
         """Replace the reservation by what the request really used, once; the work runs in a task
         that callers may await (answers sent after it see their own usage in the next request)."""
@@ -120,21 +192,72 @@ class Limiter:
                 changes.append((c.subject, usage.completion_tokens - grant.reserved_tokens))
             elif c.measure == "budget":
                 changes.append((c.subject, cost - grant.reserved_nano))
-            elif c.measure == "concurrency":
-                changes.append((c.subject, -1))
+        if grant.lease is not None:
+            self._leased.discard(grant)
+            current = self.period(time.time() if now is None else now)
+            changes += [(grant.lease.subject(p), -1) for p in grant.lease.periods if p >= current]
         changes = [(s, n) for s, n in changes if n]
-        return self._spawn(self._add(changes)) if changes else None
+        if not changes:
+            return None
+        return self._spawn(self._settle(grant.id, changes))
 
-    async def _add(self, changes: list[tuple[str, int]]) -> list[int]:
+    async def _settle(self, grant_id: str, changes: list[tuple[str, int]]) -> list[int]:
+        return await asyncio.gather(*(self._retried(s, n, f"{grant_id}:{s}") for s, n in changes))
+
+    async def _retried(self, subject: str, amount: int, msg_id: str) -> int:
+        """One increment, retried while NATS is away (for ``_SETTLE_RETRY_S``); applied once."""
+        deadline = time.monotonic() + _SETTLE_RETRY_S
+        wait_s = 0.25
+        while True:
+            try:
+                return (await self._add([(subject, amount)], msg_id=msg_id))[0]
+            except Unavailable:
+                if time.monotonic() + wait_s > deadline:
+                    raise
+                await asyncio.sleep(wait_s)
+                wait_s = min(wait_s * 2, 8.0)
+
+    async def renew(self, now: float) -> None:
+        """Carry the requests still running into the next lease period (one increment per key)."""
+        period = self.period(now)
+        moving = [g for g in self._leased if g.lease is not None and period + 1 not in g.lease.periods]
+        per_key = Counter((g.lease.tenant, g.lease.key_id) for g in moving if g.lease is not None)
+        if not per_key:
+            return
+        changes = [(subjects.lease_counter(t, k, period + 1), n) for (t, k), n in per_key.items()]
+        await asyncio.gather(*(self._add([(s, n)], msg_id=f"{self._id}:{s}") for s, n in changes))
+        for g in moving:
+            if g.lease is not None:
+                g.lease.periods = {p for p in g.lease.periods if p >= period} | {period + 1}
+
+    async def _renew_forever(self) -> None:
+        while True:
+            now = time.time()
+            period = self.period(now)
+            if not self._late(now):
+                await asyncio.sleep((period + 0.5) * self.lease_s - now)
+                continue
+            try:
+                await self.renew(now)
+            except Unavailable:
+                # Retried until the period ends: past it, the requests still count where they were.
+                log.warning("requests in flight not carried over (NATS unreachable); retrying")
+                await asyncio.sleep(min(1.0, self.lease_s / 10))
+                continue
+            await asyncio.sleep(max(0.0, (period + 1.5) * self.lease_s - time.time()))
+
+    async def _add(self, changes: list[tuple[str, int]], msg_id: str | None = None) -> list[int]:
         js, nc = self._js, self._nc
         if js is None or nc is None:
             raise RuntimeError("Limiter.open was not called")
         if not nc.is_connected:
             raise Unavailable("The platform's message bus is unreachable; retry shortly.", retry_after_s=1)
+
+        def headers(n: int) -> dict[str, str]:
+            return {"Nats-Incr": f"{n:+d}", **({"Nats-Msg-Id": msg_id} if msg_id else {})}
+
         try:
-            acks = await asyncio.gather(
-                *(js.publish(s, b"", headers={"Nats-Incr": f"{n:+d}"}) for s, n in changes)
-            )
+            acks = await asyncio.gather(*(js.publish(s, b"", headers=headers(n)) for s, n in changes))
         except (NatsError, TimeoutError) as exc:
             raise Unavailable(
                 "The platform cannot check this tenant's limits right now; retry shortly.", retry_after_s=1
@@ -170,7 +293,7 @@ def _windows(now: float) -> dict[str, tuple[str, float]]:
 
 
 def _counters(
-    tenant: str, key_id: str, tier: Tier, *, reserve: int, reserve_nano: int, now: float
+    tenant: str, key_id: str, tier: Tier, *, reserve: int, reserve_nano: int, now: float, period: int
 ) -> list[_Counter]:
     w = _windows(now)
 
@@ -189,7 +312,7 @@ def _counters(
         budget = round(tier.monthly_budget_eur * NANO)
         out.append(counter("budget_month", reserve_nano, budget, "budget"))
     if tier.concurrent_per_key is not None:
-        subject = subjects.limit_counter(tenant, "in_flight", key_id)
+        subject = subjects.lease_counter(tenant, key_id, period)
         out.append(_Counter(subject, 1, tier.concurrent_per_key, "concurrency", 0.0))
     return out
 

@@ -59,6 +59,13 @@ class EdgeSettings(ServiceSettings):
             raise ValueError(f"the admin token is too weak ({weakness}); `llmaas up` mints a strong one")
         return token
 
+    in_flight_lease_s: float = Field(
+        default=30.0,
+        ge=0.5,
+        le=120.0,
+        description="requests in flight per key are leases of this period: what a killed edge held is "
+        "released within two periods",
+    )
     default_reserved_tokens: int = Field(
         default=4096,
         ge=1,

@@ -87,6 +87,8 @@ def role(name: str) -> Role:
                 subjects.USAGE,
                 subjects.AUDIT,
                 subjects.LIMITS,
+                subjects.LEASES,
+                *_stream(streams.LEASES.name),
                 *_stream(streams.USAGE.name),
                 *_stream(streams.AUDIT.name),
                 *_stream(streams.LIMITS.name),

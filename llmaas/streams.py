@@ -122,7 +122,15 @@ LIMITS = StreamSpec(
     counter=True,
     max_msgs_per_subject=1,
 )
-STREAMS = (USAGE, AUDIT, SECURITY, LIMITS)
+LEASES = StreamSpec(
+    name="LLMAAS_LEASES",
+    subjects=(subjects.LEASES,),
+    # A period's count matters while it lasts (seconds); what a killed edge left is gone after that.
+    max_age_s=600.0,
+    counter=True,
+    max_msgs_per_subject=1,
+)
+STREAMS = (USAGE, AUDIT, SECURITY, LIMITS, LEASES)
 
 TENANTS = BucketSpec("llmaas_tenants", history=5)  # the last versions: what a record was before a change
 KEYS = BucketSpec("llmaas_keys", history=5)

@@ -33,6 +33,9 @@ METERING_QUEUE = "metering"
 LIMITS = f"{ROOT}.limits.>"
 """Counters of the tenants' limits (JetStream counter stream LLMAAS_LIMITS)."""
 
+LEASES = f"{ROOT}.leases.>"
+"""Requests in flight per key, counted per lease period (JetStream counter stream LLMAAS_LEASES)."""
+
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _REPLY_ROOT = "_INBOX.llmaas"
 
@@ -73,3 +76,8 @@ def request_id_of_reply(subject: str) -> str:
 def limit_counter(tenant: str, measure: str, window: str) -> str:
     """One counter: ``measure`` (rpm, tokens_hour, ...) of ``tenant`` in ``window`` (or a key id)."""
     return f"{ROOT}.limits.{tenant}.{measure}.{window}"
+
+
+def lease_counter(tenant: str, key_id: str, period: int) -> str:
+    """The requests of key ``key_id`` in flight during lease period ``period``."""
+    return f"{ROOT}.leases.{tenant}.{key_id}.{period}"

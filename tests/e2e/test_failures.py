@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import time
@@ -151,3 +152,33 @@ def test_nats_down_is_503_and_the_edge_recovers_by_itself(fresh_stack: Stack) ->
         "requests to succeed again after NATS returned",
         fresh_stack.logs,
     )
+
+
+def test_an_edge_killed_with_streams_open_releases_its_keys_in_flight_slots(fresh_stack: Stack) -> None:
+    """Two streams of a key allowed two in flight; the edge is SIGKILLed (no settlement): another
+    edge refuses the key's third request at once, and admits it within two lease periods."""
+    lease = {"LLMAAS_IN_FLIGHT_LEASE_S": "1"}
+    fresh_stack.guard()
+    fresh_stack.scheduler()
+    fresh_stack.worker("w1", *SLOW)
+    doomed = fresh_stack.edge(name="doomed", env=lease)
+    fresh_stack.wait_for_model(CHAT)
+    key = {"authorization": f"Bearer {fresh_stack.new_key('pairs', tier='pair')}"}
+    body = {**BODY, "stream": True}
+    with httpx.Client(timeout=20) as http, contextlib.ExitStack() as open_streams:
+        for _ in range(2):
+            answer = http.stream("POST", f"{doomed}/v1/chat/completions", json=body, headers=key)
+            assert open_streams.enter_context(answer).status_code == 200
+        fresh_stack.kill("doomed")
+        survivor = fresh_stack.edge(name="survivor", env=lease)
+        # Refused first (the two are still counted), then admitted without anyone settling them.
+        statuses: list[int] = []
+
+        def admitted() -> bool:
+            r = http.post(f"{survivor}/v1/chat/completions", json={**BODY, "max_tokens": 1}, headers=key)
+            statuses.append(r.status_code)
+            return r.status_code == 200
+
+        wait_until(admitted, 10, "the dead edge's slots to be released", fresh_stack.logs)
+        open_streams.pop_all()  # their edge is gone: nothing to close
+    assert statuses[0] == 429 and set(statuses) <= {429, 200}, statuses

@@ -139,14 +139,14 @@ def test_windows_are_utc_minute_hour_day_and_month() -> None:
 
 def test_the_budget_refusal_wins_and_invites_no_retry() -> None:
     tier = tiers.Tier(title="t", requests_per_minute=1, monthly_budget_eur=1)
-    counters = limits._counters("acme", "k" * 12, tier, reserve=10, reserve_nano=40_000, now=0)
+    counters = limits._counters("acme", "k" * 12, tier, reserve=10, reserve_nano=40_000, now=0, period=0)
     refusal = limits._refusal(counters, 10, 0)
     assert refusal.code == "insufficient_quota" and refusal.retryable is False
 
 
 def test_the_tighter_token_window_is_the_one_reported() -> None:
     tier = tiers.Tier(title="t", output_tokens_per_hour=100, output_tokens_per_day=1000)
-    counters = limits._counters("acme", "k" * 12, tier, reserve=10, reserve_nano=0, now=0)
+    counters = limits._counters("acme", "k" * 12, tier, reserve=10, reserve_nano=0, now=0, period=0)
     headers = dict(limits._headers(counters, [95, 20], 0))
     assert headers[b"x-ratelimit-limit-tokens"] == b"100" and headers[b"x-ratelimit-remaining-tokens"] == b"5"
 

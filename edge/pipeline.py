@@ -108,12 +108,8 @@ class Pipeline:
             await natsconn.close(self._nc)
 
     async def _connect(self) -> None:
-        nc = await natsconn.connect(
-            self.settings.nats_url,
-            f"edge:{self.edge_id}",
-            on_down=self._on_down,
-            on_up=self._on_up,
-            credentials=self.settings.nats_credentials,
+        nc = await natsconn.connect_as(
+            self.settings, f"edge:{self.edge_id}", on_down=self._on_down, on_up=self._on_up
         )
         await nc.subscribe(subjects.reply_prefix(self.edge_id) + ".*", cb=self._on_frame)
         await nc.subscribe(subjects.HEARTBEATS, cb=self._on_heartbeat)

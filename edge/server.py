@@ -1,4 +1,5 @@
-"""Runs the edge under uvicorn (uvloop + httptools) until SIGINT/SIGTERM."""
+"""Runs the edge under uvicorn (uvloop + httptools) until SIGINT/SIGTERM, over HTTPS when given a
+certificate: TLS 1.3 only, a client offering 1.2 or below is refused at the handshake."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import uvicorn
 from edge.app import create_app
 from edge.connections import bounded_protocol
 from edge.settings import EdgeSettings
+from llmaas import tls
 
 
 def serve(settings: EdgeSettings) -> None:
@@ -26,5 +28,10 @@ def serve(settings: EdgeSettings) -> None:
         log_config=None,  # keep our one-line format (llmaas.logs)
         log_level=settings.log_level.lower(),
         timeout_graceful_shutdown=5,
+        ssl_certfile=settings.tls_cert,
+        ssl_keyfile=settings.tls_key,
     )
+    config.load()
+    if config.ssl is not None:
+        config.ssl.minimum_version = tls.MINIMUM
     uvicorn.Server(config).run()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 
 from llmaas import catalog, pricing, tenants, tiers
 from llmaas.settings import ServiceSettings
@@ -50,6 +50,15 @@ class EdgeSettings(ServiceSettings):
     auth_failure_window_s: float = Field(
         default=60.0, gt=0, description="the window of failed authentications, summarized in one audit event"
     )
+
+    tls_cert: Path | None = Field(default=None, description="serve HTTPS (TLS 1.3 only) with this cert")
+    tls_key: Path | None = Field(default=None, description="the certificate's private key")
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> EdgeSettings:
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("HTTPS needs both --tls-cert and --tls-key (LLMAAS_TLS_CERT, LLMAAS_TLS_KEY)")
+        return self
 
     @field_validator("admin_token")
     @classmethod

@@ -70,9 +70,7 @@ class GuardService:
         return self._nc
 
     async def start(self) -> None:
-        self._nc = await natsconn.connect(
-            self.settings.nats_url, "guard", on_up=self._on_up, credentials=self.settings.nats_credentials
-        )
+        self._nc = await natsconn.connect_as(self.settings, "guard", on_up=self._on_up)
         js = self.nc.jetstream()
         await streams.ensure(js, streams.SECURITY, streams.Policy.of(self.settings))
         if self.history is not None:

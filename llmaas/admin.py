@@ -17,6 +17,8 @@ from typing import Any
 
 from pydantic import SecretStr
 
+from llmaas import tls
+from llmaas.settings import OperatorSettings
 from llmaas.tenants import ADMIN_TOKEN_MIN_LENGTH, admin_token_weakness, mint_admin_token
 
 TOKEN_FILE = "admin-token"
@@ -80,13 +82,34 @@ def seconds(text: str) -> float:
     return float(match.group(1)) * _UNIT_S[match.group(2)]
 
 
+def edge_address(url: str | None, data_dir: Path, settings: OperatorSettings) -> tuple[str, Path | None]:
+    """The edge to call and the CA to trust: as given, else as ``llmaas up --tls`` left them (its
+    CA in the data dir, and then HTTPS on the default address)."""
+    local_ca = data_dir / "tls" / "ca.pem"
+    ca = settings.ca_file or (local_ca if local_ca.exists() else None)
+    if url is None:
+        url = settings.url
+        if "url" not in settings.model_fields_set and ca is not None:
+            url = url.replace("http://", "https://", 1)
+    return url, ca
+
+
 class AdminClient:
-    def __init__(self, url: str, token: str, timeout_s: float = 10.0, prefix: str = "/admin/v1") -> None:
-        """``prefix``: the admin API; ``/v1`` to call the tenants' API with an API key as ``token``."""
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        timeout_s: float = 10.0,
+        prefix: str = "/admin/v1",
+        ca: Path | None = None,
+    ) -> None:
+        """``prefix``: the admin API; ``/v1`` to call the tenants' API with an API key as ``token``;
+        ``ca``: the CA of the edge's certificate (else the system's)."""
         self.url = url.rstrip("/")
         self.token = token
         self.timeout_s = timeout_s
         self.prefix = prefix
+        self._context = tls.client_context(ca) if self.url.startswith("https://") else None
 
     def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         data = json.dumps(body).encode() if body is not None else None
@@ -101,7 +124,7 @@ class AdminClient:
             },
         )
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
+            with urllib.request.urlopen(request, timeout=self.timeout_s, context=self._context) as response:
                 return json.loads(response.read() or b"null")
         except urllib.error.HTTPError as exc:
             raise AdminError(f"{exc.code}: {_message(exc.read())}") from None

@@ -4,19 +4,14 @@
 from __future__ import annotations
 
 import argparse
-import logging
-import os
 import sys
 import urllib.parse
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from llmaas import cli_admin, cli_catalog, cli_usage, logs
-from llmaas.settings import DEFAULT_DATA_DIR, OperatorSettings
-
-if TYPE_CHECKING:
-    from llmaas.nats_server import NatsServer
+from llmaas.settings import DEFAULT_DATA_DIR
 
 
 def _explicit(args: argparse.Namespace, *names: str) -> dict[str, Any]:
@@ -33,6 +28,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--nats-credentials", help="nkey seed file of this component's NATS identity (llmaas up makes them)"
     )
+    parser.add_argument("--nats-tls-ca", help="CA file that signed the NATS servers' certificates")
     parser.add_argument(
         "--nats-replicas", type=int, help="copies of each stream and bucket: 1 (default) or 3 on a cluster"
     )
@@ -43,14 +39,14 @@ def _metrics(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port (0: off)")
 
 
-COMMON = ("nats_url", "nats_credentials", "nats_replicas", "log_level")
+COMMON = ("nats_url", "nats_credentials", "nats_tls_ca", "nats_replicas", "log_level")
 
 
 def cmd_edge(args: argparse.Namespace) -> None:
     from edge.server import serve
     from edge.settings import EdgeSettings
 
-    settings = EdgeSettings(**_explicit(args, *COMMON, "host", "port"))
+    settings = EdgeSettings(**_explicit(args, *COMMON, "host", "port", "tls_cert", "tls_key"))
     logs.setup("edge", settings.log_level)
     serve(settings)
 
@@ -126,95 +122,11 @@ def cmd_worker(args: argparse.Namespace) -> None:
 
 
 def cmd_up(args: argparse.Namespace) -> None:
-    from llmaas import admin, identities
-    from llmaas.nats_server import NatsServer
-    from llmaas.supervisor import Child, Supervisor
+    from llmaas import up
 
     logs.setup("up", args.log_level or "INFO")
-    log = logging.getLogger("llmaas.up")
-    data_dir = Path(args.data_dir).expanduser().resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    nats = None
-    nats_url = args.nats_url
-    if nats_url is None:
-        nats = NatsServer(data_dir, port=args.nats_port, identities=True)
-        nats_url = nats.start()
-        log.info("nats-server with JetStream on %s (data in %s)", nats_url, data_dir / "jetstream")
-        _declare_streams(nats, args.nats_replicas or 1)
-    base = ["--nats-url", nats_url, *(["--log-level", args.log_level] if args.log_level else [])]
-    if args.nats_replicas:
-        base += ["--nats-replicas", str(args.nats_replicas)]
-
-    def identity(name: str) -> list[str]:
-        """Each child its own NATS identity on the embedded server (the seed file's path, not the seed)."""
-        return [] if nats is None else ["--nats-credentials", str(nats.grant(name))]
-
-    token, created = admin.ensure_token(data_dir, OperatorSettings().admin_token)
-    if created:
-        # On the terminal, not through logging: log lines may be shipped elsewhere, secrets must not.
-        where = admin.token_file(data_dir)
-        print(f"admin token (shown once; kept in {where}, mode 0600): {token}", flush=True)
-    edge_env = {"LLMAAS_ADMIN_TOKEN": token}
-    # By the environment, not the command line: the URL may hold a password, and `ps` shows argv.
-    clickhouse_url = args.clickhouse_url or os.environ.get("LLMAAS_CLICKHOUSE_URL")
     warn_if_secret_in_argv(args.clickhouse_url)
-    clickhouse_env = {"LLMAAS_CLICKHOUSE_URL": clickhouse_url} if clickhouse_url else {}
-    edge = ["edge", *base, *identity("edge"), "--host", args.host, "--port", str(args.port)]
-    children = [
-        Child("edge", edge, env=edge_env),
-        Child("guard", ["guard", *base, *identity("guard")]),
-        Child("scheduler", ["scheduler", *base, *identity("scheduler")]),
-        Child(
-            "metering",
-            ["metering", *base, *identity("metering"), "--data-dir", str(data_dir)],
-            env=clickhouse_env,
-        ),
-    ]
-
-    def worker(name: str, worker_id: str, *argv: str) -> Child:
-        # On our own NATS a worker's identity names its id; on another, ids stay unique per host.
-        ids = [] if nats is None else ["--worker-id", worker_id, *identity(identities.worker(worker_id))]
-        return Child(name, ["worker", *base, *ids, *argv])
-
-    models: list[str] = []
-    if args.engine == "synthetic":
-        log.warning(
-            "serving the SYNTHETIC engine (deterministic filler text, no model): for tests and benchmarks"
-        )
-        for i in range(args.workers):
-            children.append(worker(f"worker-{i}", f"w{i}", "--engine", "synthetic"))
-    else:
-        from workers.models import local
-
-        # Converted here, in the foreground, so that the progress shows before the workers start.
-        local.chat_model(data_dir, progress=log.info)
-        engine = ["--engine", "vllm", "--data-dir", str(data_dir)]
-        for i in range(args.workers):
-            children.append(worker(f"worker-{i}", f"w{i}", *engine, "--model", local.CHAT_MODEL))
-        children.append(worker("embedder", "embedder", *engine, "--model", local.EMBEDDING_MODEL))
-        models = [local.CHAT_MODEL, local.EMBEDDING_MODEL]
-    host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
-    ready_timeout_s = 60.0 if args.engine == "synthetic" else 300.0
-    Supervisor(children, nats, f"http://{host}:{args.port}/health", models, ready_timeout_s).run()
-
-
-def _declare_streams(nats: NatsServer, replicas: int) -> None:
-    """As the operator, every declared stream and bucket made or updated before the services start
-    (their own identities may create what they use, never change it)."""
-    import asyncio
-
-    import nats as nats_client
-
-    from llmaas import streams
-
-    async def declare() -> None:
-        nc = await nats_client.connect(nats.url, **nats.connect_options())
-        try:
-            await streams.ensure_all(nc.jetstream(), streams.Policy(replicas=replicas))
-        finally:
-            await nc.close()
-
-    asyncio.run(declare())
+    up.run(args)
 
 
 def cmd_models_prepare(args: argparse.Namespace) -> None:
@@ -250,6 +162,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="usage into this ClickHouse server (http://user:password@host:8123) instead of the "
         "embedded chDB in <data-dir>/clickhouse",
     )
+    up.add_argument(
+        "--tls",
+        action="store_true",
+        help="TLS 1.3 on the edge and NATS, with a local CA made in <data-dir>/tls (clients trust ca.pem)",
+    )
     up.add_argument("--workers", type=int, default=1, help="number of chat worker processes (default 1)")
     up.add_argument(
         "--engine",
@@ -277,6 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     _common(edge)
     edge.add_argument("--host", help="listen address (default 127.0.0.1)")
     edge.add_argument("--port", type=int, help="listen port (default 8000)")
+    edge.add_argument("--tls-cert", help="serve HTTPS, TLS 1.3 only, with this certificate (PEM)")
+    edge.add_argument("--tls-key", help="the certificate's private key (PEM)")
     edge.set_defaults(func=cmd_edge)
 
     for name, func, text in (

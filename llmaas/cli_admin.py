@@ -15,8 +15,10 @@ from llmaas.settings import DEFAULT_DATA_DIR, DEFAULT_EDGE_URL, OperatorSettings
 def client(args: argparse.Namespace, timeout_s: float = 10.0) -> admin.AdminClient:
     """The admin API of the edge at ``--url``, with the admin token found as ``llmaas up`` left it."""
     settings = OperatorSettings()
-    token = admin.find_token(Path(args.data_dir).expanduser(), settings.admin_token)
-    return admin.AdminClient(args.url or settings.url, token, timeout_s=timeout_s)
+    data_dir = Path(args.data_dir).expanduser()
+    token = admin.find_token(data_dir, settings.admin_token)
+    url, ca = admin.edge_address(args.url, data_dir, settings)
+    return admin.AdminClient(url, token, timeout_s=timeout_s, ca=ca)
 
 
 def _when(epoch: float | None) -> str:

@@ -13,6 +13,7 @@ import json
 import os
 import sys
 import urllib.parse
+from pathlib import Path
 from typing import Any
 
 from llmaas import admin, cli_admin
@@ -35,7 +36,8 @@ def _client(args: argparse.Namespace) -> admin.AdminClient:
         )
     key = args.key or os.environ.get("LLMAAS_API_KEY")
     if key:
-        return admin.AdminClient(args.url or OperatorSettings().url, key, timeout_s=_TIMEOUT_S, prefix="/v1")
+        url, ca = admin.edge_address(args.url, Path(args.data_dir).expanduser(), OperatorSettings())
+        return admin.AdminClient(url, key, timeout_s=_TIMEOUT_S, prefix="/v1", ca=ca)
     return cli_admin.client(args, timeout_s=_TIMEOUT_S)
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from llmaas import identities
+from llmaas.tls import LocalPki, client_context
 
 _PR_SET_PDEATHSIG = 1
 
@@ -61,17 +62,25 @@ class NatsServer:
     ``port=-1`` picks a free port; ``url`` is known once ``start`` returns. With ``identities``,
     only the NATS identities (nkeys) in ``data_dir/nats/identities`` connect, each with its role's
     permissions (llmaas.identities): the services' and the operator's are made at start, a worker's
-    by ``grant``.
+    by ``grant``. With ``tls``, clients connect with TLS 1.3 only (``tls://`` URL), to a certificate
+    of that PKI.
     """
 
     def __init__(
-        self, data_dir: Path, *, host: str = "127.0.0.1", port: int = 4222, identities: bool = False
+        self,
+        data_dir: Path,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 4222,
+        identities: bool = False,
+        tls: LocalPki | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.host = host
         self.port = port
         self.url = ""
         self.identities = data_dir / "nats" / "identities" if identities else None
+        self.tls = tls
         self._admitted: set[str] = set()
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -87,10 +96,12 @@ class NatsServer:
 
     def connect_options(self, name: str = identities.OPERATOR) -> dict[str, Any]:
         """Keyword arguments of ``nats.connect`` to connect as ``name`` (nothing without identities)."""
-        if self.identities is None:
-            return {}
-        seed = self.grant(name)
-        return {"nkeys_seed": str(seed), "inbox_prefix": identities.inbox_prefix(identities.public_key(seed))}
+        options: dict[str, Any] = {} if self.tls is None else {"tls": client_context(self.tls.ca)}
+        if self.identities is not None:
+            seed = self.grant(name)
+            inbox = identities.inbox_prefix(identities.public_key(seed))
+            options |= {"nkeys_seed": str(seed), "inbox_prefix": inbox}
+        return options
 
     def _write_config(self) -> Path:
         run_dir = self.data_dir / "nats"
@@ -103,6 +114,12 @@ class NatsServer:
             f'ports_file_dir: "{run_dir}"\n'
             f'jetstream {{\n  store_dir: "{store}"\n}}\n'
         )
+        if self.tls is not None:
+            # Clients first read the server's INFO in clear (no secret in it), then go to TLS 1.3.
+            text += (
+                f'tls {{\n  cert_file: "{self.tls.cert}"\n  key_file: "{self.tls.key}"\n'
+                '  min_version: "1.3"\n  timeout: 2\n}\n'
+            )
         if self.identities is not None:
             for name in (*identities.SERVICES, identities.OPERATOR):
                 identities.mint(self.identities, name)
@@ -151,6 +168,8 @@ class NatsServer:
             time.sleep(0.01)
         self.url = json.loads(ports_file.read_text())["nats"][0]
         self.port = int(self.url.rsplit(":", 1)[1])
+        if self.tls is not None:
+            self.url = f"tls://{self.host}:{self.port}"
         return self.url
 
     @property

@@ -13,7 +13,8 @@ import nats
 from nats.aio.client import Client
 from nats.errors import Error as NatsError
 
-from llmaas import identities
+from llmaas import identities, tls
+from llmaas.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
 
@@ -42,16 +43,20 @@ def redact(url: str) -> str:
 async def connect(
     url: str,
     name: str,
+    *,
     on_down: Callable[[], Awaitable[None]] | None = None,
     on_up: Callable[[], Awaitable[None]] | None = None,
     credentials: Path | None = None,
+    tls_ca: Path | None = None,
 ) -> Client:
     """Connect to ``url``, retrying forever (also for the first connection).
 
     The returned client reconnects by itself after an outage and buffers nothing on purpose:
     callers check ``is_connected`` before publishing work they cannot afford to lose.
     ``on_down`` runs once each time an established connection is lost, ``on_up`` when it is back.
-    ``credentials``: the seed file of this service's NATS identity (llmaas.identities).
+    ``credentials``: the seed file of this service's NATS identity (llmaas.identities); ``tls_ca``:
+    the CA that signed the servers' certificates (TLS 1.3; a ``tls://`` URL without it trusts the
+    system's CAs).
     """
     shown = redact(url)
     state = {"down": False}
@@ -82,6 +87,8 @@ async def connect(
     if credentials is not None:
         key = identities.public_key(credentials)
         identity = {"nkeys_seed": str(credentials), "inbox_prefix": identities.inbox_prefix(key)}
+    if tls_ca is not None or any(u.startswith("tls://") for u in servers(url)):
+        identity["tls"] = tls.client_context(tls_ca)
     client = await nats.connect(
         servers(url),
         name=name,
@@ -102,6 +109,23 @@ async def connect(
     state["down"] = False
     log.info("connected to NATS %s as %s", shown, name)
     return client
+
+
+async def connect_as(
+    settings: ServiceSettings,
+    name: str,
+    on_down: Callable[[], Awaitable[None]] | None = None,
+    on_up: Callable[[], Awaitable[None]] | None = None,
+) -> Client:
+    """``connect`` with a service's settings: its URLs, its identity, the CA it trusts."""
+    return await connect(
+        settings.nats_url,
+        name,
+        on_down=on_down,
+        on_up=on_up,
+        credentials=settings.nats_credentials,
+        tls_ca=settings.nats_tls_ca,
+    )
 
 
 async def close(client: Client, timeout_s: float = 5.0) -> None:

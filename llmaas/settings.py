@@ -28,6 +28,9 @@ class ServiceSettings(BaseSettings):
     nats_credentials: Path | None = Field(
         default=None, description="the nkey seed file of this service's NATS identity (mode 0600)"
     )
+    nats_tls_ca: Path | None = Field(
+        default=None, description="the CA that signed the NATS servers' certificates (TLS 1.3)"
+    )
     nats_replicas: int = Field(
         default=1, ge=1, le=5, description="copies of every stream and bucket: 1 on one node, 3 on a cluster"
     )
@@ -42,4 +45,7 @@ class OperatorSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LLMAAS_", extra="ignore", frozen=True)
 
     url: str = Field(default=DEFAULT_EDGE_URL, description="the edge the CLI talks to")
+    ca_file: Path | None = Field(
+        default=None, description="the CA of the edge's certificate (else <data-dir>/tls/ca.pem, if any)"
+    )
     admin_token: SecretStr | None = Field(default=None, description="else <data-dir>/admin-token")

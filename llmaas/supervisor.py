@@ -18,8 +18,10 @@ import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import FrameType
 
+from llmaas import tls
 from llmaas.nats_server import NatsServer, child_environment, die_with_parent
 
 log = logging.getLogger("llmaas.up")
@@ -60,14 +62,19 @@ class Supervisor:
         nats: NatsServer | None,
         health_url: str,
         models: Sequence[str] = (),
+        *,
         ready_timeout_s: float = 60.0,
+        ca: Path | None = None,
     ) -> None:
+        """``ca``: the CA of the edge's certificate, when it serves HTTPS."""
         self.children = children
         self.nats = nats
         self.health_url = health_url
         self.models = frozenset(models)
         """Models that must be served before the stack is announced ready (any, if empty)."""
         self.ready_timeout_s = ready_timeout_s
+        self.ca = ca
+        self._context = tls.client_context(ca) if ca is not None else None
         self._stopping = False
 
     def _on_signal(self, signum: int, frame: FrameType | None) -> None:
@@ -90,7 +97,7 @@ class Supervisor:
     def _served(self) -> frozenset[str] | None:
         """Models the edge sees served now; None while the edge does not answer."""
         try:
-            with urllib.request.urlopen(self.health_url, timeout=1) as response:
+            with urllib.request.urlopen(self.health_url, timeout=1, context=self._context) as response:
                 return frozenset(json.loads(response.read())["models"])
         except (urllib.error.URLError, ConnectionError, TimeoutError, ValueError, KeyError):
             return None
@@ -107,6 +114,8 @@ class Supervisor:
                     ", ".join(sorted(served)),
                 )
                 log.info("API keys: `llmaas tenants create NAME`, then `llmaas keys create --tenant NAME`")
+                if self.ca is not None:
+                    log.info("TLS 1.3 from a local CA: clients trust %s (SSL_CERT_FILE=%s)", self.ca, self.ca)
                 return
             if time.monotonic() >= next_note:
                 missing = sorted(self.models - (served or frozenset())) or ["any"]

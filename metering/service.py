@@ -73,7 +73,7 @@ class MeteringService:
         log.info("schema: %s", f"applied {', '.join(applied)}" if applied else "up to date")
         self.reports = Reports(store, s)
         await store.run(self.reports.load_tables)
-        nc = self._nc = await natsconn.connect(s.nats_url, "metering", credentials=s.nats_credentials)
+        nc = self._nc = await natsconn.connect_as(s, "metering")
         js = nc.jetstream()
         metered = sinks(self.pricer)
         await asyncio.gather(*(streams.ensure(js, sink.stream, streams.Policy.of(s)) for sink in metered))

@@ -39,9 +39,7 @@ class SchedulerService:
         return self._nc
 
     async def start(self) -> None:
-        self._nc = await natsconn.connect(
-            self.settings.nats_url, "scheduler", credentials=self.settings.nats_credentials
-        )
+        self._nc = await natsconn.connect_as(self.settings, "scheduler")
         self._ready_at = time.monotonic() + self.settings.warmup_s
         await self.nc.subscribe(subjects.HEARTBEATS, cb=self._on_heartbeat)
         await self.nc.subscribe(subjects.SCHEDULER, queue=subjects.SCHEDULER_QUEUE, cb=self._on_job)

@@ -47,9 +47,7 @@ class WorkerService:
 
     async def start(self) -> None:
         await self.engine.start()
-        self._nc = await natsconn.connect(
-            self.settings.nats_url, f"worker:{self.worker_id}", credentials=self.settings.nats_credentials
-        )
+        self._nc = await natsconn.connect_as(self.settings, f"worker:{self.worker_id}")
         await self.nc.subscribe(subjects.worker_jobs(self.worker_id), cb=self._on_job)
         await self.nc.subscribe(subjects.worker_cancel(self.worker_id), cb=self._on_cancel)
         await self.nc.flush()

@@ -1,0 +1,121 @@
+"""``llmaas up``: the whole stack on one machine, each component its own process under a supervisor.
+
+On the embedded NATS (no ``--nats-url``) every child gets its own NATS identity, and the streams are
+declared as the operator before any service starts; with ``--tls`` the edge and NATS speak TLS 1.3
+only, with certificates from a local CA in the data dir.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+from pathlib import Path
+
+import nats as nats_client
+
+from llmaas import admin, identities, streams, tls
+from llmaas.nats_server import NatsServer
+from llmaas.settings import OperatorSettings
+from llmaas.supervisor import Child, Supervisor
+
+log = logging.getLogger("llmaas.up")
+
+
+class Bus:
+    """The NATS the children use: the embedded one (identities, maybe TLS) or the operator's."""
+
+    def __init__(self, args: argparse.Namespace, data_dir: Path, pki: tls.LocalPki | None) -> None:
+        self.server: NatsServer | None = None
+        url = args.nats_url
+        if url is None:
+            self.server = NatsServer(data_dir, port=args.nats_port, identities=True, tls=pki)
+            url = self.server.start()
+            log.info("nats-server with JetStream on %s (data in %s)", url, data_dir / "jetstream")
+            asyncio.run(self._declare(args.nats_replicas or 1))
+        self.argv = ["--nats-url", url, *(["--log-level", args.log_level] if args.log_level else [])]
+        if args.nats_replicas:
+            self.argv += ["--nats-replicas", str(args.nats_replicas)]
+        if pki is not None and self.server is not None:
+            self.argv += ["--nats-tls-ca", str(pki.ca)]
+
+    def identity(self, name: str) -> list[str]:
+        """A child's own NATS identity on the embedded server (the seed file's path, not the seed)."""
+        return [] if self.server is None else ["--nats-credentials", str(self.server.grant(name))]
+
+    def worker_ids(self, worker_id: str) -> list[str]:
+        # On our own NATS a worker's identity names its id; on another, ids stay unique per host.
+        if self.server is None:
+            return []
+        return ["--worker-id", worker_id, *self.identity(identities.worker(worker_id))]
+
+    async def _declare(self, replicas: int) -> None:
+        """Every declared stream and bucket made or updated, as the operator, before the services
+        start (their own identities may create what they use, never change it)."""
+        assert self.server is not None
+        nc = await nats_client.connect(self.server.url, **self.server.connect_options())
+        try:
+            await streams.ensure_all(nc.jetstream(), streams.Policy(replicas=replicas))
+        finally:
+            await nc.close()
+
+
+def run(args: argparse.Namespace) -> None:
+    data_dir = Path(args.data_dir).expanduser().resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    pki = tls.local_pki(data_dir) if args.tls else None
+    bus = Bus(args, data_dir, pki)
+    children = _services(args, bus, data_dir, pki)
+    models = _workers(args, bus, data_dir, children)
+    host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
+    health = f"{'http' if pki is None else 'https'}://{host}:{args.port}/health"
+    ready_timeout_s = 60.0 if args.engine == "synthetic" else 300.0
+    Supervisor(
+        children, bus.server, health, models, ready_timeout_s=ready_timeout_s, ca=pki.ca if pki else None
+    ).run()
+
+
+def _services(args: argparse.Namespace, bus: Bus, data_dir: Path, pki: tls.LocalPki | None) -> list[Child]:
+    token, created = admin.ensure_token(data_dir, OperatorSettings().admin_token)
+    if created:
+        # On the terminal, not through logging: log lines may be shipped elsewhere, secrets must not.
+        where = admin.token_file(data_dir)
+        print(f"admin token (shown once; kept in {where}, mode 0600): {token}", flush=True)
+    # By the environment, not the command line: the URL may hold a password, and `ps` shows argv.
+    clickhouse_url = args.clickhouse_url or os.environ.get("LLMAAS_CLICKHOUSE_URL")
+    clickhouse_env = {"LLMAAS_CLICKHOUSE_URL": clickhouse_url} if clickhouse_url else {}
+    base = bus.argv
+    edge = ["edge", *base, *bus.identity("edge"), "--host", args.host, "--port", str(args.port)]
+    if pki is not None:
+        edge += ["--tls-cert", str(pki.cert), "--tls-key", str(pki.key)]
+    metering = ["metering", *base, *bus.identity("metering"), "--data-dir", str(data_dir)]
+    return [
+        Child("edge", edge, env={"LLMAAS_ADMIN_TOKEN": token}),
+        Child("guard", ["guard", *base, *bus.identity("guard")]),
+        Child("scheduler", ["scheduler", *base, *bus.identity("scheduler")]),
+        Child("metering", metering, env=clickhouse_env),
+    ]
+
+
+def _workers(args: argparse.Namespace, bus: Bus, data_dir: Path, children: list[Child]) -> list[str]:
+    """Append the workers to ``children``; the models that must be served before ready."""
+
+    def worker(name: str, worker_id: str, *argv: str) -> Child:
+        return Child(name, ["worker", *bus.argv, *bus.worker_ids(worker_id), *argv])
+
+    if args.engine == "synthetic":
+        log.warning(
+            "serving the SYNTHETIC engine (deterministic filler text, no model): for tests and benchmarks"
+        )
+        children += [worker(f"worker-{i}", f"w{i}", "--engine", "synthetic") for i in range(args.workers)]
+        return []
+    from workers.models import local  # noqa: PLC0415 - a worker module, for vLLM only
+
+    # Converted here, in the foreground, so that the progress shows before the workers start.
+    local.chat_model(data_dir, progress=log.info)
+    engine = ["--engine", "vllm", "--data-dir", str(data_dir)]
+    for i in range(args.workers):
+        children.append(worker(f"worker-{i}", f"w{i}", *engine, "--model", local.CHAT_MODEL))
+    children.append(worker("embedder", "embedder", *engine, "--model", local.EMBEDDING_MODEL))
+    return [local.CHAT_MODEL, local.EMBEDDING_MODEL]

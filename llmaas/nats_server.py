@@ -5,6 +5,7 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -30,9 +31,28 @@ class NatsServerError(RuntimeError):
     pass
 
 
-SECRETS = frozenset({"LLMAAS_ADMIN_TOKEN", "LLMAAS_API_KEY", "LLMAAS_CLICKHOUSE_URL"})
+SECRETS = frozenset({
+    "LLMAAS_ADMIN_TOKEN", "LLMAAS_API_KEY", "LLMAAS_CLICKHOUSE_URL", "LLMAAS_JETSTREAM_KEY",
+    "LLMAAS_CLICKHOUSE_KEY",
+})  # fmt: skip
 """Variables a child process gets only when its own ``env`` gives them (the edge: the admin token;
-metering: the ClickHouse URL), never by inheritance from the operator's shell."""
+metering: the ClickHouse URL and key; nats-server: its store's key), never by inheritance from the
+operator's shell."""
+
+KEY_VARIABLE = "LLMAAS_JETSTREAM_KEY"
+
+
+def secret_key(path: Path, given: str | None = None) -> str:
+    """A store's encryption key: ``given`` (the operator's), else the one in ``path`` (mode 0600),
+    made once (256 random bits, hex)."""
+    if given:
+        return given
+    if not path.exists():
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(secrets.token_hex(32) + "\n")
+    return path.read_text().strip()
 
 
 def child_environment(own: dict[str, str] | None = None) -> dict[str, str]:
@@ -63,7 +83,9 @@ class NatsServer:
     only the NATS identities (nkeys) in ``data_dir/nats/identities`` connect, each with its role's
     permissions (llmaas.identities): the services' and the operator's are made at start, a worker's
     by ``grant``. With ``tls``, clients connect with TLS 1.3 only (``tls://`` URL), to a certificate
-    of that PKI.
+    of that PKI. With ``encrypt``, JetStream stores with AES-GCM under the key in
+    ``$LLMAAS_JETSTREAM_KEY`` or ``data_dir/nats/jetstream.key`` (made once, 0600); the key reaches
+    nats-server by its environment, never a file it writes or its command line.
     """
 
     def __init__(
@@ -74,6 +96,7 @@ class NatsServer:
         port: int = 4222,
         identities: bool = False,
         tls: LocalPki | None = None,
+        encrypt: bool = False,
     ) -> None:
         self.data_dir = data_dir
         self.host = host
@@ -81,6 +104,7 @@ class NatsServer:
         self.url = ""
         self.identities = data_dir / "nats" / "identities" if identities else None
         self.tls = tls
+        self.encrypt = encrypt
         self._admitted: set[str] = set()
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -112,7 +136,9 @@ class NatsServer:
             f'listen: "{self.host}:{self.port}"\n'
             f"max_payload: {MAX_PAYLOAD}\n"
             f'ports_file_dir: "{run_dir}"\n'
-            f'jetstream {{\n  store_dir: "{store}"\n}}\n'
+            f'jetstream {{\n  store_dir: "{store}"\n'
+            + (f"  cipher: aes\n  key: ${KEY_VARIABLE}\n" if self.encrypt else "")
+            + "}\n"
         )
         if self.tls is not None:
             # Clients first read the server's INFO in clear (no secret in it), then go to TLS 1.3.
@@ -145,13 +171,16 @@ class NatsServer:
         """Start the server and wait until it accepts clients; return its URL."""
         config = self._write_config()
         run_dir = config.parent
+        own = {}
+        if self.encrypt:
+            own[KEY_VARIABLE] = secret_key(run_dir / "jetstream.key", os.environ.get(KEY_VARIABLE))
         log = (run_dir / "nats-server.log").open("ab")
         # Own session: a Ctrl-C meant for `llmaas up` must not kill NATS before the others drain.
         self._proc = subprocess.Popen(
             [str(binary()), "-c", str(config)],
             stdout=log,
             stderr=subprocess.STDOUT,
-            env=child_environment(),
+            env=child_environment(own),
             start_new_session=True,
             preexec_fn=die_with_parent,  # noqa: PLW1509 - single-threaded here
         )

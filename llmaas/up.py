@@ -30,7 +30,7 @@ class Bus:
         self.server: NatsServer | None = None
         url = args.nats_url
         if url is None:
-            self.server = NatsServer(data_dir, port=args.nats_port, identities=True, tls=pki)
+            self.server = NatsServer(data_dir, port=args.nats_port, identities=True, tls=pki, encrypt=True)
             url = self.server.start()
             log.info("nats-server with JetStream on %s (data in %s)", url, data_dir / "jetstream")
             asyncio.run(self._declare(args.nats_replicas or 1))
@@ -85,6 +85,8 @@ def _services(args: argparse.Namespace, bus: Bus, data_dir: Path, pki: tls.Local
     # By the environment, not the command line: the URL may hold a password, and `ps` shows argv.
     clickhouse_url = args.clickhouse_url or os.environ.get("LLMAAS_CLICKHOUSE_URL")
     clickhouse_env = {"LLMAAS_CLICKHOUSE_URL": clickhouse_url} if clickhouse_url else {}
+    if os.environ.get("LLMAAS_CLICKHOUSE_KEY"):  # the operator's key for chDB's encrypted disk
+        clickhouse_env["LLMAAS_CLICKHOUSE_KEY"] = os.environ["LLMAAS_CLICKHOUSE_KEY"]
     base = bus.argv
     edge = ["edge", *base, *bus.identity("edge"), "--host", args.host, "--port", str(args.port)]
     if pki is not None:

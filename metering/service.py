@@ -22,6 +22,7 @@ from nats.aio.msg import Msg
 from llmaas import catalog, codec, natsconn, streams, subjects
 from llmaas.errors import InvalidRequest, LlmaasError, PayloadTooLarge, RateLimited, Unavailable
 from llmaas.metrics_server import expose
+from llmaas.nats_server import secret_key
 from llmaas.pricing import PriceList
 from llmaas.wire import Failed, Query
 from metering.consumer import Consumer, sinks
@@ -62,15 +63,22 @@ class MeteringService:
         private_files()
         s = self.settings
         url = s.clickhouse_url.get_secret_value() if s.clickhouse_url else None
+        key = None
+        if url is None and s.metering_encrypt:
+            given = s.clickhouse_key.get_secret_value() if s.clickhouse_key else None
+            key = secret_key(s.data_dir / "clickhouse.key", given)
         store = self.store = await asyncio.to_thread(
             Store.connect,
             data_dir=s.data_dir,
             url=url,
             database=s.clickhouse_database,
             readers=s.metering_report_threads,
+            key=key,
         )
         applied = await store.run(store.migrate)
         log.info("schema: %s", f"applied {', '.join(applied)}" if applied else "up to date")
+        if key is not None and (clear := await store.run(store.in_clear)):
+            log.warning("tables made in clear by an older version stay so: %s", ", ".join(clear))
         self.reports = Reports(store, s)
         await store.run(self.reports.load_tables)
         nc = self._nc = await natsconn.connect_as(s, "metering")

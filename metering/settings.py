@@ -18,6 +18,11 @@ class MeteringSettings(ServiceSettings):
         default=None,
         description="a ClickHouse server (http://user:password@host:8123) instead of the embedded chDB",
     )
+    clickhouse_key: SecretStr | None = Field(
+        default=None,
+        description="chDB's AES-256 key (64 hex digits); else <data-dir>/clickhouse.key, made once (0600)",
+    )
+    metering_encrypt: bool = Field(default=True, description="chDB's tables on an AES-256 encrypted disk")
     clickhouse_database: str = Field(default="llmaas", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
     metering_batch_size: int = Field(default=5000, ge=1, description="events per insert, at most")
     metering_batch_wait_s: float = Field(default=1.0, gt=0, description="longest wait to fill a batch")

@@ -7,6 +7,11 @@ queries through a few other threads, each on a session of its own, so that a lon
 delays the usage behind it (chDB runs queries on separate sessions side by side). A data directory
 can be opened by one process only: the metering service owns it and answers report queries for
 everyone else.
+
+chDB's tables live on ClickHouse's encrypted disk (AES-256-CTR) unless told otherwise: the key
+reaches the engine through this process's environment (the configuration names the variable, never
+the key), and every MergeTree table is created on it by default. Tables an older version made in
+clear stay so (a warning names them); a ClickHouse server encrypts as its operator configures it.
 """
 
 from __future__ import annotations
@@ -14,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import os
 import re
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -59,32 +65,87 @@ class Result:
     rows: list[list[Any]]
 
 
+KEY_VARIABLE = "LLMAAS_CLICKHOUSE_KEY"
+_SEALED = """<clickhouse>
+  <storage_configuration>
+    <disks>
+      <plain><type>local</type><path>{path}/disks/plain/</path></plain>
+      <sealed>
+        <type>encrypted</type><disk>plain</disk><path>sealed/</path><algorithm>AES_256_CTR</algorithm>
+        <key_hex from_env="{variable}"/>
+      </sealed>
+    </disks>
+    <policies><sealed><volumes><main><disk>sealed</disk></main></volumes></sealed></policies>
+  </storage_configuration>
+  <merge_tree><storage_policy>sealed</storage_policy></merge_tree>
+</clickhouse>
+"""
+
+
+def sealed(path: Path, key: str) -> dict[str, str]:
+    """chDB's options for tables encrypted with ``key`` (64 hex digits) under ``path``."""
+    if not re.fullmatch(r"[0-9a-fA-F]{64}", key):
+        raise ValueError(f"{KEY_VARIABLE} must be 64 hexadecimal digits (an AES-256 key)")
+    os.environ[KEY_VARIABLE] = key  # read by the engine in this process, never written to a file
+    config = path / "sealed.xml"
+    config.write_text(_SEALED.format(path=path, variable=KEY_VARIABLE))
+    return {"config-file": str(config)}
+
+
+def _client(dsn: str, database: str | None, options: dict[str, str]) -> Client:
+    """A client of ``dsn``; ``options`` are chDB's (the same for every client of one engine)."""
+    kwargs: dict[str, Any] = {"dsn": dsn}
+    if database:
+        kwargs["database"] = database
+    if options:
+        kwargs["chdb_options"] = options
+    return clickhouse_connect.get_client(**kwargs)
+
+
 class Store:
-    def __init__(self, client: Client, database: str, dsn: str, readers: int = 3) -> None:
+    def __init__(
+        self, client: Client, database: str, dsn: str, readers: int = 3, options: dict[str, str] | None = None
+    ) -> None:
         self.client = client
         self.database = database
         self._dsn = dsn
+        self._options = options or {}
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse")
         self._readers = ThreadPoolExecutor(max_workers=readers, thread_name_prefix="clickhouse-report")
         self._rollups = {name: (SQL_DIR / "rollups" / f"{name}.sql").read_text() for name in _ROLLUPS}
 
     @classmethod
-    def connect(cls, *, data_dir: Path, url: str | None, database: str, readers: int = 3) -> Store:
-        """Embedded chDB in ``<data_dir>/clickhouse``, or the server at ``url``; ``database`` created."""
+    def connect(
+        cls, *, data_dir: Path, url: str | None, database: str, readers: int = 3, key: str | None = None
+    ) -> Store:
+        """Embedded chDB in ``<data_dir>/clickhouse`` (encrypted with ``key`` if given), or the server
+        at ``url``; ``database`` created."""
+        options: dict[str, str] = {}
         if url is None:
             path = (data_dir / "clickhouse").expanduser().resolve()
             path.mkdir(mode=0o700, parents=True, exist_ok=True)
             _private(path)
             dsn = f"chdb://{path}"
-            where = f"chDB in {path}"
+            where = f"chDB in {path}" + (" (AES-256 encrypted disk)" if key else "")
+            if key:
+                options = sealed(path, key)
         else:
             dsn = url
             where = "ClickHouse server"
-        bootstrap = clickhouse_connect.get_client(dsn=dsn)
+        bootstrap = _client(dsn, None, options)
         bootstrap.command(f"CREATE DATABASE IF NOT EXISTS {database}")
         bootstrap.close()
         log.info("%s, database %s", where, database)
-        return cls(clickhouse_connect.get_client(dsn=dsn, database=database), database, dsn, readers)
+        return cls(_client(dsn, database, options), database, dsn, readers, options)
+
+    def in_clear(self) -> list[str]:
+        """The tables of our database not on the encrypted disk (an older version made them)."""
+        rows = self.client.query(
+            "SELECT name FROM system.tables WHERE database = {db:String} AND engine LIKE '%MergeTree' "
+            "AND storage_policy != 'sealed'",
+            parameters={"db": self.database},
+        ).result_rows
+        return [row[0] for row in rows]
 
     async def run(self, work: Callable[..., T], *args: Any) -> T:
         """``work`` in the writer's thread (ingestion, migrations)."""
@@ -133,7 +194,7 @@ class Store:
         restore refused by ``readonly`` would leave one caller's tenant filter on the session for
         the next caller. A fresh session per query leaves nothing behind.
         """
-        client = clickhouse_connect.get_client(dsn=self._dsn, database=self.database)
+        client = _client(self._dsn, self.database, self._options)
         try:
             return work(client)
         finally:

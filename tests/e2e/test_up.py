@@ -39,6 +39,10 @@ def nats_port(data_dir: Path) -> int:
     return int(json.loads(ports.read_text())["nats"][0].rsplit(":", 1)[1])
 
 
+TENANT = "tenant-at-rest-5e0c1f9a"
+PROMPT = "a prompt that must never reach a disk 9d1b7c42"
+
+
 def test_up_serves_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
     port = free_port()
     log = (tmp_path / "up.log").open("wb")
@@ -73,10 +77,10 @@ def test_up_serves_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
         assert (tmp_path / "up.log").read_text().count(token) == 1
         # An operator creates a tenant and a key with the CLI, which finds the token in the data dir.
         where = ["--url", url, "--data-dir", str(tmp_path)]
-        cli("tenants", "create", "demo", "--tier", "tier1", *where)
-        key = key_from(cli("keys", "create", "--tenant", "demo", *where))
+        cli("tenants", "create", TENANT, "--tier", "tier1", *where)
+        key = key_from(cli("keys", "create", "--tenant", TENANT, *where))
         client = openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0)
-        answer = client.chat.completions.create(model=CHAT, messages=[{"role": "user", "content": "hi"}])
+        answer = client.chat.completions.create(model=CHAT, messages=[{"role": "user", "content": PROMPT}])
         assert answer.choices[0].message.content
         assert "intact: 2 events" in cli("audit", "verify", *where)
         assert (tmp_path / "jetstream").is_dir()
@@ -119,6 +123,13 @@ def test_up_serves_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
         assert "Permissions Violation" not in (tmp_path / "nats" / "nats-server.log").read_text()
         up.send_signal(signal.SIGINT)
         assert up.wait(30) == 0
+        # At rest: no prompt anywhere in the data dir, and what is stored (the tenant's name is in its
+        # record, its audit events, its usage rows) is stored encrypted, JetStream's and chDB's both.
+        on_disk = [p for p in tmp_path.rglob("*") if p.is_file() and p.name != "up.log"]
+        assert not [p for p in on_disk if PROMPT.encode() in p.read_bytes()]
+        assert not [p for p in on_disk if TENANT.encode() in p.read_bytes()]
+        assert (tmp_path / "nats" / "jetstream.key").stat().st_mode & 0o777 == 0o600
+        assert (tmp_path / "clickhouse.key").stat().st_mode & 0o777 == 0o600
         assert not any(pid_alive(pid) for pid in children)
         with pytest.raises(httpx.TransportError):  # the edge no longer answers after Ctrl-C
             httpx.get(f"{url}/health", timeout=1)

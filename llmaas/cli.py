@@ -167,6 +167,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="TLS 1.3 on the edge and NATS, with a local CA made in <data-dir>/tls (clients trust ca.pem)",
     )
+    up.add_argument(
+        "--cluster",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run the embedded NATS as N nodes of one JetStream cluster (3: streams survive a node)",
+    )
     up.add_argument("--workers", type=int, default=1, help="number of chat worker processes (default 1)")
     up.add_argument(
         "--engine",

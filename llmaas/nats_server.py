@@ -12,6 +12,7 @@ import subprocess
 import sys
 import sysconfig
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,28 @@ def binary() -> Path:
     return Path(found)
 
 
+@dataclass(frozen=True)
+class Peering:
+    """A node's place in a cluster: its name, its route port, every node's route port, and the
+    routes' shared secret (a process that does not know it cannot join the cluster)."""
+
+    name: str
+    port: int
+    ports: tuple[int, ...]
+    secret: str
+    cluster: str = "llmaas"
+
+    def config(self, host: str) -> str:
+        others = (p for p in self.ports if p != self.port)
+        routes = ", ".join(f'"nats-route://route:{self.secret}@{host}:{p}"' for p in others)
+        return (
+            f"server_name: {self.name}\n"
+            f'cluster {{\n  name: {self.cluster}\n  listen: "{host}:{self.port}"\n'
+            f'  authorization {{ user: route, password: "{self.secret}" }}\n'
+            f"  routes: [{routes}]\n}}\n"
+        )
+
+
 class NatsServer:
     """One nats-server process with JetStream storing under ``data_dir/jetstream``.
 
@@ -95,14 +118,21 @@ class NatsServer:
         host: str = "127.0.0.1",
         port: int = 4222,
         identities: bool = False,
+        identities_dir: Path | None = None,
         tls: LocalPki | None = None,
         encrypt: bool = False,
+        peering: Peering | None = None,
     ) -> None:
+        """``identities_dir``: where the identities are (several nodes share one), else under
+        ``data_dir``; ``peering``: this node's place in a cluster."""
         self.data_dir = data_dir
         self.host = host
         self.port = port
         self.url = ""
-        self.identities = data_dir / "nats" / "identities" if identities else None
+        if identities_dir is None and identities:
+            identities_dir = data_dir / "nats" / "identities"
+        self.identities = identities_dir
+        self.peering = peering
         self.tls = tls
         self.encrypt = encrypt
         self._admitted: set[str] = set()
@@ -146,14 +176,24 @@ class NatsServer:
                 f'tls {{\n  cert_file: "{self.tls.cert}"\n  key_file: "{self.tls.key}"\n'
                 '  min_version: "1.3"\n  timeout: 2\n}\n'
             )
+        if self.peering is not None:
+            text += self.peering.config(self.host)
         if self.identities is not None:
             for name in (*identities.SERVICES, identities.OPERATOR):
                 identities.mint(self.identities, name)
             seeds = sorted(self.identities.glob("*.nk"))
             self._admitted = {seed.stem for seed in seeds}
             text += identities.authorization(seeds)
-        config.write_text(text)
+        # Private: it may hold the cluster routes' secret.
+        fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(text)
+        config.chmod(0o600)
         return config
+
+    @property
+    def logs(self) -> list[Path]:
+        return [self.data_dir / "nats" / "nats-server.log"]
 
     def _reload(self, timeout_s: float = 10.0) -> None:
         """Have the server read its configuration again; return once it has."""
@@ -208,6 +248,12 @@ class NatsServer:
     @property
     def pid(self) -> int | None:
         return None if self._proc is None else self._proc.pid
+
+    def kill(self) -> None:
+        """SIGKILL: a node lost, nothing flushed."""
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait()
 
     def stop(self, timeout_s: float = 10.0) -> None:
         if self._proc is None or self._proc.poll() is not None:

@@ -22,6 +22,7 @@ from pathlib import Path
 from types import FrameType
 
 from llmaas import tls
+from llmaas.nats_cluster import NatsCluster
 from llmaas.nats_server import NatsServer, child_environment, die_with_parent
 
 log = logging.getLogger("llmaas.up")
@@ -59,7 +60,7 @@ class Supervisor:
     def __init__(
         self,
         children: list[Child],
-        nats: NatsServer | None,
+        nats: NatsServer | NatsCluster | None,
         health_url: str,
         models: Sequence[str] = (),
         *,
@@ -129,9 +130,11 @@ class Supervisor:
             log.warning("not ready after %.0f s; still trying (see the logs above)", self.ready_timeout_s)
 
     def _watch(self, now: float) -> None:
-        if self.nats is not None and not self.nats.running and not self._stopping:
-            log.error("nats-server exited; restarting it")
-            self.nats.start()
+        nodes = self.nats.nodes if isinstance(self.nats, NatsCluster) else [self.nats] if self.nats else []
+        for node in nodes:
+            if not node.running and not self._stopping:
+                log.error("nats-server %s exited; restarting it", node.data_dir)
+                node.start()
         for child in self.children:
             if child.alive or self._stopping:
                 continue

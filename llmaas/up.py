@@ -1,8 +1,9 @@
 """``llmaas up``: the whole stack on one machine, each component its own process under a supervisor.
 
-On the embedded NATS (no ``--nats-url``) every child gets its own NATS identity, and the streams are
-declared as the operator before any service starts; with ``--tls`` the edge and NATS speak TLS 1.3
-only, with certificates from a local CA in the data dir.
+On the embedded NATS (no ``--nats-url``) every child gets its own NATS identity, JetStream stores
+encrypted, and the streams are declared as the operator before any service starts; with ``--tls``
+the edge and NATS speak TLS 1.3 only, with certificates from a local CA in the data dir; with
+``--cluster 3`` the embedded NATS is three nodes (routes on loopback) and every stream has 3 replicas.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ from pathlib import Path
 
 import nats as nats_client
 
-from llmaas import admin, identities, streams, tls
+from llmaas import admin, identities, natsconn, streams, tls
+from llmaas.nats_cluster import NatsCluster
 from llmaas.nats_server import NatsServer
 from llmaas.settings import OperatorSettings
 from llmaas.supervisor import Child, Supervisor
@@ -27,16 +29,25 @@ class Bus:
     """The NATS the children use: the embedded one (identities, maybe TLS) or the operator's."""
 
     def __init__(self, args: argparse.Namespace, data_dir: Path, pki: tls.LocalPki | None) -> None:
-        self.server: NatsServer | None = None
+        self.server: NatsServer | NatsCluster | None = None
         url = args.nats_url
-        if url is None:
+        replicas = args.nats_replicas or (3 if args.cluster > 1 and url is None else 1)
+        if url is None and args.cluster > 1:
+            ports = None if args.nats_port < 0 else tuple(args.nats_port + i for i in range(args.cluster))
+            self.server = NatsCluster(
+                data_dir / "nats-cluster", args.cluster, client_ports=ports, tls=pki, encrypt=True
+            )
+            url = self.server.start()
+            log.info("%d nats-server nodes in a JetStream cluster on %s", args.cluster, url)
+        elif url is None:
             self.server = NatsServer(data_dir, port=args.nats_port, identities=True, tls=pki, encrypt=True)
             url = self.server.start()
             log.info("nats-server with JetStream on %s (data in %s)", url, data_dir / "jetstream")
-            asyncio.run(self._declare(args.nats_replicas or 1))
+        if self.server is not None:
+            asyncio.run(self._declare(replicas))
         self.argv = ["--nats-url", url, *(["--log-level", args.log_level] if args.log_level else [])]
-        if args.nats_replicas:
-            self.argv += ["--nats-replicas", str(args.nats_replicas)]
+        if replicas > 1:
+            self.argv += ["--nats-replicas", str(replicas)]
         if pki is not None and self.server is not None:
             self.argv += ["--nats-tls-ca", str(pki.ca)]
 
@@ -54,7 +65,7 @@ class Bus:
         """Every declared stream and bucket made or updated, as the operator, before the services
         start (their own identities may create what they use, never change it)."""
         assert self.server is not None
-        nc = await nats_client.connect(self.server.url, **self.server.connect_options())
+        nc = await nats_client.connect(natsconn.servers(self.server.url), **self.server.connect_options())
         try:
             await streams.ensure_all(nc.jetstream(), streams.Policy(replicas=replicas))
         finally:

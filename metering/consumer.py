@@ -10,6 +10,7 @@ decoded is terminated (never redelivered) and counted: it would block the stream
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import os
@@ -108,29 +109,47 @@ class Consumer:
             stream.subjects[0], durable=config.durable_name, stream=stream.name, config=config
         )
         failures = 0
-        while True:
-            messages = await self._next_batch(sub)
-            if not messages:
-                continue
+        messages: list[Msg] = []
+        try:
+            while True:
+                messages = await self._next_batch(sub)
+                if messages:
+                    failures = await self._handle(messages, failures)
+                messages = []
+        finally:
+            # Stopping: what is held goes back at once (not after ack_wait), for the next consumer;
+            # and the subscription goes, so that closing the connection does not wait on it.
+            await asyncio.gather(*(m.nak() for m in messages), return_exceptions=True)
+            with contextlib.suppress(NatsError, TimeoutError):
+                await sub.unsubscribe()
+
+    async def _handle(self, messages: list[Msg], failures: int) -> int:
+        """Store one batch and acknowledge it, or hand it back for later; the failures in a row."""
+        keepalive = asyncio.create_task(self._in_progress(messages))
+        try:
             try:
                 await self._store(messages)
-            except Exception as exc:  # ClickHouse down or refusing: keep the events, retry later
-                failures += 1
-                delay = min(0.5 * 2 ** min(failures, 6), 30.0)
-                log.error(
-                    "%s: %d event(s) not stored (%s); retrying in %.1f s",
-                    self.sink.name,
-                    len(messages),
-                    exc,
-                    delay,
-                )
-                self.metrics.store_failures.labels(self.sink.name).inc()
-                await asyncio.gather(*(m.nak(delay=delay) for m in messages), return_exceptions=True)
-                await asyncio.sleep(delay)
-                continue
-            failures = 0
-            # Acknowledged only now: until here a crash means "deliver again", never "lost".
-            await asyncio.gather(*(m.ack() for m in messages), return_exceptions=True)
+            finally:
+                keepalive.cancel()
+        except Exception as exc:  # ClickHouse down or refusing: keep the events, retry later
+            failures += 1
+            delay = min(0.5 * 2 ** min(failures, 6), 30.0)
+            name, count = self.sink.name, len(messages)
+            log.error("%s: %d event(s) not stored (%s); retrying in %.1f s", name, count, exc, delay)
+            self.metrics.store_failures.labels(self.sink.name).inc()
+            await asyncio.gather(*(m.nak(delay=delay) for m in messages), return_exceptions=True)
+            await asyncio.sleep(delay)
+            return failures
+        # Acknowledged only now: until here a crash means "deliver again", never "lost".
+        await asyncio.gather(*(m.ack() for m in messages), return_exceptions=True)
+        return 0
+
+    async def _in_progress(self, messages: list[Msg]) -> None:
+        """While a slow insert runs, tell JetStream the batch is being worked on: ``ack_wait`` can
+        then be short, so that a crashed consumer's batch is delivered again within seconds."""
+        while True:
+            await asyncio.sleep(self.settings.metering_ack_wait_s / 3)
+            await asyncio.gather(*(m.in_progress() for m in messages), return_exceptions=True)
 
     async def _next_batch(self, sub: JetStreamContext.PullSubscription) -> list[Msg]:
         """Up to ``metering_batch_size`` events: those that arrive within ``metering_batch_wait_s``."""

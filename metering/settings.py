@@ -27,7 +27,7 @@ class MeteringSettings(ServiceSettings):
     metering_batch_size: int = Field(default=5000, ge=1, description="events per insert, at most")
     metering_batch_wait_s: float = Field(default=1.0, gt=0, description="longest wait to fill a batch")
     metering_ack_wait_s: float = Field(
-        default=60.0,
+        default=10.0,
         gt=0,
         description="JetStream redelivers an event not acknowledged this long after delivery",
     )

@@ -18,9 +18,11 @@ from typing import Any
 
 import httpx
 import nats as nats_client
+from nats.aio.client import Client
 from prometheus_client.parser import text_string_to_metric_families
 
-from llmaas import identities, tenants
+from llmaas import identities, natsconn, tenants
+from llmaas.nats_cluster import NatsCluster
 from llmaas.nats_server import NatsServer
 from llmaas.tiers import DEFAULT_FILE as TIERS_FILE
 
@@ -100,11 +102,15 @@ class Stack:
     Each component connects with its own NATS identity, as ``llmaas up`` runs them, so every test
     also shows that the roles' permissions suffice (``close`` fails on a permission violation)."""
 
-    def __init__(self, root: Path, nats: NatsServer | None = None) -> None:
+    def __init__(
+        self, root: Path, nats: NatsServer | NatsCluster | None = None, env: dict[str, str] | None = None
+    ) -> None:
+        """``env``: settings every component gets (``LLMAAS_NATS_REPLICAS`` on a cluster)."""
         self.root = root
         self.logs = root / "logs"
         self.logs.mkdir(parents=True, exist_ok=True)
-        self.nats = nats or NatsServer(root / "nats", port=-1, identities=True)
+        self.nats: NatsServer | NatsCluster = nats or NatsServer(root / "nats", port=-1, identities=True)
+        self.env = env or {}
         if not self.nats.running:
             self.nats.start()
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
@@ -125,7 +131,7 @@ class Stack:
 
     def start(self, name: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         log = (self.logs / f"{name}.log").open("ab")
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env, **(env or {})}
         identity: list[str] = []
         if self.nats.identities is not None:
             kind = args[0]
@@ -195,7 +201,7 @@ class Stack:
         """Every message a JetStream stream holds, in order."""
 
         async def read() -> list[bytes]:
-            nc = await nats_client.connect(self.nats.url, **self.nats.connect_options())
+            nc = await self.connect()
             try:
                 js = nc.jetstream()
                 state = (await js.stream_info(stream)).state
@@ -205,6 +211,10 @@ class Stack:
                 await nc.close()
 
         return asyncio.run(read())
+
+    async def connect(self, name: str = identities.OPERATOR) -> Client:
+        """A NATS client of the test's own, as ``name`` (the operator: every right)."""
+        return await nats_client.connect(natsconn.servers(self.nats.url), **self.nats.connect_options(name))
 
     def _edge_up(self) -> bool:
         try:
@@ -316,6 +326,10 @@ class Stack:
 
     def violations(self) -> list[str]:
         """The permission violations nats-server logged (a role that misses a right it needs)."""
-        log = self.nats.data_dir / "nats" / "nats-server.log"
-        text = log.read_text(errors="replace") if log.exists() else ""
-        return [line for line in text.splitlines() if "Violation" in line]
+        lines = [
+            line
+            for log in self.nats.logs
+            if log.exists()
+            for line in log.read_text(errors="replace").splitlines()
+        ]
+        return [line for line in lines if "Violation" in line]

@@ -16,7 +16,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
-import nats
 import pytest
 
 from llmaas import subjects, usage
@@ -205,7 +204,7 @@ def test_a_tenant_key_sees_only_its_own_rows_and_reports(metered: Stack) -> None
 
 def test_an_unreadable_event_is_set_aside_and_the_stream_goes_on(metered: Stack) -> None:
     async def publish_garbage() -> None:
-        nc = await nats.connect(metered.nats.url, **metered.nats.connect_options())
+        nc = await metered.connect()
         await nc.jetstream().publish(subjects.USAGE, b"not an event", headers={"Nats-Msg-Id": "garbage-1"})
         await nc.close()
 
@@ -301,7 +300,7 @@ def test_metering_killed_between_insert_and_acknowledgement_stores_each_event_on
     crashing = metered.metering(env={"LLMAAS_METERING_FAULT": "crash_after_insert"}, ready=False)
     assert crashing.wait(30) == 137
     assert "fault injection: exiting after storing" in (metered.logs / "metering.log").read_text()
-    metered.metering()  # JetStream delivers the unacknowledged batch again (ack_wait 5 s)
+    metered.metering()  # JetStream delivers the unacknowledged batch again (ack_wait 5 s; a graceful stop hands its batch back at once)
     assert_exactly_once(metered, "crashy", ids)
     skipped = wait_until(
         lambda: metered.metric("metering", "llmaas_metering_duplicates_skipped_total", sink="usage"),

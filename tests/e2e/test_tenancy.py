@@ -15,7 +15,6 @@ from collections.abc import Iterator
 
 import httpx
 import msgspec
-import nats
 import openai
 import pytest
 
@@ -401,7 +400,7 @@ def test_a_tampered_audit_trail_fails_verification(fresh_stack: Stack) -> None:
     assert "intact: 2 events" in cli("audit", "verify", *where, env=env)
 
     async def forge() -> None:
-        nc = await nats.connect(fresh_stack.nats.url, **fresh_stack.nats.connect_options())
+        nc = await fresh_stack.connect()
         forged = audit.seal(audit.event("admin", "key.create", "victim", "ok"), audit.GENESIS)
         await nc.jetstream().publish(subjects.AUDIT, msgspec.json.encode(forged))
         await nc.close()
@@ -451,7 +450,7 @@ def test_a_store_outage_never_turns_known_keys_into_401s_and_heals_by_itself(fre
 
 
 async def stored_key(stack: Stack, key_id: str) -> dict[str, object]:
-    nc = await nats.connect(stack.nats.url, **stack.nats.connect_options())
+    nc = await stack.connect()
     try:
         entry = await (await nc.jetstream().key_value("llmaas_keys")).get(key_id)
         record: dict[str, object] = msgspec.json.decode(entry.value or b"")

@@ -133,7 +133,8 @@ concurrent_per_key = 1_000_000
 
 class Stack:
     def __init__(self, root: Path, tokens: int, port: int) -> None:
-        self.nats = NatsServer(root, port=-1)
+        # As `llmaas up` runs it: every component its own NATS identity, JetStream encrypted.
+        self.nats = NatsServer(root, port=-1, identities=True, encrypt=True)
         self.nats.start()
         self.port = port
         self.admin_token = tenants.mint_admin_token()
@@ -141,11 +142,16 @@ class Stack:
         edge_env = {"LLMAAS_ADMIN_TOKEN": self.admin_token, "LLMAAS_TIERS_FILE": str(root / "tiers.toml")}
         common = ["--nats-url", self.nats.url, "--log-level", "WARNING"]
         worker = ["--tokens-per-s", "0", "--completion-tokens", str(tokens), "--capacity", "1024"]
+        worker += ["--worker-id", "bench"]
+
+        def me(name: str) -> list[str]:
+            return ["--nats-credentials", str(self.nats.grant(name))]
+
         self.procs = {
-            "edge": self._start("edge", *common, "--port", str(port), env=edge_env),
-            "guard": self._start("guard", *common),
-            "scheduler": self._start("scheduler", *common),
-            "worker": self._start("worker", *common, *worker),
+            "edge": self._start("edge", *common, *me("edge"), "--port", str(port), env=edge_env),
+            "guard": self._start("guard", *common, *me("guard")),
+            "scheduler": self._start("scheduler", *common, *me("scheduler")),
+            "worker": self._start("worker", *common, *me("worker-bench"), *worker),
         }
 
     @staticmethod

@@ -14,6 +14,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 
+import msgspec
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import ConnectionClosedError, MaxPayloadError, NoRespondersError, OutboundBufferLimitError
@@ -165,8 +166,11 @@ class Pipeline:
         rid = job.request_id
         stream = Stream(rid, time.monotonic())
         self._streams[rid] = stream
+        reply = subjects.reply(self.edge_id, rid)
         try:
-            await nc.publish(subjects.GUARD, codec.encode(job), reply=subjects.reply(self.edge_id, rid))
+            # The NATS reply too: with no guard at all, the server answers "no responders" there.
+            payload = codec.encode(msgspec.structs.replace(job, reply=reply))
+            await nc.publish(subjects.GUARD, payload, reply=reply)
         except MaxPayloadError:
             self._streams.pop(rid, None)
             raise PayloadTooLarge("The request is larger than the platform accepts.") from None
@@ -215,6 +219,9 @@ class Pipeline:
             except codec.DecodeError:
                 frame = _GARBLED
         stream = self._streams.get(rid)
+        if stream is not None and stream.worker_id is None and type(frame) is Failed:
+            # A stage that gave up waiting may be answered late by the next: cancel that worker.
+            self._orphans[rid] = time.monotonic() + self.settings.accept_timeout_s
         if stream is None:
             # A worker accepted a request whose client already left: tell it to stop.
             if type(frame) is Accepted and self._orphans.pop(rid, None) is not None:

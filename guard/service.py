@@ -19,6 +19,7 @@ import logging
 import secrets
 import time
 
+import msgspec
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
@@ -29,7 +30,7 @@ from guard.metrics import GuardMetrics
 from guard.screening import ALLOW, Screener, Verdict, user_texts
 from guard.settings import GuardSettings
 from guard.shares import TenantShares
-from llmaas import codec, natsconn, streams, subjects
+from llmaas import codec, hops, natsconn, streams, subjects
 from llmaas.directory import Directory
 from llmaas.errors import InvalidRequest, RateLimited
 from llmaas.metrics_server import expose
@@ -118,21 +119,22 @@ class GuardService:
             error = InvalidRequest("The job could not be decoded.", code="invalid_job")
             await self.nc.publish(msg.reply, codec.encode(Failed(error=error.to_wire())))
             return
+        to = hops.frames_to(job, msg)
         tenant = self.directory.tenant(job.caller.tenant) if job.caller.tenant else None
         if tenant is not None and not tenant.guard_enabled:
             self.metrics.screened.labels("exempt").inc()
-            await self.nc.publish(subjects.SCHEDULER, msg.data, reply=msg.reply)
+            await self._forward(job, msg, to)
             return
         try:
             async with self.shares.turn(job.caller.tenant or "", len(msg.data)):
                 verdict = await self._screen(job)
         except RateLimited as exc:
             self.metrics.errors.labels("tenant_share_full").inc()
-            await self.nc.publish(msg.reply, codec.encode(Failed(error=exc.to_wire())))
+            await self.nc.publish(to, codec.encode(Failed(error=exc.to_wire())))
             return
         if not verdict.blocked:
             self.metrics.screened.labels("allowed").inc()
-            await self.nc.publish(subjects.SCHEDULER, msg.data, reply=msg.reply)
+            await self._forward(job, msg, to)
             return
         self.metrics.screened.labels("blocked").inc()
         for rule in verdict.rules:
@@ -142,8 +144,20 @@ class GuardService:
             f"({verdict.layer}: {', '.join(verdict.rules)}).",
             code="prompt_rejected",
         )
-        await self.nc.publish(msg.reply, codec.encode(Failed(error=error.to_wire())))
+        await self.nc.publish(to, codec.encode(Failed(error=error.to_wire())))
         await self._record(job, verdict)
+
+    async def _forward(self, job: Job, msg: Msg, to: str) -> None:
+        """To a scheduler, which says it took the job; if none does, the edge hears it at once."""
+        data = msg.data if job.reply else codec.encode(msgspec.structs.replace(job, reply=to))
+        try:
+            await hops.hand_over(self.nc, subjects.SCHEDULER, data, self.settings.hop_timeout_s, "scheduler")
+        except hops.NobodyThere as exc:
+            self.metrics.errors.labels("no_scheduler").inc()
+            await self.nc.publish(to, codec.encode(Failed(error=exc.to_wire())))
+        except hops.NotTaken as exc:
+            self.metrics.errors.labels("scheduler_timeout").inc()
+            await self.nc.publish(to, codec.encode(Failed(error=exc.to_wire())))
 
     async def _screen(self, job: Job) -> Verdict:
         started = time.perf_counter()

@@ -66,6 +66,10 @@ class Fleet:
             del self._entries[wid]
         return dead
 
+    def forget(self, worker_id: str) -> None:
+        """The worker is gone (nobody took a job sent to it): placed nowhere until it beats again."""
+        self._entries.pop(worker_id, None)
+
     def is_alive(self, worker_id: str, now: float) -> bool:
         entry = self._entries.get(worker_id)
         return entry is not None and self._alive(entry, now)

@@ -9,8 +9,10 @@ identity nothing connects. What each role may do:
   tenants and keys, ask metering; read the answers sent to edges and the workers' heartbeats.
 - guard: take jobs, pass them to the scheduler, answer a refusal to the edge, record security events,
   keep its history bucket, read (never write) the tenants' switches; never sees a key's hash.
-- scheduler: take screened jobs, read heartbeats, hand jobs to workers, answer a refusal.
-- worker <id>: take its own jobs and cancels, publish its own heartbeat and the answers. No stream,
+- scheduler: take screened jobs, read heartbeats, hand jobs (and cancels) to workers, answer a
+  refusal, say "taken" to the guard.
+- worker <id>: take its own jobs and cancels, say "taken", publish its own heartbeat and the
+  answers. No stream,
   no bucket: it can neither bill nor read a tenant, nor read another worker's jobs.
 - metering: consume the usage, audit and security streams, answer the report queries it receives.
 - operator: everything (``llmaas up`` making the streams; tests reading them).
@@ -110,7 +112,11 @@ def role(name: str) -> Role:
             subscribe=(subjects.GUARD,),
         )
     if name == "scheduler":
-        return Role(publish=(_WORKERS_JOBS, _ANSWERS), subscribe=(subjects.SCHEDULER, subjects.HEARTBEATS))
+        return Role(
+            publish=(_WORKERS_JOBS, _WORKERS_CANCELS, _ANSWERS),
+            subscribe=(subjects.SCHEDULER, subjects.HEARTBEATS),
+            responses=True,  # "taken", to the guard that handed it a job
+        )
     if name == "metering":
         return Role(
             publish=(
@@ -126,6 +132,7 @@ def role(name: str) -> Role:
         return Role(
             publish=(subjects.heartbeat(worker_id), _ANSWERS),
             subscribe=(subjects.worker_jobs(worker_id), subjects.worker_cancel(worker_id)),
+            responses=True,  # "taken", to the scheduler that handed it a job
         )
     if name == OPERATOR:
         return Role(publish=(">",), subscribe=(">",), deny_publish=())

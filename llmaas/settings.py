@@ -34,6 +34,11 @@ class ServiceSettings(BaseSettings):
     nats_replicas: int = Field(
         default=1, ge=1, le=5, description="copies of every stream and bucket: 1 on one node, 3 on a cluster"
     )
+    hop_timeout_s: float = Field(
+        default=0.5,
+        gt=0,
+        description="how long a stage waits for the next one to take a job (nobody there: at once)",
+    )
     log_level: str = "INFO"
     metrics_port: int = Field(default=0, ge=0, le=65535, description="0 disables the metrics endpoint")
     metrics_host: str = "127.0.0.1"

@@ -85,6 +85,9 @@ class GenerateJob(_Wire, frozen=True, kw_only=True, tag="gen", tag_field="t"):
     tool_name: str | None = None
     """With ``tool_choice="function"``: the function the model must call."""
     response_format: ResponseFormat = ResponseFormat()
+    reply: str = ""
+    """Where the frames go (the edge's subject of this request); each hop's own NATS reply is the
+    previous hop's, for the ack that says it took the job. Empty: the message's reply."""
 
 
 class EmbedJob(_Wire, frozen=True, kw_only=True, tag="emb", tag_field="t"):
@@ -95,6 +98,8 @@ class EmbedJob(_Wire, frozen=True, kw_only=True, tag="emb", tag_field="t"):
     created: int
     inputs: list[str]
     caller: Caller = Caller()
+    reply: str = ""
+    """As ``GenerateJob.reply``."""
 
 
 Job = GenerateJob | EmbedJob

@@ -258,7 +258,8 @@ class Stack:
         return rows
 
     def scheduler(self, *extra: str) -> None:
-        self.start("scheduler", "scheduler", *extra)
+        port = self.metrics_ports.setdefault("scheduler", free_port())
+        self.start("scheduler", "scheduler", "--metrics-port", str(port), *extra)
 
     def worker(self, worker_id: str, *extra: str) -> subprocess.Popen[bytes]:
         port = self.metrics_ports.setdefault(worker_id, free_port())

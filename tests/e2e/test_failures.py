@@ -182,3 +182,67 @@ def test_an_edge_killed_with_streams_open_releases_its_keys_in_flight_slots(fres
         wait_until(admitted, 10, "the dead edge's slots to be released", fresh_stack.logs)
         open_streams.pop_all()  # their edge is gone: nothing to close
     assert statuses[0] == 429 and set(statuses) <= {429, 200}, statuses
+
+
+def _timed_chat(stack: Stack) -> tuple[httpx.Response, float]:
+    started = time.monotonic()
+    body = {**BODY, "max_tokens": 3}
+    r = httpx.post(f"{stack.base_url}/v1/chat/completions", json=body, headers=stack.auth, timeout=60)
+    return r, time.monotonic() - started
+
+
+# The edge's own last resort (no worker accepted) is far away in these tests: what answers comes
+# from the stages themselves, each hearing that the next is gone or stuck.
+PATIENT_EDGE = {"LLMAAS_ACCEPT_TIMEOUT_S": "30"}
+
+
+def test_a_dead_worker_the_scheduler_still_lists_is_skipped_at_once(fresh_stack: Stack) -> None:
+    fresh_stack.guard()
+    fresh_stack.scheduler()
+    # Heartbeats every 5 s: the scheduler goes on believing in a dead worker for a while.
+    fresh_stack.worker("w-dead", "--tokens-per-s", "0", "--heartbeat-interval-s", "5")
+    fresh_stack.edge(env=PATIENT_EDGE)
+    fresh_stack.wait_for_model(CHAT)
+    fresh_stack.kill("w-dead")
+    fresh_stack.worker("w-live", "--tokens-per-s", "0", "--heartbeat-interval-s", "5")
+    log = fresh_stack.logs / "w-live.log"
+    wait_until(lambda: "worker w-live serving" in log.read_text(), 20, "w-live", fresh_stack.logs)
+    time.sleep(0.5)  # its first heartbeat (sent as it starts) reaches the scheduler
+    answers = [_timed_chat(fresh_stack) for _ in range(4)]
+    assert [r.status_code for r, _ in answers] == [200] * 4, [r.text for r, _ in answers]
+    # Far inside the edge's 30 s: nobody subscribed to w-dead's jobs, the scheduler knew at once.
+    assert max(s for _, s in answers) < 5, answers
+    gone = fresh_stack.metric("scheduler", "llmaas_scheduler_placements_total", outcome="worker_gone")
+    assert gone >= 1
+
+
+def test_a_dead_scheduler_is_a_quick_503(fresh_stack: Stack) -> None:
+    fresh_stack.guard()
+    fresh_stack.scheduler()
+    fresh_stack.worker("w1", "--tokens-per-s", "0")
+    fresh_stack.edge(env=PATIENT_EDGE)
+    fresh_stack.wait_for_model(CHAT)
+    fresh_stack.kill("scheduler")
+    r, took_s = _timed_chat(fresh_stack)
+    assert r.status_code == 503 and r.json()["error"]["code"] == "no_consumer", r.text
+    assert "scheduler" in r.json()["error"]["message"]
+    assert took_s < 5, took_s
+
+
+def test_a_stuck_scheduler_is_a_503_after_the_hop_timeout_and_its_late_work_is_cancelled(
+    fresh_stack: Stack,
+) -> None:
+    fresh_stack.guard()
+    fresh_stack.scheduler()
+    fresh_stack.worker("w1", *SLOW)
+    fresh_stack.edge(env=PATIENT_EDGE)
+    fresh_stack.wait_for_model(CHAT)
+    fresh_stack.procs["scheduler"].send_signal(signal.SIGSTOP)
+    try:
+        r, took_s = _timed_chat(fresh_stack)
+    finally:
+        fresh_stack.procs["scheduler"].send_signal(signal.SIGCONT)
+    assert r.status_code == 503 and "did not take" in r.json()["error"]["message"], r.text
+    assert took_s < 5, took_s
+    # Woken up, the scheduler places the stale job; the edge stops the worker it landed on.
+    wait_until(lambda: cancelled_jobs(fresh_stack) == 1, 10, "the late job to be cancelled", fresh_stack.logs)

@@ -300,7 +300,7 @@ def test_metering_killed_between_insert_and_acknowledgement_stores_each_event_on
     crashing = metered.metering(env={"LLMAAS_METERING_FAULT": "crash_after_insert"}, ready=False)
     assert crashing.wait(30) == 137
     assert "fault injection: exiting after storing" in (metered.logs / "metering.log").read_text()
-    metered.metering()  # JetStream delivers the unacknowledged batch again (ack_wait 5 s; a graceful stop hands its batch back at once)
+    metered.metering()  # JetStream delivers the unacknowledged batch again (ack_wait 5 s)
     assert_exactly_once(metered, "crashy", ids)
     skipped = wait_until(
         lambda: metered.metric("metering", "llmaas_metering_duplicates_skipped_total", sink="usage"),

@@ -10,19 +10,23 @@ import asyncio
 import logging
 import time
 
+import msgspec
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from llmaas import codec, natsconn, subjects
-from llmaas.errors import Unavailable
+from llmaas import codec, hops, natsconn, subjects
+from llmaas.errors import LlmaasError, Unavailable
 from llmaas.fleet import Fleet
 from llmaas.metrics_server import expose
-from llmaas.wire import Failed
+from llmaas.wire import Cancel, Failed, Job
 from workers.scheduler.metrics import SchedulerMetrics
 from workers.scheduler.placement import pick
 from workers.scheduler.settings import SchedulerSettings
 
 log = logging.getLogger(__name__)
+
+_ATTEMPTS = 3
+"""Workers tried for one job when the chosen ones turn out to be gone."""
 
 
 class SchedulerService:
@@ -32,6 +36,7 @@ class SchedulerService:
         self.fleet = Fleet()
         self._nc: Client | None = None
         self._ready_at = 0.0
+        self._tasks: set[asyncio.Task[None]] = set()
 
     @property
     def nc(self) -> Client:
@@ -48,6 +53,8 @@ class SchedulerService:
         log.info("scheduler ready")
 
     async def stop(self) -> None:
+        if self._tasks:
+            await asyncio.wait(self._tasks, timeout=5)
         await natsconn.close(self.nc)
 
     async def _on_heartbeat(self, msg: Msg) -> None:
@@ -67,25 +74,61 @@ class SchedulerService:
         except codec.DecodeError:
             log.warning("undecodable job dropped")
             return
-        started = time.perf_counter()
-        now = time.monotonic()
-        worker = pick(job.model, self.fleet.snapshot(now))
-        if worker is None and now < self._ready_at:
-            # Just started: heartbeats may not have arrived yet; answering "no worker" would be a lie.
-            await asyncio.sleep(self._ready_at - now)
+        data = msg.data
+        if job.reply:
+            await hops.took(msg)  # the guard hears at once that a scheduler has it
+        else:  # an older guard: the message's reply is the edge's subject
+            job = msgspec.structs.replace(job, reply=msg.reply)
+            data = codec.encode(job)
+        # Placement waits on the worker's word: in a task of its own, never in the next job's way.
+        task = asyncio.create_task(self._place(job, data))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _place(self, job: Job, data: bytes) -> None:
+        """On the chosen worker, which says it took the job; a worker that is gone (nobody took
+        it) is forgotten and the next one chosen, at once."""
+        for _ in range(_ATTEMPTS):
+            started = time.perf_counter()
             now = time.monotonic()
             worker = pick(job.model, self.fleet.snapshot(now))
-        self.metrics.place_seconds.observe(time.perf_counter() - started)
-        if worker is None:
-            self.metrics.placements.labels("no_worker").inc()
-            error = Unavailable(
-                f"No worker is serving model '{job.model}' right now.",
-                code="model_unavailable",
-                param="model",
-                retry_after_s=self.settings.retry_after_s,
-            )
-            await self.nc.publish(msg.reply, codec.encode(Failed(error=error.to_wire())))
+            if worker is None and now < self._ready_at:
+                # Just started: heartbeats may not have arrived yet; answering "no worker" would be a lie.
+                await asyncio.sleep(self._ready_at - now)
+                worker = pick(job.model, self.fleet.snapshot(time.monotonic()))
+            self.metrics.place_seconds.observe(time.perf_counter() - started)
+            if worker is None:
+                self.metrics.placements.labels("no_worker").inc()
+                error = Unavailable(
+                    f"No worker is serving model '{job.model}' right now.",
+                    code="model_unavailable",
+                    param="model",
+                    retry_after_s=self.settings.retry_after_s,
+                )
+                await self._fail(job, error)
+                return
+            wid = worker.worker_id
+            self.fleet.note_assigned(wid)
+            try:
+                await hops.hand_over(
+                    self.nc, subjects.worker_jobs(wid), data, self.settings.hop_timeout_s, f"worker {wid}"
+                )
+            except hops.NobodyThere:
+                self.metrics.placements.labels("worker_gone").inc()
+                log.warning("worker %s is gone (nobody took a job sent to it); placing elsewhere", wid)
+                self.fleet.forget(wid)
+                continue
+            except hops.NotTaken as exc:
+                self.metrics.placements.labels("not_taken").inc()
+                # It may yet take it: it must not run an answer nobody waits for (nor bills).
+                await self.nc.publish(
+                    subjects.worker_cancel(wid), codec.encode(Cancel(request_id=job.request_id))
+                )
+                await self._fail(job, exc)
+                return
+            self.metrics.placements.labels("placed").inc()
             return
-        self.fleet.note_assigned(worker.worker_id)
-        self.metrics.placements.labels("placed").inc()
-        await self.nc.publish(subjects.worker_jobs(worker.worker_id), msg.data, reply=msg.reply)
+        await self._fail(job, Unavailable("No worker took the request; retry shortly.", retry_after_s=1))
+
+    async def _fail(self, job: Job, error: LlmaasError) -> None:
+        await self.nc.publish(job.reply, codec.encode(Failed(error=error.to_wire())))

@@ -14,7 +14,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 
-from llmaas import codec, natsconn, subjects
+from llmaas import codec, hops, natsconn, subjects
 from llmaas.errors import LlmaasError, ServerError, Unavailable
 from llmaas.metrics_server import expose
 from llmaas.wire import Accepted, Done, EmbedJob, Failed, GenerateJob, Heartbeat, Job
@@ -80,11 +80,14 @@ class WorkerService:
         except codec.DecodeError:
             log.warning("undecodable job dropped")
             return
+        if job.reply:
+            await hops.took(msg)  # the scheduler hears at once that this worker has it
+        to = hops.frames_to(job, msg)
         if self._leaving:
             error = Unavailable("The worker is shutting down; retry.", retry_after_s=1)
-            await self.nc.publish(msg.reply, codec.encode(Failed(error=error.to_wire())))
+            await self.nc.publish(to, codec.encode(Failed(error=error.to_wire())))
             return
-        self._jobs[job.request_id] = asyncio.create_task(self._run(job, msg.reply))
+        self._jobs[job.request_id] = asyncio.create_task(self._run(job, to))
 
     async def _on_cancel(self, msg: Msg) -> None:
         try:

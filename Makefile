@@ -28,10 +28,11 @@ install: $(STAMP)  ## create .venv with the project, its engine (cpu or gpu) and
 run: install  ## start the whole stack on this machine (llmaas up)
 	$(BIN)/llmaas up
 
-lint: install  ## ruff and mypy
+lint: install  ## ruff, mypy and the import layering (import-linter)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 test: install lint  ## lint, then every test against a real nats-server and a real vLLM engine
 	$(BIN)/pytest

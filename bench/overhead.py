@@ -26,8 +26,9 @@ import aiohttp
 import httpx
 import uvloop
 
-from llmaas import admin, tenants
+from llmaas import tenants
 from llmaas.nats_server import NatsServer
+from llmaas.operator import admin
 from llmaas.wire import ChatMessage, Delta, GenerateJob, SamplingParams
 from workers.engines.synthetic import SyntheticConfig, SyntheticEngine
 

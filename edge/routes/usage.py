@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from edge import body, context
-from llmaas import admin, codec, subjects
+from llmaas import codec, durations, subjects
 from llmaas.errors import InvalidRequest, RemoteError
 from llmaas.wire import Failed, Query, SqlQuery, UsageQuery
 
@@ -38,7 +38,7 @@ def since_epoch(text: str, now: float, param: str = "since") -> float:
     a bad one is a 400 naming ``param``."""
     shown = text if len(text) <= 40 else text[:40] + "…"
     try:
-        epoch = now - admin.seconds(text)
+        epoch = now - durations.seconds(text)
     except ValueError:
         try:
             parsed = dt.datetime.fromisoformat(text)

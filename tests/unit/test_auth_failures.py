@@ -9,10 +9,11 @@ from pydantic import SecretStr, ValidationError
 
 from edge.auth_failures import OVERFLOW, FailedLogins
 from edge.settings import EdgeSettings
-from llmaas import admin, audit, tenants
-from llmaas.admin import AdminError
+from llmaas import audit, tenants
 from llmaas.audit import AuditLog
 from llmaas.errors import RateLimited
+from llmaas.operator import admin
+from llmaas.operator.admin import AdminError
 
 
 class Clock:

@@ -9,7 +9,7 @@ import msgspec
 import pytest
 
 from edge import limits
-from llmaas import admin, audit, tenants, tiers
+from llmaas import audit, durations, tenants, tiers
 from llmaas.pricing import PriceList, PriceVersion
 from llmaas.tenants import ApiKey
 
@@ -113,13 +113,13 @@ def test_prices_are_versioned_and_batch_is_half_price() -> None:
     ("text", "seconds"), [("90d", 90 * 86400), ("24h", 86400), ("30m", 1800), ("45s", 45), ("1.5h", 5400)]
 )
 def test_durations(text: str, seconds: float) -> None:
-    assert admin.seconds(text) == seconds
+    assert durations.seconds(text) == seconds
 
 
 @pytest.mark.parametrize("text", ["90", "d", "1w", "-1d", ""])
 def test_bad_durations_say_what_is_accepted(text: str) -> None:
     with pytest.raises(ValueError, match=r"e\.g\. 90d"):
-        admin.seconds(text)
+        durations.seconds(text)
 
 
 @pytest.mark.parametrize(

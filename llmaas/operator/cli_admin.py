@@ -7,8 +7,9 @@ import datetime as dt
 from pathlib import Path
 from typing import Any
 
-from llmaas import admin
-from llmaas.cli_table import print_table
+from llmaas import durations
+from llmaas.operator import admin
+from llmaas.operator.cli_table import print_table
 from llmaas.settings import DEFAULT_DATA_DIR, DEFAULT_EDGE_URL, OperatorSettings
 
 
@@ -74,11 +75,11 @@ def cmd_tenants_retired_models(args: argparse.Namespace) -> None:
 def cmd_keys_create(args: argparse.Namespace) -> None:
     body: dict[str, Any] = {"tenant": args.tenant, "name": args.name, "models": _models(args.models)}
     if args.expires_in:
-        body["expires_in_s"] = admin.seconds(args.expires_in)
+        body["expires_in_s"] = durations.seconds(args.expires_in)
     if args.rotate_every:
-        body["rotate_every_s"] = admin.seconds(args.rotate_every)
+        body["rotate_every_s"] = durations.seconds(args.rotate_every)
     if args.grace:
-        body["grace_s"] = admin.seconds(args.grace)
+        body["grace_s"] = durations.seconds(args.grace)
     _show_key(client(args).call("POST", "/keys", body))
 
 
@@ -105,7 +106,7 @@ def cmd_keys_list(args: argparse.Namespace) -> None:
 
 
 def cmd_keys_rotate(args: argparse.Namespace) -> None:
-    grace = admin.seconds(args.grace)
+    grace = durations.seconds(args.grace)
     key = client(args).call("POST", f"/keys/{args.id}/rotate", {"grace_s": grace})
     print(f"{args.id} stays valid for {args.grace} more, then stops working by itself.")
     _show_key(key)

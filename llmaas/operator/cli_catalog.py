@@ -7,7 +7,7 @@ import datetime as dt
 from pathlib import Path
 
 from llmaas import catalog
-from llmaas.cli_table import print_table
+from llmaas.operator.cli_table import print_table
 
 
 def cmd_models(args: argparse.Namespace) -> None:

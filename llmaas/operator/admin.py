@@ -9,7 +9,6 @@ from __future__ import annotations
 import getpass
 import json
 import os
-import re
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -22,8 +21,6 @@ from llmaas.settings import OperatorSettings
 from llmaas.tenants import ADMIN_TOKEN_MIN_LENGTH, admin_token_weakness, mint_admin_token
 
 TOKEN_FILE = "admin-token"
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
-_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 class AdminError(Exception):
@@ -72,14 +69,6 @@ def find_token(data_dir: Path, explicit: SecretStr | None) -> str:
             f"(it writes {token_file(data_dir)})."
         )
     return token
-
-
-def seconds(text: str) -> float:
-    """``90d``, ``24h``, ``30m``, ``45s`` -> seconds; raises ValueError with the accepted forms."""
-    match = _DURATION.match(text.strip())
-    if not match:
-        raise ValueError(f"invalid duration {text!r}: use a number and s, m, h or d (e.g. 90d, 24h)")
-    return float(match.group(1)) * _UNIT_S[match.group(2)]
 
 
 def edge_address(url: str | None, data_dir: Path, settings: OperatorSettings) -> tuple[str, Path | None]:

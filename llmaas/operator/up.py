@@ -16,11 +16,12 @@ from pathlib import Path
 
 import nats as nats_client
 
-from llmaas import admin, identities, natsconn, streams, tls
+from llmaas import identities, natsconn, streams, tls
 from llmaas.nats_cluster import NatsCluster
 from llmaas.nats_server import NatsServer
+from llmaas.operator import admin
+from llmaas.operator.supervisor import Child, Supervisor
 from llmaas.settings import OperatorSettings
-from llmaas.supervisor import Child, Supervisor
 
 log = logging.getLogger("llmaas.up")
 

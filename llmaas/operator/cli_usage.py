@@ -16,8 +16,8 @@ import urllib.parse
 from pathlib import Path
 from typing import Any
 
-from llmaas import admin, cli_admin
-from llmaas.cli_table import print_table
+from llmaas.operator import admin, cli_admin
+from llmaas.operator.cli_table import print_table
 from llmaas.settings import OperatorSettings
 
 _SIX = decimal.Decimal("0.000001")

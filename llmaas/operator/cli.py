@@ -10,7 +10,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from llmaas import cli_admin, cli_catalog, cli_usage, logs
+from llmaas import logs
+from llmaas.operator import cli_admin, cli_catalog, cli_usage
 from llmaas.settings import DEFAULT_DATA_DIR
 
 
@@ -122,7 +123,7 @@ def cmd_worker(args: argparse.Namespace) -> None:
 
 
 def cmd_up(args: argparse.Namespace) -> None:
-    from llmaas import up
+    from llmaas.operator import up
 
     logs.setup("up", args.log_level or "INFO")
     warn_if_secret_in_argv(args.clickhouse_url)
@@ -283,7 +284,7 @@ def _worker_parser(worker: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    from llmaas.admin import AdminError
+    from llmaas.operator.admin import AdminError
 
     args = build_parser().parse_args(argv)
     func: Callable[[argparse.Namespace], None] = args.func

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -59,6 +60,10 @@ def create_app(settings: EdgeSettings) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await edge.pipeline.start()
+        # Served once authentication can answer (no "starting up" 503 after a restart), unless NATS
+        # takes longer: then the edge serves and says so (503, /health) until it is there.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(edge.gate.opened.wait(), settings.startup_wait_s)
         yield
         await outbox.close()
         await edge.gate.close()

@@ -79,6 +79,7 @@ class Gate:
         token = settings.admin_token.get_secret_value() if settings.admin_token else None
         self._admin_digest = tenants.digest(token) if token else None
         self.ready = False
+        self.opened = asyncio.Event()
         self._rotating: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -88,6 +89,7 @@ class Gate:
         )
         self.failures.start()
         self.ready = True
+        self.opened.set()
 
     async def close(self) -> None:
         await self.limiter.close()

@@ -101,6 +101,23 @@ class Pipeline:
         """Return at once; the connection is made (and remade) in the background."""
         self._background = [asyncio.create_task(self._connect()), asyncio.create_task(self._watch())]
 
+    async def drain(self, within_s: float) -> None:
+        """Stopping: let the answers in progress finish for ``within_s``, then end the rest with an
+        error the clients receive (a last SSE event, or a 503), while their connections are open."""
+        deadline = time.monotonic() + within_s
+        # Streams end in many places; a 50 ms look while stopping costs nothing.
+        while self._streams and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+        if self._streams:
+            log.warning(
+                "%d answers still running after %.0f s: ended with an error", len(self._streams), within_s
+            )
+            for stream in list(self._streams.values()):
+                if stream.worker_id is not None:  # nobody will read the rest: stop generating it
+                    self._send_cancel(stream.worker_id, stream.request_id)
+            self._fail_all(Unavailable("The edge is shutting down; retry.", retry_after_s=1))
+            await asyncio.sleep(0.2)  # the responses write their last event
+
     async def stop(self) -> None:
         for task in self._background:
             task.cancel()

@@ -68,6 +68,14 @@ class EdgeSettings(ServiceSettings):
             raise ValueError(f"the admin token is too weak ({weakness}); `llmaas up` mints a strong one")
         return token
 
+    startup_wait_s: float = Field(
+        default=10.0, ge=0, description="at start, how long to wait for NATS before serving (with 503s)"
+    )
+    drain_s: float = Field(
+        default=10.0,
+        ge=0,
+        description="on SIGTERM, how long answers in progress may finish; the rest end with an error event",
+    )
     in_flight_lease_s: float = Field(
         default=30.0,
         ge=0.5,

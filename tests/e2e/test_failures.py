@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
+import threading
 import time
 
 import httpx
@@ -12,7 +14,7 @@ import openai
 import pytest
 
 from tests.conftest import CHAT
-from tests.stack import Stack, wait_until
+from tests.stack import Stack, free_port, wait_until
 
 SLOW = ("--tokens-per-s", "20", "--completion-tokens", "2000")
 BODY = {"model": CHAT, "messages": [{"role": "user", "content": "tell me a long story"}]}
@@ -157,7 +159,9 @@ def test_nats_down_is_503_and_the_edge_recovers_by_itself(fresh_stack: Stack) ->
 def test_an_edge_killed_with_streams_open_releases_its_keys_in_flight_slots(fresh_stack: Stack) -> None:
     """Two streams of a key allowed two in flight; the edge is SIGKILLed (no settlement): another
     edge refuses the key's third request at once, and admits it within two lease periods."""
-    lease = {"LLMAAS_IN_FLIGHT_LEASE_S": "1"}
+    # Killed in a period's first half, the dead edge's leases last at least half a period more:
+    # the survivor's first request, just after the kill, is still refused.
+    lease = {"LLMAAS_IN_FLIGHT_LEASE_S": "3"}
     fresh_stack.guard()
     fresh_stack.scheduler()
     fresh_stack.worker("w1", *SLOW)
@@ -169,8 +173,8 @@ def test_an_edge_killed_with_streams_open_releases_its_keys_in_flight_slots(fres
         for _ in range(2):
             answer = http.stream("POST", f"{doomed}/v1/chat/completions", json=body, headers=key)
             assert open_streams.enter_context(answer).status_code == 200
-        fresh_stack.kill("doomed")
         survivor = fresh_stack.edge(name="survivor", env=lease)
+        fresh_stack.kill("doomed")
         # Refused first (the two are still counted), then admitted without anyone settling them.
         statuses: list[int] = []
 
@@ -179,7 +183,7 @@ def test_an_edge_killed_with_streams_open_releases_its_keys_in_flight_slots(fres
             statuses.append(r.status_code)
             return r.status_code == 200
 
-        wait_until(admitted, 10, "the dead edge's slots to be released", fresh_stack.logs)
+        wait_until(admitted, 15, "the dead edge's slots to be released", fresh_stack.logs)
         open_streams.pop_all()  # their edge is gone: nothing to close
     assert statuses[0] == 429 and set(statuses) <= {429, 200}, statuses
 
@@ -246,3 +250,56 @@ def test_a_stuck_scheduler_is_a_503_after_the_hop_timeout_and_its_late_work_is_c
     assert took_s < 5, took_s
     # Woken up, the scheduler places the stale job; the edge stops the worker it landed on.
     wait_until(lambda: cancelled_jobs(fresh_stack) == 1, 10, "the late job to be cancelled", fresh_stack.logs)
+
+
+def test_an_edge_stopping_gracefully_ends_its_streams_with_an_error_event(fresh_stack: Stack) -> None:
+    fresh_stack.guard()
+    fresh_stack.scheduler()
+    fresh_stack.worker("w1", *SLOW)
+    url = fresh_stack.edge(env={"LLMAAS_DRAIN_S": "1"})
+    fresh_stack.wait_for_model(CHAT)
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key=fresh_stack.api_key, max_retries=0)
+    stream = client.chat.completions.create(model=CHAT, messages=BODY["messages"], stream=True)  # type: ignore[arg-type]
+    next(iter(stream))
+    fresh_stack.procs["edge"].send_signal(signal.SIGTERM)
+    # The answer cannot finish within the drain: it ends with the edge's own word, not a cut.
+    with pytest.raises(openai.APIError) as info:
+        for _ in stream:
+            pass
+    assert "shutting down" in str(info.value.message)
+    assert fresh_stack.procs["edge"].wait(20) is not None
+    wait_until(
+        lambda: cancelled_jobs(fresh_stack) == 1, 10, "the worker to stop generating", fresh_stack.logs
+    )
+
+
+def test_a_restarted_edge_serves_from_its_first_connection(fresh_stack: Stack) -> None:
+    """No "authentication is starting up" 503: the edge listens once it can authenticate."""
+    full_stack(fresh_stack, "--tokens-per-s", "0")
+    key = fresh_stack.auth
+    fresh_stack.kill("edge", signal.SIGTERM)
+    port = free_port()
+    env = {"LLMAAS_ADMIN_TOKEN": fresh_stack.admin_token, "LLMAAS_TIERS_FILE": str(fresh_stack.tiers_file)}
+    # NATS frozen for a while as the edge starts: its directory cannot load before NATS is back.
+    nats_pid = fresh_stack.nats.pid
+    assert nats_pid is not None
+    os.kill(nats_pid, signal.SIGSTOP)
+    thaw = threading.Timer(2.0, os.kill, (nats_pid, signal.SIGCONT))
+    thaw.start()
+    fresh_stack.start("edge", "edge", "--port", str(port), env=env)
+    body = {**BODY, "max_tokens": 2}
+    statuses: list[int] = []
+
+    def answered() -> bool:
+        try:
+            r = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=body, headers=key, timeout=10)
+        except httpx.TransportError:
+            return False  # not listening yet
+        statuses.append(r.status_code)
+        return len(statuses) >= 5
+
+    try:
+        wait_until(answered, 30, "the restarted edge", fresh_stack.logs)
+    finally:
+        thaw.join()
+    assert statuses == [200] * 5, statuses

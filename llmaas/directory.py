@@ -3,7 +3,10 @@
 Reads never leave the process: authentication is a dict lookup in the copy, which a KV watch keeps
 up to date within milliseconds of any change (revocations included) on every edge. When NATS is
 down the copy simply stops changing, so keys an edge already knew keep working; when NATS comes
-back the copy is rebuilt from a fresh snapshot (which also catches what changed meanwhile).
+back the copy is rebuilt from a fresh snapshot (which also catches what changed meanwhile). On a
+cluster, a watch can also go silent without any disconnection (the bucket's leader lost with the
+watch's consumer on it): every ``CHECK_S`` each bucket's last sequence is compared with what the
+copy has seen, and a copy behind it on two checks in a row is rebuilt the same way.
 Writes (the admin API's) go to KV with compare-and-set, so two administrators cannot lose an update.
 """
 
@@ -27,6 +30,8 @@ from llmaas.tenants import ApiKey, Tenant
 
 log = logging.getLogger(__name__)
 
+CHECK_S = 2.0
+
 TENANTS_BUCKET = streams.TENANTS.bucket
 KEYS_BUCKET = streams.KEYS.bucket
 
@@ -47,6 +52,8 @@ class _Copy(Generic[R]):
     def __init__(self, kind: type[R]) -> None:
         self.decoder: msgspec.json.Decoder[R] = msgspec.json.Decoder(kind)
         self.records: dict[str, R] = {}
+        self.revision = 0
+        """The bucket's last sequence this copy has seen."""
 
 
 class Directory:
@@ -97,12 +104,41 @@ class Directory:
     async def _follow(
         self, kv: KeyValue, copy: _Copy[R], ready: asyncio.Event, resync_wanted: asyncio.Event
     ) -> None:
+        check = asyncio.create_task(self._check(kv, copy, ready, resync_wanted))
+        try:
+            while True:
+                try:
+                    await self._watch(kv, copy, ready, resync_wanted)
+                except (NatsError, TimeoutError) as exc:
+                    log.warning("watching %s failed (%s); retrying", kv._name, type(exc).__name__)
+                    await asyncio.sleep(0.5)
+        finally:
+            check.cancel()
+
+    @staticmethod
+    async def _check(
+        kv: KeyValue, copy: _Copy[R], ready: asyncio.Event, resync_wanted: asyncio.Event
+    ) -> None:
+        """Rebuild a copy whose watch went silent while the bucket moved on."""
+        behind_at: int | None = None
         while True:
+            await asyncio.sleep(CHECK_S)
+            if not ready.is_set():
+                continue
             try:
-                await self._watch(kv, copy, ready, resync_wanted)
-            except (NatsError, TimeoutError) as exc:
-                log.warning("watching %s failed (%s); retrying", kv._name, type(exc).__name__)
-                await asyncio.sleep(0.5)
+                last = (await kv.status()).stream_info.state.last_seq
+            except (NatsError, TimeoutError):
+                continue  # unreachable: the reconnection resyncs
+            if last <= copy.revision:
+                behind_at = None
+            elif behind_at is not None and copy.revision <= behind_at:
+                log.warning(
+                    "the watch of %s went silent (at %d of %d); rebuilding", kv._name, copy.revision, last
+                )
+                resync_wanted.set()
+                behind_at = None
+            else:
+                behind_at = copy.revision
 
     async def _watch(
         self, kv: KeyValue, copy: _Copy[R], ready: asyncio.Event, resync_wanted: asyncio.Event
@@ -124,6 +160,7 @@ class Directory:
                     copy.records = records
                     ready.set()
                     continue
+                copy.revision = max(copy.revision, entry.revision or 0)
                 if entry.operation in (KV_DEL, KV_PURGE) or not entry.value:
                     records.pop(entry.key, None)
                 else:

@@ -38,6 +38,7 @@ class NatsCluster:
         client_ports: tuple[int, ...] | None = None,
         tls: LocalPki | None = None,
         encrypt: bool = False,
+        mutual: bool = False,
     ) -> None:
         self.root = root
         self.identities: Path = root / "identities"
@@ -52,6 +53,7 @@ class NatsCluster:
                 identities_dir=self.identities,
                 tls=tls,
                 encrypt=encrypt,
+                mutual=mutual,
                 peering=Peering(name=f"n{i}", port=routes[i], ports=routes, secret=secret),
             )
             for i in range(size)

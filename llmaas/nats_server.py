@@ -122,9 +122,11 @@ class NatsServer:
         tls: LocalPki | None = None,
         encrypt: bool = False,
         peering: Peering | None = None,
+        mutual: bool = False,
     ) -> None:
         """``identities_dir``: where the identities are (several nodes share one), else under
-        ``data_dir``; ``peering``: this node's place in a cluster."""
+        ``data_dir``; ``peering``: this node's place in a cluster; ``mutual``: with ``tls``, clients
+        must also present a certificate of that PKI."""
         self.data_dir = data_dir
         self.host = host
         self.port = port
@@ -134,6 +136,7 @@ class NatsServer:
         self.identities = identities_dir
         self.peering = peering
         self.tls = tls
+        self.mutual = mutual and tls is not None
         self.encrypt = encrypt
         self._admitted: set[str] = set()
         self._proc: subprocess.Popen[bytes] | None = None
@@ -150,7 +153,10 @@ class NatsServer:
 
     def connect_options(self, name: str = identities.OPERATOR) -> dict[str, Any]:
         """Keyword arguments of ``nats.connect`` to connect as ``name`` (nothing without identities)."""
-        options: dict[str, Any] = {} if self.tls is None else {"tls": client_context(self.tls.ca)}
+        options: dict[str, Any] = {}
+        if self.tls is not None:
+            mine = (self.tls.client_cert, self.tls.client_key) if self.mutual else (None, None)
+            options["tls"] = client_context(self.tls.ca, *mine)
         if self.identities is not None:
             seed = self.grant(name)
             inbox = identities.inbox_prefix(identities.public_key(seed))
@@ -174,7 +180,9 @@ class NatsServer:
             # Clients first read the server's INFO in clear (no secret in it), then go to TLS 1.3.
             text += (
                 f'tls {{\n  cert_file: "{self.tls.cert}"\n  key_file: "{self.tls.key}"\n'
-                '  min_version: "1.3"\n  timeout: 2\n}\n'
+                '  min_version: "1.3"\n  timeout: 2\n'
+                + (f'  ca_file: "{self.tls.ca}"\n  verify: true\n' if self.mutual else "")
+                + "}\n"
             )
         if self.peering is not None:
             text += self.peering.config(self.host)

@@ -48,6 +48,8 @@ async def connect(
     on_up: Callable[[], Awaitable[None]] | None = None,
     credentials: Path | None = None,
     tls_ca: Path | None = None,
+    tls_cert: Path | None = None,
+    tls_key: Path | None = None,
 ) -> Client:
     """Connect to ``url``, retrying forever (also for the first connection).
 
@@ -56,7 +58,7 @@ async def connect(
     ``on_down`` runs once each time an established connection is lost, ``on_up`` when it is back.
     ``credentials``: the seed file of this service's NATS identity (llmaas.identities); ``tls_ca``:
     the CA that signed the servers' certificates (TLS 1.3; a ``tls://`` URL without it trusts the
-    system's CAs).
+    system's CAs); ``tls_cert``/``tls_key``: what it presents when the server asks (mutual TLS).
     """
     shown = redact(url)
     state = {"down": False}
@@ -88,7 +90,7 @@ async def connect(
         key = identities.public_key(credentials)
         identity = {"nkeys_seed": str(credentials), "inbox_prefix": identities.inbox_prefix(key)}
     if tls_ca is not None or any(u.startswith("tls://") for u in servers(url)):
-        identity["tls"] = tls.client_context(tls_ca)
+        identity["tls"] = tls.client_context(tls_ca, tls_cert, tls_key)
     client = await nats.connect(
         servers(url),
         name=name,
@@ -125,6 +127,8 @@ async def connect_as(
         on_up=on_up,
         credentials=settings.nats_credentials,
         tls_ca=settings.nats_tls_ca,
+        tls_cert=settings.nats_tls_cert,
+        tls_key=settings.nats_tls_key,
     )
 
 

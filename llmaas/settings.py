@@ -31,6 +31,10 @@ class ServiceSettings(BaseSettings):
     nats_tls_ca: Path | None = Field(
         default=None, description="the CA that signed the NATS servers' certificates (TLS 1.3)"
     )
+    nats_tls_cert: Path | None = Field(
+        default=None, description="with mutual TLS: the certificate this service presents to NATS"
+    )
+    nats_tls_key: Path | None = Field(default=None, description="that certificate's private key")
     nats_replicas: int = Field(
         default=1, ge=1, le=5, description="copies of every stream and bucket: 1 on one node, 3 on a cluster"
     )

@@ -4,8 +4,10 @@ authority ``llmaas up --tls`` makes for the embedded default.
 In production the operator's PKI issues the certificates (``--tls-cert``/``--tls-key`` for the edge,
 the same files in nats-server's ``tls`` block, ``LLMAAS_NATS_TLS_CA`` for the services). For one
 machine, ``local_pki`` makes once, under ``<data-dir>/tls``: a CA (EC P-256, 10 years) and a server
-certificate it signs (1 year, for localhost, 127.0.0.1, ::1 and this host's name), keys mode 0600.
-A certificate that expires within 30 days, or does not name this host, is issued again by the CA.
+certificate it signs (1 year, for localhost, 127.0.0.1, ::1 and this host's name), and a client
+certificate the services present when NATS asks for one (mutual TLS, ``llmaas up --tls --mtls``);
+keys mode 0600. A certificate that expires within 30 days, or does not name this host, is issued
+again by the CA.
 """
 
 from __future__ import annotations
@@ -35,10 +37,15 @@ def server_context(cert: Path, key: Path) -> ssl.SSLContext:
     return context
 
 
-def client_context(ca: Path | None = None) -> ssl.SSLContext:
-    """What a client accepts: TLS 1.3, a certificate from ``ca`` (else the system's) for the host."""
+def client_context(
+    ca: Path | None = None, cert: Path | None = None, key: Path | None = None
+) -> ssl.SSLContext:
+    """What a client accepts: TLS 1.3, a certificate from ``ca`` (else the system's) for the host;
+    with ``cert`` and ``key``, what it presents when the server asks (mutual TLS)."""
     context = ssl.create_default_context(cafile=str(ca) if ca else None)
     context.minimum_version = MINIMUM
+    if cert is not None and key is not None:
+        context.load_cert_chain(cert, key)
     return context
 
 
@@ -47,28 +54,37 @@ class LocalPki:
     ca: Path
     cert: Path
     key: Path
+    client_cert: Path
+    client_key: Path
 
 
 def local_pki(data_dir: Path) -> LocalPki:
     """The data dir's CA and server certificate, made (or renewed) as needed."""
     root = data_dir / "tls"
     root.mkdir(mode=0o700, parents=True, exist_ok=True)
-    pki = LocalPki(ca=root / "ca.pem", cert=root / "server.pem", key=root / "server.key")
+    pki = LocalPki(
+        ca=root / "ca.pem",
+        cert=root / "server.pem",
+        key=root / "server.key",
+        client_cert=root / "client.pem",
+        client_key=root / "client.key",
+    )
     ca_key_file = root / "ca.key"
     if not (pki.ca.exists() and ca_key_file.exists()):
         ca_key = ec.generate_private_key(ec.SECP256R1())
         ca_cert = _ca_certificate(ca_key)
         _write_key(ca_key_file, ca_key)
         pki.ca.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-    if _needs_issuing(pki.cert):
-        signer = serialization.load_pem_private_key(ca_key_file.read_bytes(), password=None)
-        if not isinstance(signer, ec.EllipticCurvePrivateKey):
-            raise ValueError(f"{ca_key_file}: not the EC key llmaas made")
-        ca_cert = x509.load_pem_x509_certificate(pki.ca.read_bytes())
-        key = ec.generate_private_key(ec.SECP256R1())
-        _write_key(pki.key, key)
-        issued = _server_certificate(key, signer, ca_cert)
-        pki.cert.write_bytes(issued.public_bytes(serialization.Encoding.PEM))
+    for cert_file, key_file in ((pki.cert, pki.key), (pki.client_cert, pki.client_key)):
+        if _needs_issuing(cert_file):
+            signer = serialization.load_pem_private_key(ca_key_file.read_bytes(), password=None)
+            if not isinstance(signer, ec.EllipticCurvePrivateKey):
+                raise ValueError(f"{ca_key_file}: not the EC key llmaas made")
+            ca_cert = x509.load_pem_x509_certificate(pki.ca.read_bytes())
+            key = ec.generate_private_key(ec.SECP256R1())
+            _write_key(key_file, key)
+            issued = _server_certificate(key, signer, ca_cert)
+            cert_file.write_bytes(issued.public_bytes(serialization.Encoding.PEM))
     return pki
 
 

@@ -30,6 +30,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
         "--nats-credentials", help="nkey seed file of this component's NATS identity (llmaas up makes them)"
     )
     parser.add_argument("--nats-tls-ca", help="CA file that signed the NATS servers' certificates")
+    parser.add_argument("--nats-tls-cert", help="mutual TLS: the certificate presented to NATS")
+    parser.add_argument("--nats-tls-key", help="mutual TLS: that certificate's private key")
     parser.add_argument(
         "--nats-replicas", type=int, help="copies of each stream and bucket: 1 (default) or 3 on a cluster"
     )
@@ -40,7 +42,10 @@ def _metrics(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port (0: off)")
 
 
-COMMON = ("nats_url", "nats_credentials", "nats_tls_ca", "nats_replicas", "log_level")
+COMMON = (
+    "nats_url", "nats_credentials", "nats_tls_ca", "nats_tls_cert", "nats_tls_key", "nats_replicas",
+    "log_level",
+)  # fmt: skip
 
 
 def cmd_edge(args: argparse.Namespace) -> None:
@@ -167,6 +172,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--tls",
         action="store_true",
         help="TLS 1.3 on the edge and NATS, with a local CA made in <data-dir>/tls (clients trust ca.pem)",
+    )
+    up.add_argument(
+        "--mtls",
+        action="store_true",
+        help="with --tls: NATS also asks each service for a certificate of the local CA (mutual TLS)",
     )
     up.add_argument(
         "--cluster",

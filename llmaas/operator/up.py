@@ -33,15 +33,23 @@ class Bus:
         self.server: NatsServer | NatsCluster | None = None
         url = args.nats_url
         replicas = args.nats_replicas or (3 if args.cluster > 1 and url is None else 1)
+        mutual = bool(args.mtls and pki is not None)
         if url is None and args.cluster > 1:
             ports = None if args.nats_port < 0 else tuple(args.nats_port + i for i in range(args.cluster))
             self.server = NatsCluster(
-                data_dir / "nats-cluster", args.cluster, client_ports=ports, tls=pki, encrypt=True
+                data_dir / "nats-cluster",
+                args.cluster,
+                client_ports=ports,
+                tls=pki,
+                encrypt=True,
+                mutual=mutual,
             )
             url = self.server.start()
             log.info("%d nats-server nodes in a JetStream cluster on %s", args.cluster, url)
         elif url is None:
-            self.server = NatsServer(data_dir, port=args.nats_port, identities=True, tls=pki, encrypt=True)
+            self.server = NatsServer(
+                data_dir, port=args.nats_port, identities=True, tls=pki, encrypt=True, mutual=mutual
+            )
             url = self.server.start()
             log.info("nats-server with JetStream on %s (data in %s)", url, data_dir / "jetstream")
         if self.server is not None:
@@ -51,6 +59,8 @@ class Bus:
             self.argv += ["--nats-replicas", str(replicas)]
         if pki is not None and self.server is not None:
             self.argv += ["--nats-tls-ca", str(pki.ca)]
+            if mutual:
+                self.argv += ["--nats-tls-cert", str(pki.client_cert), "--nats-tls-key", str(pki.client_key)]
 
     def identity(self, name: str) -> list[str]:
         """A child's own NATS identity on the embedded server (the seed file's path, not the seed)."""

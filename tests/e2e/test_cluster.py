@@ -154,7 +154,7 @@ def test_node_losses_and_a_full_restart_lose_nothing_and_double_nothing(fleet: S
         bad = {"authorization": f"Bearer {doomed}"}
         wait_until(
             lambda: httpx.get(f"{fleet.base_url}/v1/models", headers=bad, timeout=5).status_code == 401,
-            10,
+            20,  # a watch the lost node held is noticed silent and rebuilt (llmaas.directory)
             "the revoked key to be refused",
         )
         attack = {"model": CHAT, "messages": [{"role": "user", "content": ATTACK}]}

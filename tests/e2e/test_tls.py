@@ -1,6 +1,6 @@
 """TLS 1.3 on every hop of `llmaas up --tls`: the edge and NATS refuse TLS 1.2 from a real client,
 the CLI trusts the local CA from the data dir, the openai SDK works given the CA file, and the
-services reach NATS over TLS with their own identities."""
+services reach NATS over mutual TLS (``--mtls``) with their own identities."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from pathlib import Path
 
 import httpx
 import nats
+import nats.errors
 import openai
 import pytest
 
@@ -40,7 +41,7 @@ def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, int
     data = tmp_path_factory.mktemp("tls")
     port = free_port()
     log = (data / "up.log").open("wb")
-    argv = ["up", "--tls", "--port", str(port), "--nats-port", "-1", "--data-dir", str(data)]
+    argv = ["up", "--tls", "--mtls", "--port", str(port), "--nats-port", "-1", "--data-dir", str(data)]
     up = subprocess.Popen(
         [sys.executable, "-m", "llmaas", *argv, "--engine", "synthetic"], stdout=log, stderr=subprocess.STDOUT
     )
@@ -62,7 +63,8 @@ def test_the_edge_speaks_tls_1_3_only(secure: tuple[Path, int]) -> None:
     with pytest.raises(httpx.HTTPError):  # no plain HTTP on the HTTPS port
         httpx.get(f"http://127.0.0.1:{port}/health", timeout=3)
     # Keys stay the owner's; the CA's certificate is what clients are given.
-    assert all((data / "tls" / name).stat().st_mode & 0o077 == 0 for name in ("ca.key", "server.key"))
+    keys = ("ca.key", "server.key", "client.key")
+    assert all((data / "tls" / name).stat().st_mode & 0o077 == 0 for name in keys)
 
 
 def test_the_cli_and_the_openai_sdk_work_over_https(secure: tuple[Path, int]) -> None:
@@ -107,8 +109,13 @@ def test_nats_takes_tls_1_3_with_an_identity_and_nothing_less(secure: tuple[Path
         await nc.close()
         return connected
 
-    assert asyncio.run(connect(tls.client_context(ca)))
+    client = (data / "tls" / "client.pem", data / "tls" / "client.key")
+    assert asyncio.run(connect(tls.client_context(ca, *client)))
+    # Mutual: the right CA and identity, but no certificate of our own, is not enough.
+    with pytest.raises((ssl.SSLError, nats.errors.Error, ConnectionError)):
+        asyncio.run(connect(tls.client_context(ca)))
     old = ssl.create_default_context(cafile=str(ca))
+    old.load_cert_chain(*client)
     old.maximum_version = ssl.TLSVersion.TLSv1_2
     with pytest.raises(ssl.SSLError):
         asyncio.run(connect(old))
@@ -116,4 +123,4 @@ def test_nats_takes_tls_1_3_with_an_identity_and_nothing_less(secure: tuple[Path
     with pytest.raises(ssl.SSLError):
         asyncio.run(connect(ssl.create_default_context()))
     config = (data / "nats" / "nats-server.conf").read_text()
-    assert 'min_version: "1.3"' in config
+    assert 'min_version: "1.3"' in config and "verify: true" in config

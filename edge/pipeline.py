@@ -23,7 +23,7 @@ from nats.js.client import JetStreamContext
 
 from edge.metrics import EdgeMetrics
 from edge.settings import EdgeSettings
-from llmaas import codec, natsconn, subjects
+from llmaas import codec, natsconn, seals, subjects
 from llmaas.errors import (
     ClientClosed,
     LlmaasError,
@@ -94,6 +94,8 @@ class Pipeline:
         self._orphans: dict[str, float] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._background: list[asyncio.Task[None]] = []
+        key = settings.billing_key
+        self._seal_key = key.get_secret_value().encode() if key is not None else None
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -186,7 +188,8 @@ class Pipeline:
         reply = subjects.reply(self.edge_id, rid)
         try:
             # The NATS reply too: with no guard at all, the server answers "no responders" there.
-            payload = codec.encode(msgspec.structs.replace(job, reply=reply))
+            mark = seals.seal(self._seal_key, seals.Claim.of_job(job)) if self._seal_key else ""
+            payload = codec.encode(msgspec.structs.replace(job, reply=reply, seal=mark))
             await nc.publish(subjects.GUARD, payload, reply=reply)
         except MaxPayloadError:
             self._streams.pop(rid, None)

@@ -51,6 +51,11 @@ class EdgeSettings(ServiceSettings):
         default=60.0, gt=0, description="the window of failed authentications, summarized in one audit event"
     )
 
+    billing_key: SecretStr | None = Field(
+        default=None,
+        description="seals each job (HMAC) so that metering can bill a worker's record of it if this "
+        "edge dies mid-answer; the same key as metering's",
+    )
     tls_cert: Path | None = Field(default=None, description="serve HTTPS (TLS 1.3 only) with this cert")
     tls_key: Path | None = Field(default=None, description="the certificate's private key")
 

@@ -123,6 +123,7 @@ def role(name: str) -> Role:
                 *_stream(streams.USAGE.name),
                 *_stream(streams.AUDIT.name),
                 *_stream(streams.SECURITY.name),
+                *_stream(streams.WORK.name),
             ),
             subscribe=(subjects.METERING_QUERY,),
             responses=True,
@@ -130,7 +131,8 @@ def role(name: str) -> Role:
     if name.startswith(_WORKER):
         worker_id = subjects.check_token(name.removeprefix(_WORKER))
         return Role(
-            publish=(subjects.heartbeat(worker_id), _ANSWERS),
+            # Its records of work done go to its own subject of LLMAAS_WORK (sealed by the edge).
+            publish=(subjects.heartbeat(worker_id), _ANSWERS, subjects.work(worker_id)),
             subscribe=(subjects.worker_jobs(worker_id), subjects.worker_cancel(worker_id)),
             responses=True,  # "taken", to the scheduler that handed it a job
         )

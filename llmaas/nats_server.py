@@ -34,7 +34,7 @@ class NatsServerError(RuntimeError):
 
 SECRETS = frozenset({
     "LLMAAS_ADMIN_TOKEN", "LLMAAS_API_KEY", "LLMAAS_CLICKHOUSE_URL", "LLMAAS_JETSTREAM_KEY",
-    "LLMAAS_CLICKHOUSE_KEY",
+    "LLMAAS_CLICKHOUSE_KEY", "LLMAAS_BILLING_KEY",
 })  # fmt: skip
 """Variables a child process gets only when its own ``env`` gives them (the edge: the admin token;
 metering: the ClickHouse URL and key; nats-server: its store's key), never by inheritance from the

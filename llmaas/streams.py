@@ -130,7 +130,14 @@ LEASES = StreamSpec(
     counter=True,
     max_msgs_per_subject=1,
 )
-STREAMS = (USAGE, AUDIT, SECURITY, LIMITS, LEASES)
+WORK = StreamSpec(
+    name="LLMAAS_WORK",
+    subjects=(subjects.WORK,),
+    max_age_s=7 * DAY_S,  # long enough for metering to be down a while and still bill orphans
+    duplicate_window_s=600.0,
+    deny_delete=True,
+)
+STREAMS = (USAGE, AUDIT, SECURITY, LIMITS, LEASES, WORK)
 
 TENANTS = BucketSpec("llmaas_tenants", history=5)  # the last versions: what a record was before a change
 KEYS = BucketSpec("llmaas_keys", history=5)

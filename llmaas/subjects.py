@@ -33,6 +33,9 @@ METERING_QUEUE = "metering"
 LIMITS = f"{ROOT}.limits.>"
 """Counters of the tenants' limits (JetStream counter stream LLMAAS_LIMITS)."""
 
+WORK = f"{ROOT}.work.*"
+"""Each worker's records of sealed jobs done (JetStream stream LLMAAS_WORK), for metering."""
+
 LEASES = f"{ROOT}.leases.>"
 """Requests in flight per key, counted per lease period (JetStream counter stream LLMAAS_LEASES)."""
 
@@ -81,3 +84,7 @@ def limit_counter(tenant: str, measure: str, window: str) -> str:
 def lease_counter(tenant: str, key_id: str, period: int) -> str:
     """The requests of key ``key_id`` in flight during lease period ``period``."""
     return f"{ROOT}.leases.{tenant}.{key_id}.{period}"
+
+
+def work(worker_id: str) -> str:
+    return f"{ROOT}.work.{worker_id}"

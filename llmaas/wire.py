@@ -88,6 +88,9 @@ class GenerateJob(_Wire, frozen=True, kw_only=True, tag="gen", tag_field="t"):
     reply: str = ""
     """Where the frames go (the edge's subject of this request); each hop's own NATS reply is the
     previous hop's, for the ack that says it took the job. Empty: the message's reply."""
+    seal: str = ""
+    """The edge's HMAC over who asked for what (llmaas.seals): a worker's record of work done for
+    this job can be billed if its edge never bills it (killed mid-answer), and no other."""
 
 
 class EmbedJob(_Wire, frozen=True, kw_only=True, tag="emb", tag_field="t"):
@@ -100,6 +103,8 @@ class EmbedJob(_Wire, frozen=True, kw_only=True, tag="emb", tag_field="t"):
     caller: Caller = Caller()
     reply: str = ""
     """As ``GenerateJob.reply``."""
+    seal: str = ""
+    """As ``GenerateJob.seal``."""
 
 
 Job = GenerateJob | EmbedJob
@@ -200,7 +205,8 @@ class SecurityEvent(_Wire, frozen=True, kw_only=True):
     guard: str
 
 
-UsageStatus = Literal["ok", "aborted", "blocked", "rejected", "error"]
+UsageStatus = Literal["ok", "aborted", "blocked", "rejected", "error", "orphaned"]
+"""``orphaned``: billed from the worker's record, the request's edge having never reported it."""
 
 
 class UsageEvent(_Wire, frozen=True, kw_only=True):
@@ -232,6 +238,27 @@ class UsageEvent(_Wire, frozen=True, kw_only=True):
     batch: bool = False
     """Asynchronous batch work (billed at the price list's batch factor)."""
     edge: str = ""
+
+
+class WorkRecord(_Wire, frozen=True, kw_only=True):
+    """What a worker did for one sealed job (stream LLMAAS_WORK, JSON, id = request id): billed by
+    metering only when no usage event of that request arrives (its edge died), within the seal's
+    bounds (``max_tokens``; the model's context)."""
+
+    request_id: str
+    at: float
+    tenant: str
+    token_id: str
+    model: str
+    endpoint: Literal["chat", "completion", "embedding"]
+    max_tokens: int
+    seal: str
+    worker: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    reasoning_tokens: int = 0
+    cached_tokens: int = 0
+    finish_reason: str = ""
 
 
 # --- reports: the edge (or an operator's tool) -> metering, request/reply -------------------------

@@ -5,6 +5,12 @@ a consumer stopped or killed at any point leaves the batch unacknowledged, and J
 it again after ``ack_wait``. Delivered again, its ids already stored are skipped, and the rollups
 of everything it touches are recomputed, so every event counts once. An event that cannot be
 decoded is terminated (never redelivered) and counted: it would block the stream forever.
+
+The workers' records of sealed jobs (LLMAAS_WORK) go into the usage table too, as ``orphaned``
+rows, but only ``metering_orphan_grace_s`` after the work ended (JetStream redelivers a record
+not due yet when it is) and only for requests no usage event billed: the check for ids already
+stored and the insert are one step on the writer's thread, so the edge's event and the worker's
+record cannot both be stored. A record whose seal does not match is never billed.
 """
 
 from __future__ import annotations
@@ -25,8 +31,8 @@ from nats.errors import Error as NatsError
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.client import JetStreamContext
 
-from llmaas import audit, streams, usage
-from llmaas.wire import SecurityEvent
+from llmaas import audit, seals, streams, usage
+from llmaas.wire import SecurityEvent, UsageEvent, WorkRecord
 from metering.metrics import MeteringMetrics
 from metering.rows import AUDIT_COLUMNS, SECURITY_COLUMNS, USAGE_COLUMNS, Pricer, audit_row, security_row
 from metering.settings import MeteringSettings
@@ -34,6 +40,7 @@ from metering.store import Store
 
 log = logging.getLogger(__name__)
 _security_decoder = msgspec.json.Decoder(SecurityEvent)
+_work_decoder = msgspec.json.Decoder(WorkRecord)
 
 
 @dataclass(frozen=True)
@@ -53,9 +60,14 @@ class Sink:
     columns: tuple[str, ...]
     id_column: str
     decode: Callable[[Msg], Decoded]
+    wait: Callable[[Msg], float] | None = None
+    """Seconds before an event may be stored (a worker's record waits for its edge's event)."""
 
 
-def sinks(pricer: Pricer) -> list[Sink]:
+def sinks(pricer: Pricer, settings: MeteringSettings) -> list[Sink]:
+    key = settings.billing_key.get_secret_value().encode() if settings.billing_key else None
+    grace = settings.metering_orphan_grace_s
+
     def usage_event(msg: Msg) -> Decoded:
         e = usage.decoder.decode(msg.data)
         row = pricer.usage_row(e)
@@ -67,6 +79,37 @@ def sinks(pricer: Pricer) -> list[Sink]:
             audit_row(msg.metadata.sequence.stream, audit.decoder.decode(msg.data)),
         )
 
+    def work_record(msg: Msg) -> Decoded:
+        r = _work_decoder.decode(msg.data)
+        if key is None or not seals.intact(key, r.seal, seals.Claim.of_record(r)):
+            raise ValueError(f"the record of {r.request_id} from {r.worker} is not sealed by an edge")
+        model = pricer.catalog.get(r.model)
+        context = model.context_length if model is not None and model.context_length else None
+        # Within what the seal vouches for: a worker cannot bill more than the job allowed.
+        completion = min(r.completion_tokens, r.max_tokens) if r.max_tokens else r.completion_tokens
+        prompt = min(r.prompt_tokens, context) if context else r.prompt_tokens
+        event = UsageEvent(
+            request_id=r.request_id,
+            at=r.at,
+            tenant=r.tenant,
+            token_id=r.token_id,
+            model=r.model,
+            endpoint=r.endpoint,
+            status="orphaned",
+            http_status=0,
+            finish_reason=r.finish_reason,
+            worker=r.worker,
+            prompt_tokens=prompt,
+            completion_tokens=completion,
+            reasoning_tokens=min(r.reasoning_tokens, completion),
+            cached_tokens=min(r.cached_tokens, prompt),
+        )
+        row = pricer.usage_row(event)
+        return Decoded(event.request_id, row, (event.tenant, event.model, row[1]))
+
+    def work_wait(msg: Msg) -> float:
+        return _work_decoder.decode(msg.data).at + grace - time.time()
+
     def security_event(msg: Msg) -> Decoded:
         e = _security_decoder.decode(msg.data)
         return Decoded(e.request_id, security_row(e))
@@ -75,6 +118,7 @@ def sinks(pricer: Pricer) -> list[Sink]:
         Sink("usage", streams.USAGE, "usage", USAGE_COLUMNS, "request_id", usage_event),
         Sink("audit", streams.AUDIT, "audit", AUDIT_COLUMNS, "seq", audit_event),
         Sink("security", streams.SECURITY, "security_events", SECURITY_COLUMNS, "request_id", security_event),
+        Sink("work", streams.WORK, "usage", USAGE_COLUMNS, "request_id", work_record, work_wait),
     ]
 
 
@@ -125,6 +169,10 @@ class Consumer:
 
     async def _handle(self, messages: list[Msg], failures: int) -> int:
         """Store one batch and acknowledge it, or hand it back for later; the failures in a row."""
+        if self.sink.wait is not None:
+            messages = await self._due(messages, self.sink.wait)
+            if not messages:
+                return failures
         keepalive = asyncio.create_task(self._in_progress(messages))
         try:
             try:
@@ -143,6 +191,19 @@ class Consumer:
         # Acknowledged only now: until here a crash means "deliver again", never "lost".
         await asyncio.gather(*(m.ack() for m in messages), return_exceptions=True)
         return 0
+
+    async def _due(self, messages: list[Msg], wait: Callable[[Msg], float]) -> list[Msg]:
+        """The messages that may be stored now; the others handed back until they may."""
+        due: list[tuple[Msg, float]] = []
+        later: list[tuple[Msg, float]] = []
+        for msg in messages:
+            try:
+                left = wait(msg)
+            except (msgspec.DecodeError, ValueError):
+                left = 0.0  # unreadable: _store terminates it
+            (later if left > 0 else due).append((msg, left))
+        await asyncio.gather(*(m.nak(delay=left) for m, left in later), return_exceptions=True)
+        return [m for m, _ in due]
 
     async def _in_progress(self, messages: list[Msg]) -> None:
         """While a slow insert runs, tell JetStream the batch is being worked on: ``ack_wait`` can
@@ -192,9 +253,9 @@ class Consumer:
             readable += 1
             decoded.setdefault(d.id, d)  # the same event twice in one batch: once
         store, sink = self.store, self.sink
-        known = await store.run(store.stored, sink.table, sink.id_column, list(decoded))
-        fresh = [d.row for key, d in decoded.items() if key not in known]
-        await store.run(store.insert, sink.table, sink.columns, fresh)
+        rows = {key: d.row for key, d in decoded.items()}
+        known = await store.run(store.insert_new, sink.table, sink.id_column, sink.columns, rows)
+        fresh = [row for key, row in rows.items() if key not in known]
         if self.settings.metering_fault == "crash_after_insert" and sink.name == "usage" and fresh:
             log.error("fault injection: exiting after storing %d rows, before acknowledging", len(fresh))
             os._exit(137)

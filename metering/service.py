@@ -83,7 +83,7 @@ class MeteringService:
         await store.run(self.reports.load_tables)
         nc = self._nc = await natsconn.connect_as(s, "metering")
         js = nc.jetstream()
-        metered = sinks(self.pricer)
+        metered = sinks(self.pricer, s)
         await asyncio.gather(*(streams.ensure(js, sink.stream, streams.Policy.of(s)) for sink in metered))
         for sink in metered:
             consumer = Consumer(js, store, sink, s, self.metrics)

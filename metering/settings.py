@@ -22,6 +22,14 @@ class MeteringSettings(ServiceSettings):
         default=None,
         description="chDB's AES-256 key (64 hex digits); else <data-dir>/clickhouse.key, made once (0600)",
     )
+    billing_key: SecretStr | None = Field(
+        default=None, description="the edges' seal key: workers' records of sealed jobs billed if no edge did"
+    )
+    metering_orphan_grace_s: float = Field(
+        default=120.0,
+        gt=0,
+        description="a worker's record is billed if no usage event of its request arrived this long after",
+    )
     metering_encrypt: bool = Field(default=True, description="chDB's tables on an AES-256 encrypted disk")
     clickhouse_database: str = Field(default="llmaas", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
     metering_batch_size: int = Field(default=5000, ge=1, description="events per insert, at most")

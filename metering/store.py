@@ -212,6 +212,15 @@ class Store:
         )
         return {row[0] for row in result.result_rows}
 
+    def insert_new(
+        self, table: str, column: str, columns: Sequence[str], rows: dict[Any, Sequence[Any]]
+    ) -> set[Any]:
+        """Insert the rows whose id is not in ``table`` yet, in one step of the writer's thread (no
+        other sink's insert comes between the check and this one); the ids already there."""
+        known = self.stored(table, column, list(rows))
+        self.insert(table, columns, [row for key, row in rows.items() if key not in known])
+        return known
+
     def insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         if rows:
             self.client.insert(table, rows, column_names=list(columns))

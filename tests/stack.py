@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -117,6 +118,8 @@ class Stack:
         self.metrics_ports: dict[str, int] = {}
         self.port = 0
         self.admin_token = tenants.mint_admin_token()
+        self.billing_key = secrets.token_hex(32)
+        """The edges' seal key, which metering checks (llmaas.seals); never given to workers."""
         self.tiers_file = root / "tiers.toml"
         self.tiers_file.write_text(TIERS_FILE.read_text() + TEST_TIERS)
         self._api_key: str | None = None
@@ -155,6 +158,7 @@ class Stack:
         self.port = free_port()
         env = {
             "LLMAAS_ADMIN_TOKEN": self.admin_token,
+            "LLMAAS_BILLING_KEY": self.billing_key,
             "LLMAAS_TIERS_FILE": str(self.tiers_file),
             "LLMAAS_AUTH_FAILURES_ALLOWED": "1000000",
             "LLMAAS_AUTH_FAILURE_WINDOW_S": "2",
@@ -231,7 +235,12 @@ class Stack:
         """The metering service on its own chDB in ``<root>/metering`` (small batches, quick redelivery);
         with ``ready``, returns once it answers (its metrics are served after its queries are)."""
         port = self.metrics_ports.setdefault("metering", free_port())
-        settings = {"LLMAAS_METERING_BATCH_WAIT_S": "0.2", "LLMAAS_METERING_ACK_WAIT_S": "5", **(env or {})}
+        settings = {
+            "LLMAAS_METERING_BATCH_WAIT_S": "0.2",
+            "LLMAAS_METERING_ACK_WAIT_S": "5",
+            "LLMAAS_BILLING_KEY": self.billing_key,
+            **(env or {}),
+        }
         data = str(self.root / "metering")
         proc = self.start(
             "metering", "metering", "--data-dir", data, "--metrics-port", str(port), *extra, env=settings

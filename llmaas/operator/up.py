@@ -18,7 +18,7 @@ import nats as nats_client
 
 from llmaas import identities, natsconn, streams, tls
 from llmaas.nats_cluster import NatsCluster
-from llmaas.nats_server import NatsServer
+from llmaas.nats_server import NatsServer, secret_key
 from llmaas.operator import admin
 from llmaas.operator.supervisor import Child, Supervisor
 from llmaas.settings import OperatorSettings
@@ -109,13 +109,18 @@ def _services(args: argparse.Namespace, bus: Bus, data_dir: Path, pki: tls.Local
     clickhouse_env = {"LLMAAS_CLICKHOUSE_URL": clickhouse_url} if clickhouse_url else {}
     if os.environ.get("LLMAAS_CLICKHOUSE_KEY"):  # the operator's key for chDB's encrypted disk
         clickhouse_env["LLMAAS_CLICKHOUSE_KEY"] = os.environ["LLMAAS_CLICKHOUSE_KEY"]
+    # The edges seal jobs and metering checks seals with it; workers never see it.
+    billing = {
+        "LLMAAS_BILLING_KEY": secret_key(data_dir / "billing.key", os.environ.get("LLMAAS_BILLING_KEY"))
+    }
+    clickhouse_env |= billing
     base = bus.argv
     edge = ["edge", *base, *bus.identity("edge"), "--host", args.host, "--port", str(args.port)]
     if pki is not None:
         edge += ["--tls-cert", str(pki.cert), "--tls-key", str(pki.key)]
     metering = ["metering", *base, *bus.identity("metering"), "--data-dir", str(data_dir)]
     return [
-        Child("edge", edge, env={"LLMAAS_ADMIN_TOKEN": token}),
+        Child("edge", edge, env={"LLMAAS_ADMIN_TOKEN": token, **billing}),
         Child("guard", ["guard", *base, *bus.identity("guard")]),
         Child("scheduler", ["scheduler", *base, *bus.identity("scheduler")]),
         Child("metering", metering, env=clickhouse_env),

@@ -7,6 +7,7 @@ minute under traffic, or killed between its insert and its acknowledgement, lose
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import itertools
 import json
@@ -16,10 +17,12 @@ from collections.abc import Iterator
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 
-from llmaas import subjects, usage
+from llmaas import identities, subjects, usage
 from llmaas.pricing import PriceList
+from llmaas.wire import WorkRecord
 from tests.stack import Stack, cli, wait_until
 
 CHAT, EMBED, SLOW = "synthetic-chat", "synthetic-embed", "synthetic-slow"
@@ -308,3 +311,54 @@ def test_metering_killed_between_insert_and_acknowledgement_stores_each_event_on
         "skips",
     )
     assert skipped >= 1
+
+
+def test_requests_in_flight_on_a_killed_edge_are_billed_from_the_workers_records(fresh_stack: Stack) -> None:
+    """The edge dies mid-answer (no usage event): the worker's sealed record of what it generated
+    becomes the row, once; a record whose seal was not made by an edge is never billed."""
+    fresh_stack.guard()
+    fresh_stack.scheduler()
+    fresh_stack.worker("w1", "--tokens-per-s", "200", "--completion-tokens", "300")
+    fresh_stack.metering(env={"LLMAAS_METERING_ORPHAN_GRACE_S": "3"})
+    url = fresh_stack.edge()
+    fresh_stack.wait_for_model(CHAT)
+    key = fresh_stack.new_key("orphans")
+    alive = chat(fresh_stack, key, max_tokens=5).headers["x-request-id"]
+    body = {"model": CHAT, "messages": [{"role": "user", "content": "a long answer"}], "stream": True}
+    ids: list[str] = []
+    reading: list[Iterator[str]] = []
+    with httpx.Client(timeout=30) as http, contextlib.ExitStack() as open_streams:
+        for _ in range(3):
+            r = http.stream(
+                "POST", f"{url}/v1/chat/completions", json=body, headers={"authorization": f"Bearer {key}"}
+            )
+            response = open_streams.enter_context(r)
+            ids.append(response.headers["x-request-id"])
+            lines = response.iter_lines()
+            next(lines)
+            reading.append(lines)  # a dropped line iterator would close the response: keep it
+        fresh_stack.kill("edge")
+        open_streams.pop_all()
+
+    async def forge() -> None:
+        nc = await fresh_stack.connect(identities.worker("w1"))
+        record = WorkRecord(
+            request_id="forged-request", at=time.time(), tenant="orphans", token_id="k", model=CHAT,
+            endpoint="chat", max_tokens=1_000_000, seal="0" * 64, worker="w1", completion_tokens=999_999,
+        )  # fmt: skip
+        await nc.jetstream().publish(subjects.work("w1"), msgspec.json.encode(record))
+        await nc.close()
+
+    asyncio.run(forge())
+    fresh_stack.edge()  # an edge again, for the reports
+    rows = rows_of(fresh_stack, [alive, *ids], timeout_s=60)
+    assert rows[alive]["status"] == "ok"  # its edge billed it: the worker's record was not used
+    for rid in ids:
+        assert rows[rid]["status"] == "orphaned" and rows[rid]["completion_tokens"] == 300, rows[rid]
+        assert rows[rid]["cost_nano"] > 0
+    wait_until(
+        lambda: fresh_stack.metric("metering", "llmaas_metering_unreadable_events_total", sink="work") >= 1,
+        30,
+        "the forged record to be refused",
+    )
+    assert fresh_stack.sql("SELECT count() AS n FROM usage WHERE request_id = 'forged-request'")[0]["n"] == 0

@@ -9,7 +9,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from dataclasses import dataclass
 
+import msgspec
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
@@ -17,12 +19,21 @@ from nats.errors import Error as NatsError
 from llmaas import codec, hops, natsconn, subjects
 from llmaas.errors import LlmaasError, ServerError, Unavailable
 from llmaas.metrics_server import expose
-from llmaas.wire import Accepted, Done, EmbedJob, Failed, GenerateJob, Heartbeat, Job
+from llmaas.wire import Accepted, Done, EmbedJob, Failed, GenerateJob, Heartbeat, Job, Usage, WorkRecord
 from workers.engines.base import Engine
 from workers.worker.metrics import WorkerMetrics
 from workers.worker.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
+
+
+@dataclass
+class _Done:
+    """What one job produced so far: the engine's usage at the end, else the tokens streamed."""
+
+    usage: Usage | None = None
+    generated: int = 0
+    finish_reason: str = ""
 
 
 class WorkerService:
@@ -34,6 +45,8 @@ class WorkerService:
         self.worker_id = settings.worker_id
         self._nc: Client | None = None
         self._jobs: dict[str, asyncio.Task[None]] = {}
+        self._records: set[asyncio.Task[None]] = set()
+        self._records_failing = False
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._leaving = False
         self._started_at = time.time()
@@ -66,6 +79,10 @@ class WorkerService:
             task.cancel()
         if self._heartbeat_task is not None:
             self._heartbeat_task.cancel()
+        if self._jobs:  # cancelled just now: their records follow
+            await asyncio.wait(list(self._jobs.values()), timeout=1)
+        if self._records:
+            await asyncio.wait(set(self._records), timeout=5)
         await natsconn.close(self.nc)
         await self.engine.stop()
 
@@ -104,16 +121,18 @@ class WorkerService:
         publish, encode = self.nc.publish, codec.encode
         arrived = time.perf_counter()
         outcome = "ok"
+        done = _Done()
         self.metrics.in_flight.inc()
         try:
             self.engine.check(job)
             await publish(reply, encode(Accepted(worker_id=self.worker_id)))
             if isinstance(job, EmbedJob):
                 result = await self.engine.embed(job)
+                done.usage = result.usage
                 self.metrics.tokens.labels(job.model, "prompt").inc(result.usage.prompt_tokens)
                 await publish(reply, encode(result))
             else:
-                await self._generate(job, reply, arrived)
+                await self._generate(job, reply, arrived, done)
         except asyncio.CancelledError:
             outcome = "cancelled"
             if self._leaving:
@@ -134,8 +153,51 @@ class WorkerService:
             self.metrics.in_flight.dec()
             self.metrics.requests.labels(job.model, outcome).inc()
             self._jobs.pop(job.request_id, None)
+            if job.seal and (done.usage is not None or done.generated):
+                self._record(job, done)
 
-    async def _generate(self, job: GenerateJob, reply: str, arrived: float) -> None:
+    def _record(self, job: Job, done: _Done) -> None:
+        """The work done for a sealed job, to LLMAAS_WORK (off the answer's path): metering bills
+        it only if the job's edge never does (it died mid-answer)."""
+        usage = done.usage or Usage(prompt_tokens=0, completion_tokens=done.generated)
+        record = WorkRecord(
+            request_id=job.request_id,
+            at=time.time(),
+            tenant=job.caller.tenant,
+            token_id=job.caller.token_id,
+            model=job.model,
+            endpoint=job.kind if isinstance(job, GenerateJob) else "embedding",
+            max_tokens=(job.sampling.max_tokens or 0) if isinstance(job, GenerateJob) else 0,
+            seal=job.seal,
+            worker=self.worker_id,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            reasoning_tokens=usage.reasoning_tokens,
+            cached_tokens=usage.cached_tokens,
+            finish_reason=done.finish_reason,
+        )
+
+        async def send() -> None:
+            try:
+                await self.nc.jetstream().publish(
+                    subjects.work(self.worker_id),
+                    msgspec.json.encode(record),
+                    timeout=5,
+                    headers={"Nats-Msg-Id": job.request_id},
+                )
+                self._records_failing = False
+            except (NatsError, TimeoutError) as exc:
+                # Said once per outage: without metering (or its stream) every job would say it.
+                if not self._records_failing:
+                    log.warning("records of work done not stored (%s); billing falls back on the edges'",
+                                type(exc).__name__)  # fmt: skip
+                self._records_failing = True
+
+        task = asyncio.create_task(send())
+        self._records.add(task)
+        task.add_done_callback(self._records.discard)
+
+    async def _generate(self, job: GenerateJob, reply: str, arrived: float, done: _Done) -> None:
         publish, encode = self.nc.publish, codec.encode
         completion = self.metrics.tokens.labels(job.model, "completion")
         first, counted = True, 0
@@ -146,10 +208,12 @@ class WorkerService:
             if isinstance(frame, Done):
                 self.metrics.tokens.labels(job.model, "prompt").inc(frame.usage.prompt_tokens)
                 completion.inc(max(0, frame.usage.completion_tokens - counted))
+                done.usage, done.finish_reason = frame.usage, frame.finish_reason
             else:
                 # Counted as they stream, so that an aborted answer still counts what it generated.
                 completion.inc(frame.tokens)
                 counted += frame.tokens
+                done.generated = counted
             await publish(reply, encode(frame))
 
     # --- heartbeats ---------------------------------------------------------------------------

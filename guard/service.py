@@ -33,6 +33,7 @@ from guard.shares import TenantShares
 from llmaas import codec, hops, natsconn, streams, subjects
 from llmaas.directory import Directory
 from llmaas.errors import InvalidRequest, RateLimited
+from llmaas.handlers import Handler, Handlers
 from llmaas.metrics_server import expose
 from llmaas.wire import Failed, Job
 
@@ -64,6 +65,17 @@ class GuardService:
             max_bytes=settings.guard_tenant_max_bytes,
         )
         self._tasks: set[asyncio.Task[None]] = set()
+        self.handlers = Handlers("guard", metrics.registry)
+        self.handlers.add(
+            Handler(
+                "job",
+                subjects.GUARD,
+                codec.job_decoder,
+                self._on_job,
+                subjects.GUARD_QUEUE,
+                self._undecodable,
+            )
+        )
 
     @property
     def nc(self) -> Client:
@@ -77,7 +89,7 @@ class GuardService:
         if self.history is not None:
             await self.history.attach(js)
         await self.directory.open(self.nc, streams.Policy.of(self.settings), keys=False)
-        await self.nc.subscribe(subjects.GUARD, queue=subjects.GUARD_QUEUE, cb=self._on_job)
+        await self.handlers.attach(self.nc)
         await self.nc.flush()
         expose(self.metrics.registry, self.settings.metrics_host, self.settings.metrics_port)
         log.info("guard %s ready (layers: %s)", self.guard_id, ", ".join(self.screener.names) or "none")
@@ -96,9 +108,9 @@ class GuardService:
             except (NatsError, TimeoutError) as exc:  # each prompt then fails open and says so
                 log.error("prompt history bucket not restored (%s)", type(exc).__name__)
 
-    async def _on_job(self, msg: Msg) -> None:
+    async def _on_job(self, job: Job, msg: Msg) -> None:
         await self._slots.acquire()
-        task = asyncio.create_task(self._handle(msg))
+        task = asyncio.create_task(self._handle(job, msg))
         self._tasks.add(task)
         task.add_done_callback(self._finished)
 
@@ -108,18 +120,17 @@ class GuardService:
         if not task.cancelled() and task.exception() is not None:
             log.error("screening failed", exc_info=task.exception())
 
-    async def _handle(self, msg: Msg) -> None:
-        if not msg.reply:
-            self.metrics.errors.labels("no_reply").inc()
-            return
-        try:
-            job = codec.job_decoder.decode(msg.data)
-        except codec.DecodeError:
-            self.metrics.errors.labels("undecodable").inc()
+    async def _undecodable(self, msg: Msg) -> None:
+        self.metrics.errors.labels("undecodable").inc()
+        if msg.reply:
             error = InvalidRequest("The job could not be decoded.", code="invalid_job")
             await self.nc.publish(msg.reply, codec.encode(Failed(error=error.to_wire())))
-            return
+
+    async def _handle(self, job: Job, msg: Msg) -> None:
         to = hops.frames_to(job, msg)
+        if not to:
+            self.metrics.errors.labels("no_reply").inc()
+            return
         tenant = self.directory.tenant(job.caller.tenant) if job.caller.tenant else None
         if tenant is not None and not tenant.guard_enabled:
             self.metrics.screened.labels("exempt").inc()

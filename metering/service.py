@@ -21,6 +21,7 @@ from nats.aio.msg import Msg
 
 from llmaas import catalog, codec, natsconn, streams, subjects
 from llmaas.errors import InvalidRequest, LlmaasError, PayloadTooLarge, RateLimited, Unavailable
+from llmaas.handlers import Handler, Handlers
 from llmaas.metrics_server import expose
 from llmaas.nats_server import secret_key
 from llmaas.pricing import PriceList
@@ -57,6 +58,17 @@ class MeteringService:
         self._tasks: list[asyncio.Task[None]] = []
         self._turns: dict[str, asyncio.Lock] = {}
         self._waiting: dict[str, int] = {}
+        self.handlers = Handlers("metering", self.metrics.registry)
+        self.handlers.add(
+            Handler(
+                "query",
+                subjects.METERING_QUERY,
+                codec.query_decoder,
+                self._on_query,
+                subjects.METERING_QUEUE,
+                self._undecodable,
+            )
+        )
 
     async def start(self) -> None:
         use_utc()
@@ -88,7 +100,7 @@ class MeteringService:
         for sink in metered:
             consumer = Consumer(js, store, sink, s, self.metrics)
             self._tasks.append(asyncio.create_task(consumer.run(), name=f"metering-{sink.name}"))
-        await nc.subscribe(subjects.METERING_QUERY, queue=subjects.METERING_QUEUE, cb=self._on_query)
+        await self.handlers.attach(nc)
         await nc.flush()
         expose(self.metrics.registry, s.metrics_host, s.metrics_port)
         log.info(
@@ -106,12 +118,10 @@ class MeteringService:
         if self.store is not None:
             self.store.close()
 
-    async def _on_query(self, msg: Msg) -> None:
-        try:
-            query: Query = codec.query_decoder.decode(msg.data)
-        except codec.DecodeError:
-            await self._reply(msg, InvalidRequest("The query could not be decoded.", code="invalid_query"))
-            return
+    async def _undecodable(self, msg: Msg) -> None:
+        await self._reply(msg, InvalidRequest("The query could not be decoded.", code="invalid_query"))
+
+    async def _on_query(self, query: Query, msg: Msg) -> None:
         try:
             async with self._turn(query.tenant):
                 answer = await self._answer(query)

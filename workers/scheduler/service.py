@@ -17,8 +17,9 @@ from nats.aio.msg import Msg
 from llmaas import codec, hops, natsconn, subjects
 from llmaas.errors import LlmaasError, Unavailable
 from llmaas.fleet import Fleet
+from llmaas.handlers import Handler, Handlers
 from llmaas.metrics_server import expose
-from llmaas.wire import Cancel, Failed, Job
+from llmaas.wire import Cancel, Failed, Heartbeat, Job
 from workers.scheduler.metrics import SchedulerMetrics
 from workers.scheduler.placement import pick
 from workers.scheduler.settings import SchedulerSettings
@@ -37,6 +38,13 @@ class SchedulerService:
         self._nc: Client | None = None
         self._ready_at = 0.0
         self._tasks: set[asyncio.Task[None]] = set()
+        self.handlers = Handlers("scheduler", metrics.registry)
+        self.handlers.add(
+            Handler("heartbeat", subjects.HEARTBEATS, codec.heartbeat_decoder, self._on_heartbeat)
+        )
+        self.handlers.add(
+            Handler("job", subjects.SCHEDULER, codec.job_decoder, self._on_job, subjects.SCHEDULER_QUEUE)
+        )
 
     @property
     def nc(self) -> Client:
@@ -46,8 +54,7 @@ class SchedulerService:
     async def start(self) -> None:
         self._nc = await natsconn.connect_as(self.settings, "scheduler")
         self._ready_at = time.monotonic() + self.settings.warmup_s
-        await self.nc.subscribe(subjects.HEARTBEATS, cb=self._on_heartbeat)
-        await self.nc.subscribe(subjects.SCHEDULER, queue=subjects.SCHEDULER_QUEUE, cb=self._on_job)
+        await self.handlers.attach(self.nc)
         await self.nc.flush()
         expose(self.metrics.registry, self.settings.metrics_host, self.settings.metrics_port)
         log.info("scheduler ready")
@@ -57,22 +64,13 @@ class SchedulerService:
             await asyncio.wait(self._tasks, timeout=5)
         await natsconn.close(self.nc)
 
-    async def _on_heartbeat(self, msg: Msg) -> None:
-        try:
-            beat = codec.heartbeat_decoder.decode(msg.data)
-        except codec.DecodeError:
-            return
+    async def _on_heartbeat(self, beat: Heartbeat, msg: Msg) -> None:
         now = time.monotonic()
         self.fleet.observe(beat, now)
         self.fleet.expire(now)
 
-    async def _on_job(self, msg: Msg) -> None:
+    async def _on_job(self, job: Job, msg: Msg) -> None:
         if not msg.reply:
-            return
-        try:
-            job = codec.job_decoder.decode(msg.data)
-        except codec.DecodeError:
-            log.warning("undecodable job dropped")
             return
         data = msg.data
         if job.reply:

@@ -18,8 +18,20 @@ from nats.errors import Error as NatsError
 
 from llmaas import codec, hops, natsconn, subjects
 from llmaas.errors import LlmaasError, ServerError, Unavailable
+from llmaas.handlers import Handler, Handlers
 from llmaas.metrics_server import expose
-from llmaas.wire import Accepted, Done, EmbedJob, Failed, GenerateJob, Heartbeat, Job, Usage, WorkRecord
+from llmaas.wire import (
+    Accepted,
+    Cancel,
+    Done,
+    EmbedJob,
+    Failed,
+    GenerateJob,
+    Heartbeat,
+    Job,
+    Usage,
+    WorkRecord,
+)
 from workers.engines.base import Engine
 from workers.worker.metrics import WorkerMetrics
 from workers.worker.settings import WorkerSettings
@@ -47,6 +59,13 @@ class WorkerService:
         self._jobs: dict[str, asyncio.Task[None]] = {}
         self._records: set[asyncio.Task[None]] = set()
         self._records_failing = False
+        self.handlers = Handlers("worker", metrics.registry)
+        self.handlers.add(
+            Handler("job", subjects.worker_jobs(self.worker_id), codec.job_decoder, self._on_job)
+        )
+        self.handlers.add(
+            Handler("cancel", subjects.worker_cancel(self.worker_id), codec.cancel_decoder, self._on_cancel)
+        )
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._leaving = False
         self._started_at = time.time()
@@ -61,8 +80,7 @@ class WorkerService:
     async def start(self) -> None:
         await self.engine.start()
         self._nc = await natsconn.connect_as(self.settings, f"worker:{self.worker_id}")
-        await self.nc.subscribe(subjects.worker_jobs(self.worker_id), cb=self._on_job)
-        await self.nc.subscribe(subjects.worker_cancel(self.worker_id), cb=self._on_cancel)
+        await self.handlers.attach(self.nc)
         await self.nc.flush()
         self._heartbeat_task = asyncio.create_task(self._heartbeats())
         expose(self.metrics.registry, self.settings.metrics_host, self.settings.metrics_port)
@@ -88,14 +106,9 @@ class WorkerService:
 
     # --- handlers -----------------------------------------------------------------------------
 
-    async def _on_job(self, msg: Msg) -> None:
-        if not msg.reply:
+    async def _on_job(self, job: Job, msg: Msg) -> None:
+        if not (msg.reply or job.reply):
             log.warning("job without a reply subject dropped")
-            return
-        try:
-            job = codec.job_decoder.decode(msg.data)
-        except codec.DecodeError:
-            log.warning("undecodable job dropped")
             return
         if job.reply:
             await hops.took(msg)  # the scheduler hears at once that this worker has it
@@ -106,11 +119,7 @@ class WorkerService:
             return
         self._jobs[job.request_id] = asyncio.create_task(self._run(job, to))
 
-    async def _on_cancel(self, msg: Msg) -> None:
-        try:
-            cancel = codec.cancel_decoder.decode(msg.data)
-        except codec.DecodeError:
-            return
+    async def _on_cancel(self, cancel: Cancel, msg: Msg) -> None:
         task = self._jobs.get(cancel.request_id)
         if task is not None:
             task.cancel()

@@ -32,6 +32,15 @@ class NatsServerError(RuntimeError):
     pass
 
 
+def _ports(path: Path) -> list[str]:
+    """The client URLs in a ports file, or nothing while it is missing or half written."""
+    try:
+        urls: list[str] = json.loads(path.read_text())["nats"]
+    except (OSError, ValueError, KeyError):
+        return []
+    return urls
+
+
 SECRETS = frozenset({
     "LLMAAS_ADMIN_TOKEN", "LLMAAS_API_KEY", "LLMAAS_CLICKHOUSE_URL", "LLMAAS_JETSTREAM_KEY",
     "LLMAAS_CLICKHOUSE_KEY", "LLMAAS_BILLING_KEY",
@@ -235,15 +244,16 @@ class NatsServer:
         log.close()
         ports_file = run_dir / f"nats-server_{self._proc.pid}.ports"
         deadline = time.monotonic() + timeout_s
-        # The ports file is written once the server listens: a readiness signal without polling TCP.
-        while not ports_file.exists():
+        # The ports file is written once the server listens: a readiness signal without polling TCP
+        # (read until whole: it is created before it is written).
+        while not (ports := _ports(ports_file)):
             if self._proc.poll() is not None:
                 raise NatsServerError(f"nats-server exited with {self._proc.returncode}; see {run_dir}")
             if time.monotonic() > deadline:
                 self.stop()
                 raise NatsServerError(f"nats-server not ready after {timeout_s} s; see {run_dir}")
             time.sleep(0.01)
-        self.url = json.loads(ports_file.read_text())["nats"][0]
+        self.url = ports[0]
         self.port = int(self.url.rsplit(":", 1)[1])
         if self.tls is not None:
             self.url = f"tls://{self.host}:{self.port}"

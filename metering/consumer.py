@@ -181,7 +181,8 @@ class Consumer:
                 keepalive.cancel()
         except Exception as exc:  # ClickHouse down or refusing: keep the events, retry later
             failures += 1
-            delay = min(0.5 * 2 ** min(failures, 6), 30.0)
+            # Capped low: once the store is back (a disk fixed), events flow again within seconds.
+            delay = min(0.5 * 2 ** min(failures, 6), 5.0)
             name, count = self.sink.name, len(messages)
             log.error("%s: %d event(s) not stored (%s); retrying in %.1f s", name, count, exc, delay)
             self.metrics.store_failures.labels(self.sink.name).inc()

@@ -6,6 +6,7 @@ Waits poll for a condition with a deadline (never a bare sleep) and fail with th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import signal
@@ -13,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +91,32 @@ def cli(*args: str, env: dict[str, str] | None = None) -> str:
         f"llmaas {' '.join(args)}: exit {done.returncode}\n{done.stdout}{done.stderr}"
     )
     return done.stdout
+
+
+@contextlib.contextmanager
+def running_up(
+    data_dir: Path, *flags: str, ready_s: float = 60
+) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """``llmaas up --engine synthetic FLAGS`` with its data in ``data_dir``, on a free port: the
+    process and the port, once it says it is ready; interrupted (Ctrl-C) after."""
+    port = free_port()
+    log_file = data_dir / "up.log"
+    argv = ["up", *flags, "--port", str(port), "--nats-port", "-1", "--data-dir", str(data_dir)]
+    with log_file.open("wb") as log:
+        up = subprocess.Popen(
+            [sys.executable, "-m", "llmaas", *argv, "--engine", "synthetic"],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_until(lambda: "ready: " in log_file.read_text(), ready_s, f"llmaas up {' '.join(flags)}")
+        yield up, port
+    finally:
+        up.send_signal(signal.SIGINT)
+        try:
+            up.wait(30)
+        except subprocess.TimeoutExpired:
+            up.kill()
 
 
 def key_from(cli_output: str) -> str:

@@ -22,7 +22,7 @@ import pytest
 from llmaas import identities, tls
 from tests.conftest import CHAT
 from tests.e2e.test_up import nats_port
-from tests.stack import cli, free_port, key_from, wait_until
+from tests.stack import cli, key_from, running_up
 
 
 def handshake(port: int, version: ssl.TLSVersion, ca: Path) -> str:
@@ -39,19 +39,8 @@ def handshake(port: int, version: ssl.TLSVersion, ca: Path) -> str:
 @pytest.fixture(scope="module")
 def secure(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, int]]:
     data = tmp_path_factory.mktemp("tls")
-    port = free_port()
-    log = (data / "up.log").open("wb")
-    argv = ["up", "--tls", "--mtls", "--port", str(port), "--nats-port", "-1", "--data-dir", str(data)]
-    up = subprocess.Popen(
-        [sys.executable, "-m", "llmaas", *argv, "--engine", "synthetic"], stdout=log, stderr=subprocess.STDOUT
-    )
-    try:
-        wait_until(lambda: "ready: " in (data / "up.log").read_text(), 60, "llmaas up --tls to be ready")
+    with running_up(data, "--tls", "--mtls") as (_, port):
         yield data, port
-    finally:
-        up.terminate()
-        up.wait(30)
-        log.close()
 
 
 def test_the_edge_speaks_tls_1_3_only(secure: tuple[Path, int]) -> None:

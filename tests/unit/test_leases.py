@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
-from pathlib import Path
 
 import nats
-import pytest
 
 from edge.limits import Limiter
 from llmaas import streams
@@ -25,16 +22,6 @@ PAIR = Tier(title="two in flight", concurrent_per_key=2)
 TENANT = Tenant(name="acme", tier="pair", created_at=0)
 KEY = ApiKey(id="k1", tenant="acme", name="k", secret_sha256="0" * 64, created_at=0)
 T0 = 1_800_000_000.0  # the start of a lease period (a multiple of LEASE_S)
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[NatsServer]:
-    s = NatsServer(tmp_path, port=-1)
-    s.start()
-    try:
-        yield s
-    finally:
-        s.stop()
 
 
 async def limiter(url: str) -> Limiter:

@@ -4,25 +4,12 @@ declaration, a counter stream that keeps one message per window, and several URL
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
-from pathlib import Path
 
 import nats
-import pytest
 from nats.js.api import KeyValueConfig, StorageType, StreamConfig
 
 from llmaas import natsconn, streams, subjects
 from llmaas.nats_server import NatsServer
-
-
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[NatsServer]:
-    s = NatsServer(tmp_path, port=-1)
-    s.start()
-    try:
-        yield s
-    finally:
-        s.stop()
 
 
 def test_an_older_stream_is_brought_to_the_declaration(server: NatsServer) -> None:

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import nkeys
 
-from llmaas import streams, subjects
+from llmaas import private, streams, subjects
 
 OPERATOR = "operator"
 SERVICES = ("edge", "guard", "scheduler", "metering")
@@ -161,13 +161,9 @@ def public_key(seed_file: Path) -> str:
 def mint(directory: Path, name: str) -> Path:
     """The seed file of identity ``name`` in ``directory`` (mode 0600), made once."""
     role(name)  # refuse unknown names before writing anything
-    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     path = directory / f"{name}.nk"
     if not path.exists():
-        seed = nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_USER)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as out:
-            out.write(seed + b"\n")
+        private.create(path, nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_USER) + b"\n")
     return path
 
 

@@ -16,8 +16,8 @@ from typing import Any
 
 import nats
 
-from llmaas import identities, natsconn
-from llmaas.nats_server import NatsServer, NatsServerError, Peering, secret_key
+from llmaas import identities, natsconn, private
+from llmaas.nats_server import NatsServer, NatsServerError, Peering
 from llmaas.tls import LocalPki
 
 
@@ -42,7 +42,7 @@ class NatsCluster:
     ) -> None:
         self.root = root
         self.identities: Path = root / "identities"
-        secret = secret_key(root / "routes.secret")
+        secret = private.secret(root / "routes.secret")
         routes = tuple(_free_port(host) for _ in range(size))
         ports = client_ports or tuple(-1 for _ in range(size))
         self.nodes = [

@@ -5,7 +5,6 @@ from __future__ import annotations
 import ctypes
 import json
 import os
-import secrets
 import shutil
 import signal
 import subprocess
@@ -16,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from llmaas import identities
+from llmaas import identities, private
 from llmaas.tls import LocalPki, client_context
 
 _PR_SET_PDEATHSIG = 1
@@ -50,19 +49,6 @@ metering: the ClickHouse URL and key; nats-server: its store's key), never by in
 operator's shell."""
 
 KEY_VARIABLE = "LLMAAS_JETSTREAM_KEY"
-
-
-def secret_key(path: Path, given: str | None = None) -> str:
-    """A store's encryption key: ``given`` (the operator's), else the one in ``path`` (mode 0600),
-    made once (256 random bits, hex)."""
-    if given:
-        return given
-    if not path.exists():
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write(secrets.token_hex(32) + "\n")
-    return path.read_text().strip()
 
 
 def child_environment(own: dict[str, str] | None = None) -> dict[str, str]:
@@ -201,11 +187,7 @@ class NatsServer:
             seeds = sorted(self.identities.glob("*.nk"))
             self._admitted = {seed.stem for seed in seeds}
             text += identities.authorization(seeds)
-        # Private: it may hold the cluster routes' secret.
-        fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write(text)
-        config.chmod(0o600)
+        private.replace(config, text.encode())  # it may hold the cluster routes' secret
         return config
 
     @property
@@ -230,7 +212,7 @@ class NatsServer:
         run_dir = config.parent
         own = {}
         if self.encrypt:
-            own[KEY_VARIABLE] = secret_key(run_dir / "jetstream.key", os.environ.get(KEY_VARIABLE))
+            own[KEY_VARIABLE] = private.secret(run_dir / "jetstream.key", os.environ.get(KEY_VARIABLE))
         log = (run_dir / "nats-server.log").open("ab")
         # Own session: a Ctrl-C meant for `llmaas up` must not kill NATS before the others drain.
         self._proc = subprocess.Popen(

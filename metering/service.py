@@ -19,11 +19,10 @@ from collections.abc import AsyncIterator
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from llmaas import catalog, codec, natsconn, streams, subjects
+from llmaas import catalog, codec, natsconn, private, streams, subjects
 from llmaas.errors import InvalidRequest, LlmaasError, PayloadTooLarge, RateLimited, Unavailable
 from llmaas.handlers import Handler, Handlers
 from llmaas.metrics_server import expose
-from llmaas.nats_server import secret_key
 from llmaas.pricing import PriceList
 from llmaas.wire import Failed, Query
 from metering.consumer import Consumer, sinks
@@ -78,7 +77,7 @@ class MeteringService:
         key = None
         if url is None and s.metering_encrypt:
             given = s.clickhouse_key.get_secret_value() if s.clickhouse_key else None
-            key = secret_key(s.data_dir / "clickhouse.key", given)
+            key = private.secret(s.data_dir / "clickhouse.key", given)
         store = self.store = await asyncio.to_thread(
             Store.connect,
             data_dir=s.data_dir,

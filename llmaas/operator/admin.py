@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import getpass
 import json
-import os
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -16,7 +15,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from llmaas import tls
+from llmaas import private, tls
 from llmaas.settings import OperatorSettings
 from llmaas.tenants import ADMIN_TOKEN_MIN_LENGTH, admin_token_weakness, mint_admin_token
 
@@ -51,12 +50,7 @@ def ensure_token(data_dir: Path, explicit: SecretStr | None) -> tuple[str, bool]
             )
         return token, False
     token = mint_admin_token()
-    path = token_file(data_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # Created with mode 0600 from the start: never readable by others, not even for a moment.
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(token + "\n")
+    private.create(token_file(data_dir), (token + "\n").encode())
     return token, True
 
 

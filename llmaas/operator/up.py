@@ -16,9 +16,9 @@ from pathlib import Path
 
 import nats as nats_client
 
-from llmaas import identities, natsconn, streams, tls
+from llmaas import identities, natsconn, private, streams, tls
 from llmaas.nats_cluster import NatsCluster
-from llmaas.nats_server import NatsServer, secret_key
+from llmaas.nats_server import NatsServer
 from llmaas.operator import admin
 from llmaas.operator.supervisor import Child, Supervisor
 from llmaas.settings import OperatorSettings
@@ -111,7 +111,7 @@ def _services(args: argparse.Namespace, bus: Bus, data_dir: Path, pki: tls.Local
         clickhouse_env["LLMAAS_CLICKHOUSE_KEY"] = os.environ["LLMAAS_CLICKHOUSE_KEY"]
     # The edges seal jobs and metering checks seals with it; workers never see it.
     billing = {
-        "LLMAAS_BILLING_KEY": secret_key(data_dir / "billing.key", os.environ.get("LLMAAS_BILLING_KEY"))
+        "LLMAAS_BILLING_KEY": private.secret(data_dir / "billing.key", os.environ.get("LLMAAS_BILLING_KEY"))
     }
     clickhouse_env |= billing
     base = bus.argv

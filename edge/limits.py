@@ -75,10 +75,8 @@ class Grant:
     id: str = field(default_factory=lambda: secrets.token_hex(8))
     lease: _Lease | None = None
 
-    __hash__ = object.__hash__  # one grant, one request: identity, whatever it holds
 
-
-@dataclass
+@dataclass(eq=False)  # one lease, one request: kept in a set by identity
 class _Lease:
     """The lease periods in which a request is counted as in flight for its key."""
 
@@ -98,7 +96,7 @@ class Limiter:
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self._leased: set[Grant] = set()
+        self._leased: set[_Lease] = set()
         self._renewer: asyncio.Task[None] | None = None
 
     async def open(self, nc: Client, policy: streams.Policy = streams.DEFAULT, *, renew: bool = True) -> None:
@@ -163,7 +161,7 @@ class Limiter:
             refusal.headers = tuple(grant.headers)
             raise refusal
         if grant.lease is not None:
-            self._leased.add(grant)
+            self._leased.add(grant.lease)
         return grant
 
     def settle(
@@ -193,7 +191,7 @@ class Limiter:
             elif c.measure == "budget":
                 changes.append((c.subject, cost - grant.reserved_nano))
         if grant.lease is not None:
-            self._leased.discard(grant)
+            self._leased.discard(grant.lease)
             current = self.period(time.time() if now is None else now)
             changes += [(grant.lease.subject(p), -1) for p in grant.lease.periods if p >= current]
         changes = [(s, n) for s, n in changes if n]
@@ -220,15 +218,14 @@ class Limiter:
     async def renew(self, now: float) -> None:
         """Carry the requests still running into the next lease period (one increment per key)."""
         period = self.period(now)
-        moving = [g for g in self._leased if g.lease is not None and period + 1 not in g.lease.periods]
-        per_key = Counter((g.lease.tenant, g.lease.key_id) for g in moving if g.lease is not None)
+        moving = [lease for lease in self._leased if period + 1 not in lease.periods]
+        per_key = Counter((lease.tenant, lease.key_id) for lease in moving)
         if not per_key:
             return
         changes = [(subjects.lease_counter(t, k, period + 1), n) for (t, k), n in per_key.items()]
         await asyncio.gather(*(self._add([(s, n)], msg_id=f"{self._id}:{s}") for s, n in changes))
-        for g in moving:
-            if g.lease is not None:
-                g.lease.periods = {p for p in g.lease.periods if p >= period} | {period + 1}
+        for lease in moving:
+            lease.periods = {p for p in lease.periods if p >= period} | {period + 1}
 
     async def _renew_forever(self) -> None:
         while True:

@@ -108,7 +108,8 @@ def sinks(pricer: Pricer, settings: MeteringSettings) -> list[Sink]:
         return Decoded(event.request_id, row, (event.tenant, event.model, row[1]))
 
     def work_wait(msg: Msg) -> float:
-        return _work_decoder.decode(msg.data).at + grace - time.time()
+        # From when the stream stored the record (no decoding, and not the worker's to say).
+        return msg.metadata.timestamp.timestamp() + grace - time.time()
 
     def security_event(msg: Msg) -> Decoded:
         e = _security_decoder.decode(msg.data)
@@ -198,10 +199,7 @@ class Consumer:
         due: list[tuple[Msg, float]] = []
         later: list[tuple[Msg, float]] = []
         for msg in messages:
-            try:
-                left = wait(msg)
-            except (msgspec.DecodeError, ValueError):
-                left = 0.0  # unreadable: _store terminates it
+            left = wait(msg)
             (later if left > 0 else due).append((msg, left))
         await asyncio.gather(*(m.nak(delay=left) for m, left in later), return_exceptions=True)
         return [m for m, _ in due]

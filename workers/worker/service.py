@@ -16,7 +16,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import Error as NatsError
 
-from llmaas import codec, hops, natsconn, subjects
+from llmaas import codec, hops, natsconn, seals, subjects
 from llmaas.errors import LlmaasError, ServerError, Unavailable
 from llmaas.handlers import Handler, Handlers
 from llmaas.metrics_server import expose
@@ -169,14 +169,15 @@ class WorkerService:
         """The work done for a sealed job, to LLMAAS_WORK (off the answer's path): metering bills
         it only if the job's edge never does (it died mid-answer)."""
         usage = done.usage or Usage(prompt_tokens=0, completion_tokens=done.generated)
+        claim = seals.Claim.of_job(job)  # exactly what the edge sealed, as metering will check it
         record = WorkRecord(
-            request_id=job.request_id,
+            request_id=claim.request_id,
             at=time.time(),
-            tenant=job.caller.tenant,
-            token_id=job.caller.token_id,
-            model=job.model,
+            tenant=claim.tenant,
+            token_id=claim.token_id,
+            model=claim.model,
             endpoint=job.kind if isinstance(job, GenerateJob) else "embedding",
-            max_tokens=(job.sampling.max_tokens or 0) if isinstance(job, GenerateJob) else 0,
+            max_tokens=claim.max_tokens,
             seal=job.seal,
             worker=self.worker_id,
             prompt_tokens=usage.prompt_tokens,

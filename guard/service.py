@@ -35,7 +35,7 @@ from llmaas.directory import Directory
 from llmaas.errors import InvalidRequest, RateLimited
 from llmaas.handlers import Handler, Handlers
 from llmaas.metrics_server import expose
-from llmaas.wire import Failed, Job
+from llmaas.wire import Job
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ class GuardService:
         self.metrics.errors.labels("undecodable").inc()
         if msg.reply:
             error = InvalidRequest("The job could not be decoded.", code="invalid_job")
-            await self.nc.publish(msg.reply, codec.encode(Failed(error=error.to_wire())))
+            await hops.fail(self.nc, msg.reply, error)
 
     async def _handle(self, job: Job, msg: Msg) -> None:
         to = hops.frames_to(job, msg)
@@ -141,7 +141,7 @@ class GuardService:
                 verdict = await self._screen(job)
         except RateLimited as exc:
             self.metrics.errors.labels("tenant_share_full").inc()
-            await self.nc.publish(to, codec.encode(Failed(error=exc.to_wire())))
+            await hops.fail(self.nc, to, exc)
             return
         if not verdict.blocked:
             self.metrics.screened.labels("allowed").inc()
@@ -155,7 +155,7 @@ class GuardService:
             f"({verdict.layer}: {', '.join(verdict.rules)}).",
             code="prompt_rejected",
         )
-        await self.nc.publish(to, codec.encode(Failed(error=error.to_wire())))
+        await hops.fail(self.nc, to, error)
         await self._record(job, verdict)
 
     async def _forward(self, job: Job, msg: Msg, to: str) -> None:
@@ -163,12 +163,10 @@ class GuardService:
         data = msg.data if job.reply else codec.encode(msgspec.structs.replace(job, reply=to))
         try:
             await hops.hand_over(self.nc, subjects.SCHEDULER, data, self.settings.hop_timeout_s, "scheduler")
-        except hops.NobodyThere as exc:
-            self.metrics.errors.labels("no_scheduler").inc()
-            await self.nc.publish(to, codec.encode(Failed(error=exc.to_wire())))
-        except hops.NotTaken as exc:
-            self.metrics.errors.labels("scheduler_timeout").inc()
-            await self.nc.publish(to, codec.encode(Failed(error=exc.to_wire())))
+        except (hops.NobodyThere, hops.NotTaken) as exc:
+            gone = isinstance(exc, hops.NobodyThere)
+            self.metrics.errors.labels("no_scheduler" if gone else "scheduler_timeout").inc()
+            await hops.fail(self.nc, to, exc)
 
     async def _screen(self, job: Job) -> Verdict:
         started = time.perf_counter()

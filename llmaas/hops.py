@@ -10,8 +10,9 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
 
-from llmaas.errors import Unavailable
-from llmaas.wire import Job
+from llmaas import codec
+from llmaas.errors import LlmaasError, Unavailable
+from llmaas.wire import Failed, Job
 
 
 class NobodyThere(Unavailable):
@@ -42,6 +43,11 @@ async def took(msg: Msg) -> None:
     """Tell the previous stage this one took the job (when it asked)."""
     if msg.reply:
         await msg.respond(b"")
+
+
+async def fail(nc: Client, to: str, error: LlmaasError) -> None:
+    """End the job whose frames go to ``to`` with ``error`` (the edge answers it to the client)."""
+    await nc.publish(to, codec.encode(Failed(error=error.to_wire())))
 
 
 def frames_to(job: Job, msg: Msg) -> str:

@@ -15,11 +15,11 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from llmaas import codec, hops, natsconn, subjects
-from llmaas.errors import LlmaasError, Unavailable
+from llmaas.errors import Unavailable
 from llmaas.fleet import Fleet
 from llmaas.handlers import Handler, Handlers
 from llmaas.metrics_server import expose
-from llmaas.wire import Cancel, Failed, Heartbeat, Job
+from llmaas.wire import Cancel, Heartbeat, Job
 from workers.scheduler.metrics import SchedulerMetrics
 from workers.scheduler.placement import pick
 from workers.scheduler.settings import SchedulerSettings
@@ -103,7 +103,7 @@ class SchedulerService:
                     param="model",
                     retry_after_s=self.settings.retry_after_s,
                 )
-                await self._fail(job, error)
+                await hops.fail(self.nc, job.reply, error)
                 return
             wid = worker.worker_id
             self.fleet.note_assigned(wid)
@@ -122,11 +122,9 @@ class SchedulerService:
                 await self.nc.publish(
                     subjects.worker_cancel(wid), codec.encode(Cancel(request_id=job.request_id))
                 )
-                await self._fail(job, exc)
+                await hops.fail(self.nc, job.reply, exc)
                 return
             self.metrics.placements.labels("placed").inc()
             return
-        await self._fail(job, Unavailable("No worker took the request; retry shortly.", retry_after_s=1))
-
-    async def _fail(self, job: Job, error: LlmaasError) -> None:
-        await self.nc.publish(job.reply, codec.encode(Failed(error=error.to_wire())))
+        error = Unavailable("No worker took the request; retry shortly.", retry_after_s=1)
+        await hops.fail(self.nc, job.reply, error)

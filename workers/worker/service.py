@@ -115,7 +115,7 @@ class WorkerService:
         to = hops.frames_to(job, msg)
         if self._leaving:
             error = Unavailable("The worker is shutting down; retry.", retry_after_s=1)
-            await self.nc.publish(to, codec.encode(Failed(error=error.to_wire())))
+            await hops.fail(self.nc, to, error)
             return
         self._jobs[job.request_id] = asyncio.create_task(self._run(job, to))
 

@@ -58,7 +58,6 @@ class NatsCluster:
             )
             for i in range(size)
         ]
-        self.tls = tls
 
     @property
     def url(self) -> str:

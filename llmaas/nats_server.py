@@ -197,7 +197,7 @@ class NatsServer:
     def _reload(self, timeout_s: float = 10.0) -> None:
         """Have the server read its configuration again; return once it has."""
         assert self._proc is not None
-        log = self.data_dir / "nats" / "nats-server.log"
+        log = self.logs[0]
         before = log.read_text(errors="replace").count(_RELOADED)
         self._proc.send_signal(signal.SIGHUP)
         deadline = time.monotonic() + timeout_s

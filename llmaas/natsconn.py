@@ -85,14 +85,15 @@ async def connect(
         if on_up is not None:
             await on_up()
 
+    nodes = servers(url)
     identity: dict[str, Any] = {}
     if credentials is not None:
         key = identities.public_key(credentials)
         identity = {"nkeys_seed": str(credentials), "inbox_prefix": identities.inbox_prefix(key)}
-    if tls_ca is not None or any(u.startswith("tls://") for u in servers(url)):
+    if tls_ca is not None or any(u.startswith("tls://") for u in nodes):
         identity["tls"] = tls.client_context(tls_ca, tls_cert, tls_key)
     client = await nats.connect(
-        servers(url),
+        nodes,
         name=name,
         max_reconnect_attempts=-1,
         reconnect_time_wait=0.5,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, FilePath, SecretStr, field_validator, model_validator
 
 from llmaas import catalog, pricing, tenants, tiers
 from llmaas.settings import ServiceSettings
@@ -56,8 +56,8 @@ class EdgeSettings(ServiceSettings):
         description="seals each job (HMAC) so that metering can bill a worker's record of it if this "
         "edge dies mid-answer; the same key as metering's",
     )
-    tls_cert: Path | None = Field(default=None, description="serve HTTPS (TLS 1.3 only) with this cert")
-    tls_key: Path | None = Field(default=None, description="the certificate's private key")
+    tls_cert: FilePath | None = Field(default=None, description="serve HTTPS (TLS 1.3 only) with this cert")
+    tls_key: FilePath | None = Field(default=None, description="the certificate's private key")
 
     @model_validator(mode="after")
     def _tls_pair(self) -> EdgeSettings:

@@ -151,7 +151,11 @@ def inbox_prefix(public_key: str) -> str:
 
 
 def public_key(seed_file: Path) -> str:
-    pair = nkeys.from_seed(seed_file.read_bytes().strip())
+    """The public key of the nkey seed in ``seed_file``; ValueError if it holds none."""
+    try:
+        pair = nkeys.from_seed(seed_file.read_bytes().strip())
+    except nkeys.NkeysError as exc:
+        raise ValueError(f"{seed_file} holds no NATS user seed (nkey): {exc}") from None
     try:
         return str(pair.public_key.decode())
     finally:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, FilePath, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
@@ -25,16 +25,16 @@ class ServiceSettings(BaseSettings):
     nats_url: str = Field(
         default=DEFAULT_NATS_URL, description="one URL, or several separated by commas (a cluster's nodes)"
     )
-    nats_credentials: Path | None = Field(
+    nats_credentials: FilePath | None = Field(
         default=None, description="the nkey seed file of this service's NATS identity (mode 0600)"
     )
-    nats_tls_ca: Path | None = Field(
+    nats_tls_ca: FilePath | None = Field(
         default=None, description="the CA that signed the NATS servers' certificates (TLS 1.3)"
     )
-    nats_tls_cert: Path | None = Field(
+    nats_tls_cert: FilePath | None = Field(
         default=None, description="with mutual TLS: the certificate this service presents to NATS"
     )
-    nats_tls_key: Path | None = Field(default=None, description="that certificate's private key")
+    nats_tls_key: FilePath | None = Field(default=None, description="that certificate's private key")
     nats_replicas: int = Field(
         default=1, ge=1, le=5, description="copies of every stream and bucket: 1 on one node, 3 on a cluster"
     )

@@ -152,12 +152,18 @@ def inbox_prefix(public_key: str) -> str:
 
 def public_key(seed_file: Path) -> str:
     """The public key of the nkey seed in ``seed_file``; ValueError if it holds none."""
+    return load(seed_file)[1]
+
+
+def load(seed_file: Path) -> tuple[str, str]:
+    """The nkey seed in ``seed_file`` and its public key; ValueError if it holds none."""
+    seed = seed_file.read_bytes().strip()
     try:
-        pair = nkeys.from_seed(seed_file.read_bytes().strip())
+        pair = nkeys.from_seed(bytearray(seed))
     except nkeys.NkeysError as exc:
         raise ValueError(f"{seed_file} holds no NATS user seed (nkey): {exc}") from None
     try:
-        return str(pair.public_key.decode())
+        return seed.decode(), str(pair.public_key.decode())
     finally:
         pair.wipe()
 

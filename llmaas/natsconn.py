@@ -88,8 +88,10 @@ async def connect(
     nodes = servers(url)
     identity: dict[str, Any] = {}
     if credentials is not None:
-        key = identities.public_key(credentials)
-        identity = {"nkeys_seed": str(credentials), "inbox_prefix": identities.inbox_prefix(key)}
+        # Read once: nats-py would read a seed file again at each reconnection, after a service
+        # that gave up root (llmaas.privileges) may no longer read it.
+        seed, key = identities.load(credentials)
+        identity = {"nkeys_seed_str": seed, "inbox_prefix": identities.inbox_prefix(key)}
     if tls_ca is not None or any(u.startswith("tls://") for u in nodes):
         identity["tls"] = tls.client_context(tls_ca, tls_cert, tls_key)
     client = await nats.connect(

@@ -5,13 +5,23 @@ Environment variables (``LLMAAS_*``) are read here and in the services' settings
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pydantic import Field, FilePath, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_NATS_URL = "nats://127.0.0.1:4222"
-DEFAULT_DATA_DIR = Path("~/.local/share/llmaas").expanduser()
+
+
+def _default_data_dir() -> Path:
+    """``~/.local/share/llmaas``; for root ``/var/lib/llmaas``, where the account metering drops to
+    can go (root's home is root's only), unless an earlier version left its data in root's home."""
+    home = Path("~/.local/share/llmaas").expanduser()
+    return Path("/var/lib/llmaas") if os.geteuid() == 0 and not home.exists() else home
+
+
+DEFAULT_DATA_DIR = _default_data_dir()
 DEFAULT_EDGE_URL = "http://127.0.0.1:8000"
 INFRA_DIR = Path(__file__).resolve().parent.parent / "infra"
 """Operators' data (tiers, prices, catalog, schemas) shipped beside the code."""

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from llmaas import catalog, codec, natsconn, private, streams, subjects
+from llmaas import catalog, codec, natsconn, private, privileges, streams, subjects
 from llmaas.errors import InvalidRequest, LlmaasError, PayloadTooLarge, RateLimited, Unavailable
 from llmaas.handlers import Handler, Handlers
 from llmaas.metrics_server import expose
@@ -31,6 +31,7 @@ from metering.reports import Reports
 from metering.rows import Pricer
 from metering.settings import MeteringSettings
 from metering.store import Store
+from metering.store import directory as store_directory
 
 log = logging.getLogger(__name__)
 
@@ -78,6 +79,13 @@ class MeteringService:
         if url is None and s.metering_encrypt:
             given = s.clickhouse_key.get_secret_value() if s.clickhouse_key else None
             key = private.secret(s.data_dir / "clickhouse.key", given)
+        # Credentials read (seed, TLS key) while they still can be, then root given up for good
+        # before the engine that runs tenants' SQL starts.
+        nc = self._nc = await natsconn.connect_as(s, "metering")
+        if s.metering_user:
+            account = privileges.Account.named(s.metering_user)
+            privileges.become(account, owned=[store_directory(s.data_dir)] if url is None else [])
+            log.info("running as %s (uid %d)", account.name, account.uid)
         store = self.store = await asyncio.to_thread(
             Store.connect,
             data_dir=s.data_dir,
@@ -92,7 +100,6 @@ class MeteringService:
             log.warning("tables made in clear by an older version stay so: %s", ", ".join(clear))
         self.reports = Reports(store, s)
         await store.run(self.reports.load_tables)
-        nc = self._nc = await natsconn.connect_as(s, "metering")
         js = nc.jetstream()
         metered = sinks(self.pricer, s)
         await asyncio.gather(*(streams.ensure(js, sink.stream, streams.Policy.of(s)) for sink in metered))

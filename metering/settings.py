@@ -30,6 +30,11 @@ class MeteringSettings(ServiceSettings):
         gt=0,
         description="a worker's record is billed if no usage event of its request arrived this long after",
     )
+    metering_user: str | None = Field(
+        default=None,
+        description="started as root, run as this account (name or uid) once the credentials are read: "
+        "tenants' SQL runs in this process",
+    )
     metering_encrypt: bool = Field(default=True, description="chDB's tables on an AES-256 encrypted disk")
     clickhouse_database: str = Field(default="llmaas", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
     metering_batch_size: int = Field(default=5000, ge=1, description="events per insert, at most")

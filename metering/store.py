@@ -122,8 +122,7 @@ class Store:
         at ``url``; ``database`` created."""
         options: dict[str, str] = {}
         if url is None:
-            path = (data_dir / "clickhouse").expanduser().resolve()
-            path.mkdir(mode=0o700, parents=True, exist_ok=True)
+            path = directory(data_dir)
             _private(path)
             dsn = f"chdb://{path}"
             where = f"chDB in {path}" + (" (AES-256 encrypted disk)" if key else "")
@@ -248,6 +247,13 @@ class Store:
     ) -> Result:
         """A query on the writer's own session (the service's SQL, never a caller's)."""
         return result(self.client.query(sql, parameters=parameters, settings=settings))
+
+
+def directory(data_dir: Path) -> Path:
+    """chDB's directory in ``data_dir``, made if needed (its owner's only)."""
+    path = (data_dir / "clickhouse").expanduser().resolve()
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return path
 
 
 def _private(root: Path) -> None:

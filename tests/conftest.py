@@ -36,3 +36,39 @@ def fresh_stack(tmp_path: Path) -> Iterator[Stack]:
         yield s
     finally:
         s.close()
+
+
+@pytest.fixture
+def open_dir() -> Iterator[Path]:
+    """A directory another account (nobody) can reach, for a process that gives up root
+    (llmaas.privileges), with this checkout's Python reachable by it too.
+
+    pytest's tmp_path lies under a directory of root's only, a clean clone in a ``mktemp -d``
+    directory is root's only, and an interpreter installed in root's home (pyenv) is behind
+    ``/root``: the directories in the way let others pass (o+x: pass, not list) for the test's
+    duration, and get their exact modes back after.
+    """
+    import os
+    import shutil
+    import stat
+    import tempfile
+
+    from llmaas import privileges
+
+    if os.geteuid() != 0:
+        pytest.skip("giving up root needs root")
+    account = privileges.Account.named("nobody")
+    opened: dict[Path, int] = {}
+    where = Path(tempfile.mkdtemp(prefix="llmaas-open-"))
+    where.chmod(0o711)
+    try:
+        while (blocked := privileges.first_blocked(account, privileges.python_paths())) is not None:
+            if blocked in opened or not blocked.is_dir():
+                pytest.skip(f"nobody cannot read {blocked}")
+            opened[blocked] = stat.S_IMODE(blocked.stat().st_mode)
+            blocked.chmod(opened[blocked] | 0o001)
+        yield where
+    finally:
+        for path, mode in opened.items():
+            path.chmod(mode)
+        shutil.rmtree(where, ignore_errors=True)

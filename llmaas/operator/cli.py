@@ -111,7 +111,8 @@ def cmd_metering(args: argparse.Namespace) -> None:
     from metering.settings import MeteringSettings
 
     warn_if_secret_in_argv(args.clickhouse_url)
-    settings = MeteringSettings(**_explicit(args, *COMMON, "metrics_port", "data_dir", "clickhouse_url"))
+    options = ("metrics_port", "data_dir", "clickhouse_url", "metering_user")
+    settings = MeteringSettings(**_explicit(args, *COMMON, *options))
     logs.setup("metering", settings.log_level)
     runtime.run(MeteringService(settings))
 
@@ -185,6 +186,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="run the embedded NATS as N nodes of one JetStream cluster (3: streams survive a node)",
     )
+    up.add_argument(
+        "--metering-user",
+        help="when run as root: the account metering runs as (default: llmaas if it exists, else "
+        "nobody; root: stay root)",
+    )
     up.add_argument("--workers", type=int, default=1, help="number of chat worker processes (default 1)")
     up.add_argument(
         "--engine",
@@ -242,6 +248,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     metering.add_argument(
         "--clickhouse-url", help="a ClickHouse server (http://user:password@host:8123) instead of chDB"
+    )
+    metering.add_argument(
+        "--user",
+        dest="metering_user",
+        help="started as root: run as this account once the credentials are read (name or uid)",
     )
     metering.set_defaults(func=cmd_metering)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import nats as nats_client
 
-from llmaas import identities, natsconn, private, streams, tls
+from llmaas import identities, natsconn, private, privileges, streams, tls
 from llmaas.nats_cluster import NatsCluster
 from llmaas.nats_server import NatsServer
 from llmaas.operator import admin
@@ -119,12 +119,45 @@ def _services(args: argparse.Namespace, bus: Bus, data_dir: Path, pki: tls.Local
     if pki is not None:
         edge += ["--tls-cert", str(pki.cert), "--tls-key", str(pki.key)]
     metering = ["metering", *base, *bus.identity("metering"), "--data-dir", str(data_dir)]
+    metering += _metering_account(args.metering_user, data_dir, clickhouse_url is None)
     return [
         Child("edge", edge, env={"LLMAAS_ADMIN_TOKEN": token, **billing}),
         Child("guard", ["guard", *base, *bus.identity("guard")]),
         Child("scheduler", ["scheduler", *base, *bus.identity("scheduler")]),
         Child("metering", metering, env=clickhouse_env),
     ]
+
+
+def _metering_account(name: str | None, data_dir: Path, embedded: bool) -> list[str]:
+    """``--user ACCOUNT`` for metering when this runs as root and the account can run from here."""
+    if os.geteuid() != 0:
+        return []
+    if name is None:
+        name = "llmaas" if _exists("llmaas") else "nobody"
+    account = privileges.Account.named(name)
+    if account.is_root:
+        log.warning("metering runs as root (--metering-user %s): tenants' SQL runs in it", name)
+        return []
+    where = privileges.first_blocked(account, privileges.python_paths())
+    if embedded:  # chDB's directory is handed to it; the way there it must pass
+        where = where or privileges.blocked(account, data_dir, read=False)
+    if where is not None:
+        log.warning(
+            "metering runs as root: %s cannot reach %s; give it passage (chmod o+x), or keep the data "
+            "dir and the installation where every account may go (e.g. /var/lib/llmaas, /opt)",
+            account.name,
+            where,
+        )
+        return []
+    return ["--user", account.name]
+
+
+def _exists(name: str) -> bool:
+    try:
+        privileges.Account.named(name)
+    except ValueError:
+        return False
+    return True
 
 
 def _workers(args: argparse.Namespace, bus: Bus, data_dir: Path, children: list[Child]) -> list[str]:

@@ -43,7 +43,8 @@ TENANT = "tenant-at-rest-5e0c1f9a"
 PROMPT = "a prompt that must never reach a disk 9d1b7c42"
 
 
-def test_up_serves_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
+def test_up_serves_and_stops_cleanly_on_ctrl_c(open_dir: Path) -> None:
+    tmp_path = open_dir  # a data dir the account metering becomes can reach
     port = free_port()
     log = (tmp_path / "up.log").open("wb")
     up = subprocess.Popen(
@@ -105,6 +106,15 @@ def test_up_serves_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
         assert not any(
             b"sk-llmaas-from-the-operators-shell" in b"".join(env) for env in environments.values()
         )
+        # Metering, where tenants' SQL runs, gave up root: it cannot read the admin token, the other
+        # services' seeds and keys, or their environments.
+        (metering,) = [pid for pid in children if b"metering" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+        lines = Path(f"/proc/{metering}/status").read_text().splitlines()
+        status = dict(line.split(":", 1) for line in lines)
+        assert status["Uid"].split() == ["65534"] * 4 and status["Gid"].split() == ["65534"] * 4
+        assert status["Groups"].split() == []
+        assert "metering runs as root" not in (tmp_path / "up.log").read_text()
+        assert {p.stat().st_uid for p in (tmp_path / "clickhouse").rglob("*")} == {65534}
         # chDB's files are its owner's only.
         exposed = [
             p for p in (tmp_path / "clickhouse").rglob("*") if not p.is_symlink() and p.stat().st_mode & 0o077

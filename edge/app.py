@@ -22,10 +22,11 @@ from edge.gate import Gate
 from edge.metrics import EdgeMetrics
 from edge.middleware import Envelope
 from edge.pipeline import Pipeline
-from edge.routes import admin, embeddings, generation, keys, models, ops, usage
+from edge.routes import admin, embeddings, files, generation, keys, models, ops, usage
 from edge.routes.docs import REF, response_schemas
 from edge.schemas import REQUEST_MODELS
 from edge.settings import EdgeSettings
+from edge.uploads import FileDesk
 from llmaas.usage import Outbox
 
 RESPONSE_TYPES: list[type[msgspec.Struct]] = [
@@ -51,11 +52,15 @@ def create_app(settings: EdgeSettings) -> FastAPI:
     outbox = Outbox(on_lost=metrics.usage_lost.inc)
     metrics.usage_queued.set_function(lambda: outbox.queued)
 
+    desk = FileDesk(settings)
+
     async def attach(nc: Client) -> None:
-        await asyncio.gather(gate.open(nc), outbox.open(nc, gate.streams))
+        await asyncio.gather(gate.open(nc), outbox.open(nc, gate.streams), desk.open(nc))
 
     pipeline = Pipeline(settings, metrics, edge_id=edge_id, attach=attach, on_up=on_reconnect)
-    edge = EdgeContext(settings=settings, metrics=metrics, pipeline=pipeline, gate=gate, outbox=outbox)
+    edge = EdgeContext(
+        settings=settings, metrics=metrics, pipeline=pipeline, gate=gate, outbox=outbox, files=desk
+    )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -78,7 +83,7 @@ def create_app(settings: EdgeSettings) -> FastAPI:
         redirect_slashes=False,
     )
     app.state.edge = edge
-    for module in (generation, embeddings, models, keys, ops, admin, usage):
+    for module in (generation, embeddings, models, keys, ops, admin, usage, files):
         app.include_router(module.router)
     errors.install(app)
     app.add_middleware(Envelope, metrics=metrics)

@@ -8,7 +8,8 @@ one uvicorn uses, httptools) adds:
 - a cap on open connections: one beyond it is closed at once;
 - a header timeout: from the connection's first byte (or from its opening) to the end of a
   request's headers, idle connections included;
-- a body timeout: from the end of the headers to the end of the body;
+- a body timeout: from the end of the headers to the end of the body, extended by what arrives at
+  the least rate a body must keep (a 100 MB file upload may take minutes, a trickle may not);
 - a write timeout: a client that accepts no byte for that long while the edge has an answer for it
   (its socket buffers full: it does not read) is cut off, which the request sees as a disconnect
   (its generation is cancelled). ``close()`` would wait for the buffer to drain, for ever: abort.
@@ -24,13 +25,21 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 
 def bounded_protocol(
-    *, max_connections: int, header_timeout_s: float, body_timeout_s: float, write_timeout_s: float
+    *,
+    max_connections: int,
+    header_timeout_s: float,
+    body_timeout_s: float,
+    write_timeout_s: float,
+    body_min_rate: float = 65536.0,
 ) -> type:
     """An ``HttpToolsProtocol`` class with these bounds, to pass as uvicorn's ``http``."""
 
     class Bounded(HttpToolsProtocol):
         _timer: asyncio.TimerHandle | None = None
         _write_timer: asyncio.TimerHandle | None = None
+        _body_started = 0.0
+        _body_bytes = 0
+        _body_deadline = 0.0
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
@@ -63,7 +72,18 @@ def bounded_protocol(
 
         def on_headers_complete(self) -> None:
             super().on_headers_complete()
+            self._body_started = self.loop.time()
+            self._body_bytes = 0
+            self._body_deadline = self._body_started + body_timeout_s
             self._arm(body_timeout_s)
+
+        def on_body(self, body: bytes) -> None:
+            super().on_body(body)
+            self._body_bytes += len(body)
+            deadline = self._body_started + body_timeout_s + self._body_bytes / body_min_rate
+            if self._timer is not None and deadline > self._body_deadline + 1.0:  # re-armed once a second
+                self._body_deadline = deadline
+                self._arm(deadline - self.loop.time())
 
         def on_message_complete(self) -> None:
             self._disarm()

@@ -1,4 +1,4 @@
-"""What every route needs from the running edge: its settings, metrics, pipeline and gate."""
+"""What every route needs from the running edge: its settings, metrics, pipeline, gate and files."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from edge.gate import Gate
 from edge.metrics import EdgeMetrics
 from edge.pipeline import Pipeline
 from edge.settings import EdgeSettings
+from edge.uploads import FileDesk
 from edge.usage import Tally
 from llmaas.usage import Outbox
 from llmaas.wire import Job
@@ -22,6 +23,7 @@ class EdgeContext:
     pipeline: Pipeline
     gate: Gate
     outbox: Outbox
+    files: FileDesk
 
     def tally(self, job: Job) -> Tally:
         """Meter ``job`` from now on (its caller is authenticated and its model known)."""

@@ -45,6 +45,7 @@ def serve(settings: EdgeSettings) -> None:
             max_connections=settings.max_connections,
             header_timeout_s=settings.header_timeout_s,
             body_timeout_s=settings.body_timeout_s,
+            body_min_rate=settings.body_min_rate,
             write_timeout_s=settings.stream_write_timeout_s,
         ),
         lifespan="on",

@@ -24,7 +24,18 @@ class EdgeSettings(ServiceSettings):
     header_timeout_s: float = Field(
         default=10.0, gt=0, description="a connection must send a request's headers within this (idle too)"
     )
-    body_timeout_s: float = Field(default=30.0, gt=0, description="a request's body must arrive within this")
+    body_timeout_s: float = Field(
+        default=30.0, gt=0, description="a request's body must arrive within this, plus the time below"
+    )
+    body_min_rate: float = Field(
+        default=65536.0, gt=0, description="bytes/s a long body (a file upload) must keep on average"
+    )
+    files_max_bytes: int = Field(default=100 * 1024 * 1024, ge=1024, description="largest file uploaded")
+    files_tenant_bytes: int = Field(
+        default=2 * 1024**3, ge=1024, description="bytes a tenant's stored files may hold together"
+    )
+    files_tenant_uploads: int = Field(default=2, ge=1, description="uploads of one tenant at once; more: 429")
+    files_uploads: int = Field(default=4, ge=1, description="uploads of all tenants at once; more: 503")
     max_connections: int = Field(
         default=4096, ge=1, description="open client connections; those beyond are closed at once"
     )

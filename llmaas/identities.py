@@ -6,7 +6,8 @@ the server holds only the public key, so the server's configuration holds no sec
 identity nothing connects. What each role may do:
 
 - edge: publish jobs to the guard, cancels to workers, usage, audit events and limit counters, write
-  tenants and keys, ask metering; read the answers sent to edges and the workers' heartbeats.
+  tenants, keys and the tenants' files, ask metering; read the answers sent to edges and the
+  workers' heartbeats.
 - guard: take jobs, pass them to the scheduler, answer a refusal to the edge, record security events,
   keep its history bucket, read (never write) the tenants' switches; never sees a key's hash.
 - scheduler: take screened jobs, read heartbeats, hand jobs (and cancels) to workers, answer a
@@ -72,6 +73,11 @@ def _bucket(spec: streams.BucketSpec, *, write: bool) -> tuple[str, ...]:
     return (*_stream(spec.stream), *((f"$KV.{spec.bucket}.>",) if write else ()))
 
 
+def _objects(spec: streams.ObjectsSpec) -> tuple[str, ...]:
+    """An object store's stream, its chunk and meta subjects, and purging its chunks by subject."""
+    return (*_stream(spec.stream), f"$O.{spec.bucket}.>", f"$JS.API.STREAM.PURGE.{spec.stream}")
+
+
 _ANSWERS = f"{subjects.reply_prefix('*')}.*"
 """Every edge's answer subjects."""
 _WORKERS_JOBS = subjects.worker_jobs("*")
@@ -96,8 +102,12 @@ def role(name: str) -> Role:
                 *_stream(streams.LIMITS.name),
                 *_bucket(streams.TENANTS, write=True),
                 *_bucket(streams.KEYS, write=True),
+                *_bucket(streams.FILE_INDEX, write=True),
+                *_objects(streams.FILES),
             ),
             subscribe=(_ANSWERS, subjects.HEARTBEATS),
+            # The files' chunks of a deleted (or aborted) upload are purged by subject; no other purge.
+            deny_publish=("$JS.API.STREAM.DELETE.>",),
         )
     if name == "guard":
         return Role(

@@ -17,9 +17,10 @@ import logging
 from dataclasses import dataclass
 
 from nats.js import JetStreamContext
-from nats.js.api import KeyValueConfig, StorageType, StreamConfig
+from nats.js.api import KeyValueConfig, ObjectStoreConfig, StorageType, StreamConfig
 from nats.js.errors import BadRequestError
 from nats.js.kv import KeyValue
+from nats.js.object_store import ObjectStore
 
 from llmaas import subjects
 from llmaas.settings import ServiceSettings
@@ -91,6 +92,21 @@ class BucketSpec:
         )
 
 
+@dataclass(frozen=True)
+class ObjectsSpec:
+    bucket: str
+    ttl_s: float
+
+    @property
+    def stream(self) -> str:
+        return f"OBJ_{self.bucket}"
+
+    def config(self, replicas: int) -> ObjectStoreConfig:
+        return ObjectStoreConfig(
+            bucket=self.bucket, ttl=self.ttl_s, storage=StorageType.FILE, replicas=replicas
+        )
+
+
 USAGE = StreamSpec(
     name="LLMAAS_USAGE",
     subjects=(subjects.USAGE,),
@@ -142,7 +158,11 @@ STREAMS = (USAGE, AUDIT, SECURITY, LIMITS, LEASES, WORK)
 TENANTS = BucketSpec("llmaas_tenants", history=5)  # the last versions: what a record was before a change
 KEYS = BucketSpec("llmaas_keys", history=5)
 GUARD_HISTORY = BucketSpec("llmaas_guard_history", history=1, storage=StorageType.MEMORY, ttl_s=600.0)
-BUCKETS = (TENANTS, KEYS, GUARD_HISTORY)
+# Tenants' files: the bytes, and one record per file (what the Files API lists); kept 7 days.
+FILES = ObjectsSpec("llmaas_files", ttl_s=7 * DAY_S)
+FILE_INDEX = BucketSpec("llmaas_file_index", history=1, ttl_s=7 * DAY_S)
+BUCKETS = (TENANTS, KEYS, GUARD_HISTORY, FILE_INDEX)
+OBJECT_STORES = (FILES,)
 
 
 async def ensure(js: JetStreamContext, spec: StreamSpec, policy: Policy = DEFAULT) -> None:
@@ -179,12 +199,24 @@ async def ensure_bucket(js: JetStreamContext, spec: BucketSpec, policy: Policy =
     return await js.key_value(spec.bucket)
 
 
+async def ensure_objects(js: JetStreamContext, spec: ObjectsSpec, policy: Policy = DEFAULT) -> ObjectStore:
+    """Create the object store, or find it (its TTL and replicas are set when it is made)."""
+    try:
+        return await js.create_object_store(spec.bucket, config=spec.config(policy.replicas))
+    except BadRequestError as exc:
+        if exc.err_code != _CONFIG_DIFFERS:
+            raise
+    return await js.object_store(spec.bucket)
+
+
 async def ensure_all(js: JetStreamContext, policy: Policy) -> None:
     """Every declared stream and bucket (the operator's step before the services start)."""
     for stream in STREAMS:
         await ensure(js, stream, policy)
     for bucket in BUCKETS:
         await ensure_bucket(js, bucket, policy)
+    for store in OBJECT_STORES:
+        await ensure_objects(js, store, policy)
 
 
 def _may_update(name: str, policy: Policy) -> bool:

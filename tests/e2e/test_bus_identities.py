@@ -186,6 +186,10 @@ def test_each_service_is_held_to_its_role(bus: Stack) -> None:
         others = identities.inbox_prefix(identities.public_key(bus.nats.grant("metering"))) + ".>"
         await edge.nc.subscribe(others)
         await edge.refused(others)
+        # It purges the files' chunks (deleted uploads), and no other stream.
+        with pytest.raises((nats.errors.Error, TimeoutError)):
+            await edge.nc.jetstream(timeout=1).purge_stream(streams.USAGE.name)
+        await edge.refused(f"$JS.API.STREAM.PURGE.{streams.USAGE.name}")
         await operator.jetstream().stream_info(streams.USAGE.name)  # still there
         assert guarded == []
         for client in (scheduler, guard, metering, edge):

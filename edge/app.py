@@ -17,12 +17,13 @@ from pydantic.json_schema import models_json_schema
 
 import llmaas
 from edge import errors, lifecycle, responses
+from edge.batches import BatchEngine
 from edge.context import EdgeContext
 from edge.gate import Gate
 from edge.metrics import EdgeMetrics
 from edge.middleware import Envelope
 from edge.pipeline import Pipeline
-from edge.routes import admin, embeddings, files, generation, keys, models, ops, usage
+from edge.routes import admin, batches, embeddings, files, generation, keys, models, ops, usage
 from edge.routes.docs import REF, response_schemas
 from edge.schemas import REQUEST_MODELS
 from edge.settings import EdgeSettings
@@ -53,13 +54,24 @@ def create_app(settings: EdgeSettings) -> FastAPI:
     metrics.usage_queued.set_function(lambda: outbox.queued)
 
     desk = FileDesk(settings)
+    engine: BatchEngine | None = None
 
     async def attach(nc: Client) -> None:
-        await asyncio.gather(gate.open(nc), outbox.open(nc, gate.streams), desk.open(nc))
+        assert engine is not None
+        await asyncio.gather(gate.open(nc), outbox.open(nc, gate.streams), desk.open(nc), engine.open(nc))
 
     pipeline = Pipeline(settings, metrics, edge_id=edge_id, attach=attach, on_up=on_reconnect)
+    engine = BatchEngine(
+        edge_id=edge_id, settings=settings, gate=gate, pipeline=pipeline, desk=desk, metrics=metrics
+    )
     edge = EdgeContext(
-        settings=settings, metrics=metrics, pipeline=pipeline, gate=gate, outbox=outbox, files=desk
+        settings=settings,
+        metrics=metrics,
+        pipeline=pipeline,
+        gate=gate,
+        outbox=outbox,
+        files=desk,
+        batches=engine,
     )
 
     @asynccontextmanager
@@ -70,6 +82,7 @@ def create_app(settings: EdgeSettings) -> FastAPI:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(edge.gate.opened.wait(), settings.startup_wait_s)
         yield
+        await engine.close()
         await outbox.close()
         await edge.gate.close()
         await edge.pipeline.stop()
@@ -83,7 +96,7 @@ def create_app(settings: EdgeSettings) -> FastAPI:
         redirect_slashes=False,
     )
     app.state.edge = edge
-    for module in (generation, embeddings, models, keys, ops, admin, usage, files):
+    for module in (generation, embeddings, models, keys, ops, admin, usage, files, batches):
         app.include_router(module.router)
     errors.install(app)
     app.add_middleware(Envelope, metrics=metrics)

@@ -61,7 +61,11 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 async def parse(request: Request, model: type[T], limit: int) -> T:
     """Read and validate the body as ``model``; raises ``InvalidRequest`` or ``PayloadTooLarge``."""
-    body = await read_body(request, limit)
+    return validate(await read_body(request, limit), model)
+
+
+def validate(body: bytes, model: type[T]) -> T:
+    """``body`` (JSON) as ``model``; raises ``InvalidRequest`` naming the first bad parameter."""
     if not body.strip():
         raise InvalidRequest("The request body is empty; send a JSON object.")
     try:

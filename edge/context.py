@@ -1,8 +1,9 @@
-"""What every route needs from the running edge: its settings, metrics, pipeline, gate and files."""
+"""What every route needs from the running edge: its settings, metrics, pipeline, gate, files, batches."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 
@@ -15,6 +16,9 @@ from edge.usage import Tally
 from llmaas.usage import Outbox
 from llmaas.wire import Job
 
+if TYPE_CHECKING:  # the engine runs requests as the routes do (edge.exchange): it imports this
+    from edge.batches import BatchEngine
+
 
 @dataclass(frozen=True)
 class EdgeContext:
@@ -24,6 +28,7 @@ class EdgeContext:
     gate: Gate
     outbox: Outbox
     files: FileDesk
+    batches: BatchEngine
 
     def tally(self, job: Job) -> Tally:
         """Meter ``job`` from now on (its caller is authenticated and its model known)."""

@@ -15,6 +15,7 @@ from starlette.responses import Response
 from edge.context import EdgeContext
 from edge.errors import error_body
 from edge.gate import Principal
+from edge.metrics import EdgeMetrics
 from edge.pipeline import Stream
 from edge.rendering import DONE_EVENT, Collected, Renderer, event
 from edge.sse import EventStreamResponse
@@ -67,7 +68,7 @@ async def answer(
 
         return EventStreamResponse(events, watcher)
     try:
-        collected, done = await _collect(edge, job, frames, tally)
+        collected, done = await collect(edge.metrics, job, frames, tally)
     except BaseException as exc:
         tally.failed(exc)
         raise
@@ -80,26 +81,27 @@ async def answer(
     return Response(renderer.whole(collected, done.finish_reason, done.usage), media_type="application/json")
 
 
-def _count(edge: EdgeContext, model: str, usage: Usage) -> None:
-    edge.metrics.tokens.labels(model, "prompt").inc(usage.prompt_tokens)
-    edge.metrics.tokens.labels(model, "completion").inc(usage.completion_tokens)
+def _count(metrics: EdgeMetrics, model: str, usage: Usage) -> None:
+    metrics.tokens.labels(model, "prompt").inc(usage.prompt_tokens)
+    metrics.tokens.labels(model, "completion").inc(usage.completion_tokens)
 
 
-async def _collect(
-    edge: EdgeContext, job: GenerateJob, frames: Stream, tally: Tally
+async def collect(
+    metrics: EdgeMetrics, job: GenerateJob, frames: Stream, tally: Tally
 ) -> tuple[Collected, Done]:
+    """The whole answer of ``job`` from its frames (after ``Accepted``), metered into ``tally``."""
     collected = Collected()
     first = True
     while True:
         frame = await frames.next()
         if type(frame) is Delta:
             if first:
-                edge.metrics.ttft.labels(job.model).observe(tally.first_token())
+                metrics.ttft.labels(job.model).observe(tally.first_token())
                 first = False
             collected.add(frame)
             tally.generated += frame.tokens
         elif type(frame) is Done:
-            _count(edge, job.model, frame.usage)
+            _count(metrics, job.model, frame.usage)
             tally.usage = frame.usage
             tally.finish_reason = frame.finish_reason
             return collected, frame
@@ -136,7 +138,7 @@ async def _events(
                     tally.generated += frame.tokens
                 elif kind is Done:
                     assert isinstance(frame, Done)
-                    _count(edge, job.model, frame.usage)
+                    _count(edge.metrics, job.model, frame.usage)
                     tally.usage = frame.usage
                     tally.finish_reason = frame.finish_reason
                     pending.append(renderer.closing(frame.finish_reason))

@@ -179,6 +179,14 @@ class Gate:
     def check_model(self, request: Request, principal: Principal, model: str) -> str:
         """The model that answers ``model`` for this caller (an alias's target), after the key's
         permissions and the catalog's lifecycle; a deprecated model's headers go on the response."""
+        name, notices = self.resolve_model(principal, model)
+        if notices:
+            request.scope["state"].setdefault("headers", []).extend(notices)
+        return name
+
+    def resolve_model(self, principal: Principal, model: str) -> tuple[str, list[tuple[bytes, bytes]]]:
+        """The model that answers ``model`` for this caller and the lifecycle's notices (headers);
+        raises PermissionDenied, NotFound or Gone."""
         name, notices = lifecycle.answering(self.catalog, model, principal.tenant)
         if not (principal.key.allows(model) or principal.key.allows(name)):
             raise PermissionDenied(
@@ -187,9 +195,20 @@ class Gate:
                 param="model",
                 code="model_not_allowed",
             )
-        if notices:
-            request.scope["state"].setdefault("headers", []).extend(notices)
-        return name
+        return name, notices
+
+    def acting_for(self, key_id: str) -> Principal:
+        """The principal of a key whose holder's work the platform carries on (a batch's lines, after
+        the key was shown when the batch was made): the key must still be usable, its tenant there."""
+        key = self.directory.key(key_id)
+        now = time.time()
+        if key is None or key.state == "revoked" or not key.usable_at(now):
+            raise Unauthenticated(f"The API key {key_id} that made this batch is revoked or expired.")
+        tenant = self.directory.tenant(key.tenant)
+        tier = self.tiers.get(tenant.tier) if tenant is not None else None
+        if tenant is None or tier is None:
+            raise Unauthenticated(f"The API key {key_id} belongs to no existing tenant.")
+        return Principal(tenant=tenant, key=key, tier=tier)
 
     def bounded(self, job: wire.GenerateJob) -> wire.GenerateJob:
         """``job`` with a ``max_tokens``: without one, the most an answer may be (the setting, or

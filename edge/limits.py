@@ -74,6 +74,8 @@ class Grant:
     settled: bool = False
     id: str = field(default_factory=lambda: secrets.token_hex(8))
     lease: _Lease | None = None
+    batch: bool = False
+    """A batch line's: settled at the batch price."""
 
 
 @dataclass(eq=False)  # one lease, one request: kept in a set by identity
@@ -127,25 +129,37 @@ class Limiter:
         """Past the point in its period where running requests were carried into the next one."""
         return now % self.lease_s >= self.lease_s / 2
 
-    async def admit(self, tenant: Tenant, key: ApiKey, tier: Tier, max_tokens: int, now: float) -> Grant:
+    async def admit(
+        self, tenant: Tenant, key: ApiKey, tier: Tier, max_tokens: int, now: float, *, batch: bool = False
+    ) -> Grant:
         """Take this request's share of every limit, or raise RateLimited / QuotaExceeded.
+
+        A batch line (``batch``) takes its share of the monthly budget only, at the batch price: the
+        requests per minute, the interactive output-token windows and the keys' requests in flight
+        are the interactive traffic's.
 
         Raises Unavailable when the counters cannot be reached: limits are never skipped silently.
         """
         reserve = max_tokens
         price = self.prices.at(dt.datetime.fromtimestamp(now, dt.UTC).date())
-        reserve_nano = price.cost_nano(0, reserve)
+        reserve_nano = price.cost_nano(0, reserve, batch=batch)
         period = self.period(now)
         counters = _counters(
             tenant.name, key.id, tier, reserve=reserve, reserve_nano=reserve_nano, now=now, period=period
         )
+        if batch:
+            counters = [c for c in counters if c.measure == "budget"]
         grant = Grant(
-            tenant=tenant.name, reserved_tokens=reserve, reserved_nano=reserve_nano, counters=counters
+            tenant=tenant.name,
+            reserved_tokens=reserve,
+            reserved_nano=reserve_nano,
+            counters=counters,
+            batch=batch,
         )
         if not counters:
             return grant
         changes = [(c.subject, c.amount) for c in counters]
-        if tier.concurrent_per_key is not None:
+        if tier.concurrent_per_key is not None and not batch:
             grant.lease = _Lease(tenant.name, key.id, {period})
             if self._late(now):  # the running ones were carried over already: join them
                 grant.lease.periods.add(period + 1)
@@ -182,7 +196,7 @@ class Limiter:
             usage = Usage(prompt_tokens=0, completion_tokens=generated_tokens)
         price = self.prices.at(dt.datetime.now(dt.UTC).date())
         cost = price.cost_nano(
-            usage.prompt_tokens, usage.completion_tokens, usage.reasoning_tokens, batch=batch
+            usage.prompt_tokens, usage.completion_tokens, usage.reasoning_tokens, batch=batch or grant.batch
         )
         changes: list[tuple[str, int]] = []
         for c in grant.counters:

@@ -36,6 +36,18 @@ class EdgeSettings(ServiceSettings):
     )
     files_tenant_uploads: int = Field(default=2, ge=1, description="uploads of one tenant at once; more: 429")
     files_uploads: int = Field(default=4, ge=1, description="uploads of all tenants at once; more: 503")
+    batch_seats: int = Field(default=4, ge=0, description="batch lines this edge runs at once (0: none)")
+    batches_per_tenant: int = Field(default=10, ge=1, description="a tenant's batches not ended; more: 429")
+    batch_window_s: float | None = Field(
+        default=None, gt=0, description="for tests: a batch's completion window instead of its 24 h"
+    )
+    batch_ack_wait_s: float = Field(
+        default=30.0, gt=0, description="a line taken by an edge that died is run again this long after"
+    )
+    batch_sweep_s: float = Field(default=1.0, gt=0, description="how often batches are looked after")
+    batch_line_attempts: int = Field(
+        default=5, ge=1, description="runs of a line the platform could not serve (503) before it fails"
+    )
     max_connections: int = Field(
         default=4096, ge=1, description="open client connections; those beyond are closed at once"
     )

@@ -29,12 +29,17 @@ _BLOCKED = "prompt_rejected"
 
 class Tally:
     __slots__ = (
-        "aborted", "closed", "edge_id", "endpoint", "error", "finish_reason", "generated", "grant",
-        "job", "limiter", "outbox", "started", "ttft_ms", "usage", "worker",
+        "aborted", "batch_id", "closed", "edge_id", "endpoint", "error", "finish_reason", "generated",
+        "grant", "job", "limiter", "outbox", "started", "ttft_ms", "usage", "worker",
     )  # fmt: skip
 
-    def __init__(self, outbox: Outbox, limiter: Limiter, edge_id: str, job: Job) -> None:
+    def __init__(
+        self, outbox: Outbox | None, limiter: Limiter, edge_id: str, job: Job, batch_id: str = ""
+    ) -> None:
+        """``outbox``: where the usage event goes when the request ends; None for a batch line, whose
+        event is stored with its result and published from there (``event``)."""
         self.outbox = outbox
+        self.batch_id = batch_id
         self.limiter = limiter
         self.edge_id = edge_id
         self.job = job
@@ -78,34 +83,39 @@ class Tally:
         if self.closed:
             return None
         self.closed = True
-        status, http_status = self._outcome()
-        usage = self.usage or Usage(prompt_tokens=0, completion_tokens=self.generated)
-        job = self.job
-        self.outbox.record(
-            UsageEvent(
-                request_id=job.request_id,
-                at=time.time(),
-                tenant=job.caller.tenant,
-                token_id=job.caller.token_id,
-                model=job.model,
-                endpoint=self.endpoint,
-                status=status,
-                http_status=http_status,
-                error_code=(self.error.code or self.error.type) if self.error else "",
-                finish_reason=self.finish_reason,
-                worker=self.worker,
-                prompt_tokens=usage.prompt_tokens,
-                completion_tokens=usage.completion_tokens,
-                reasoning_tokens=usage.reasoning_tokens,
-                cached_tokens=usage.cached_tokens,
-                ttft_ms=self.ttft_ms,
-                duration_ms=(time.perf_counter() - self.started) * 1000,
-                edge=self.edge_id,
-            )
-        )
+        if self.outbox is not None:
+            self.outbox.record(self.event())
         if self.grant is None:
             return None
         return self.limiter.settle(self.grant, self.usage, self.generated)
+
+    def event(self) -> UsageEvent:
+        """The usage event of the request as it ended."""
+        status, http_status = self._outcome()
+        usage = self.usage or Usage(prompt_tokens=0, completion_tokens=self.generated)
+        job = self.job
+        return UsageEvent(
+            request_id=job.request_id,
+            at=time.time(),
+            tenant=job.caller.tenant,
+            token_id=job.caller.token_id,
+            model=job.model,
+            endpoint=self.endpoint,
+            status=status,
+            http_status=http_status,
+            error_code=(self.error.code or self.error.type) if self.error else "",
+            finish_reason=self.finish_reason,
+            worker=self.worker,
+            prompt_tokens=usage.prompt_tokens,
+            completion_tokens=usage.completion_tokens,
+            reasoning_tokens=usage.reasoning_tokens,
+            cached_tokens=usage.cached_tokens,
+            ttft_ms=self.ttft_ms,
+            duration_ms=(time.perf_counter() - self.started) * 1000,
+            edge=self.edge_id,
+            batch=bool(self.batch_id),
+            batch_id=self.batch_id,
+        )
 
     def _outcome(self) -> tuple[UsageStatus, int]:
         if self.usage is not None and self.error is None:

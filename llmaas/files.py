@@ -111,7 +111,12 @@ class Files:
         return [record for _, record in sorted(found, key=lambda found: found[0])]
 
     async def add(self, tenant: str, record: FileRecord) -> None:
+        """A new file's record (its id must be new)."""
         await self.index.create(index_key(tenant, record.id), msgspec.json.encode(record))
+
+    async def put(self, tenant: str, record: FileRecord) -> None:
+        """A file's record, new or written again (a batch's result files, finalized once more)."""
+        await self.index.put(index_key(tenant, record.id), msgspec.json.encode(record))
 
     async def read(self, tenant: str, file_id: str) -> AsyncIterator[bytes]:
         """The file's bytes, one chunk at a time (by direct get: nothing buffered ahead), checked

@@ -104,6 +104,10 @@ def role(name: str) -> Role:
                 *_bucket(streams.KEYS, write=True),
                 *_bucket(streams.FILE_INDEX, write=True),
                 *_objects(streams.FILES),
+                subjects.BATCH_LINES,
+                *_stream(streams.BATCH_LINES.name),
+                *_bucket(streams.BATCHES, write=True),
+                *_bucket(streams.BATCH_RESULTS, write=True),
             ),
             subscribe=(_ANSWERS, subjects.HEARTBEATS),
             # The files' chunks of a deleted (or aborted) upload are purged by subject; no other purge.

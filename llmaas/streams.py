@@ -17,7 +17,7 @@ import logging
 from dataclasses import dataclass
 
 from nats.js import JetStreamContext
-from nats.js.api import KeyValueConfig, ObjectStoreConfig, StorageType, StreamConfig
+from nats.js.api import KeyValueConfig, ObjectStoreConfig, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import BadRequestError
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
@@ -59,11 +59,13 @@ class StreamSpec:
     deny_purge: bool = False
     counter: bool = False
     max_msgs_per_subject: int = -1
+    retention: RetentionPolicy = RetentionPolicy.LIMITS
 
     def config(self, replicas: int) -> StreamConfig:
         return StreamConfig(
             name=self.name,
             subjects=list(self.subjects),
+            retention=self.retention,
             storage=self.storage,
             max_age=self.max_age_s,
             duplicate_window=min(self.duplicate_window_s, self.max_age_s),  # the server refuses more
@@ -153,7 +155,15 @@ WORK = StreamSpec(
     duplicate_window_s=600.0,
     deny_delete=True,
 )
-STREAMS = (USAGE, AUDIT, SECURITY, LIMITS, LEASES, WORK)
+BATCH_LINES = StreamSpec(
+    name="LLMAAS_BATCH_LINES",
+    subjects=(subjects.BATCH_LINES,),
+    # A line leaves when a runner acknowledges it (its result stored); a batch lives 24 h at most.
+    max_age_s=2 * DAY_S,
+    duplicate_window_s=600.0,  # a line enqueued again within 10 min (a validation retried) is kept once
+    retention=RetentionPolicy.WORK_QUEUE,
+)
+STREAMS = (USAGE, AUDIT, SECURITY, LIMITS, LEASES, WORK, BATCH_LINES)
 
 TENANTS = BucketSpec("llmaas_tenants", history=5)  # the last versions: what a record was before a change
 KEYS = BucketSpec("llmaas_keys", history=5)
@@ -161,7 +171,10 @@ GUARD_HISTORY = BucketSpec("llmaas_guard_history", history=1, storage=StorageTyp
 # Tenants' files: the bytes, and one record per file (what the Files API lists); kept 7 days.
 FILES = ObjectsSpec("llmaas_files", ttl_s=7 * DAY_S)
 FILE_INDEX = BucketSpec("llmaas_file_index", history=1, ttl_s=7 * DAY_S)
-BUCKETS = (TENANTS, KEYS, GUARD_HISTORY, FILE_INDEX)
+# Batches: their records (kept 30 days, as a tenant's list shows them) and their lines' results.
+BATCHES = BucketSpec("llmaas_batches", history=1, ttl_s=30 * DAY_S)
+BATCH_RESULTS = BucketSpec("llmaas_batch_results", history=1, ttl_s=7 * DAY_S)
+BUCKETS = (TENANTS, KEYS, GUARD_HISTORY, FILE_INDEX, BATCHES, BATCH_RESULTS)
 OBJECT_STORES = (FILES,)
 
 

@@ -39,6 +39,9 @@ WORK = f"{ROOT}.work.*"
 LEASES = f"{ROOT}.leases.>"
 """Requests in flight per key, counted per lease period (JetStream counter stream LLMAAS_LEASES)."""
 
+BATCH_LINES = f"{ROOT}.batch.lines.>"
+"""Batches' input lines, ``<tenant>.<batch>`` (JetStream work queue LLMAAS_BATCH_LINES)."""
+
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _REPLY_ROOT = "_INBOX.llmaas"
 

@@ -238,6 +238,8 @@ class UsageEvent(_Wire, frozen=True, kw_only=True):
     batch: bool = False
     """Asynchronous batch work (billed at the price list's batch factor)."""
     edge: str = ""
+    batch_id: str = ""
+    """The batch of a batch line."""
 
 
 class WorkRecord(_Wire, frozen=True, kw_only=True):

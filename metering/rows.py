@@ -23,8 +23,9 @@ from llmaas.wire import SecurityEvent, UsageEvent
 
 USAGE_COLUMNS = (
     "request_id", "at", "tenant", "token_id", "model", "endpoint", "status", "http_status", "error_code",
-    "finish_reason", "worker", "edge", "batch", "prompt_tokens", "completion_tokens", "reasoning_tokens",
-    "cached_tokens", "ttft_ms", "duration_ms", "price_version", "cost_nano", "energy_kwh", "energy_basis",
+    "finish_reason", "worker", "edge", "batch", "batch_id", "prompt_tokens", "completion_tokens",
+    "reasoning_tokens", "cached_tokens", "ttft_ms", "duration_ms", "price_version", "cost_nano", "energy_kwh",
+    "energy_basis",
 )  # fmt: skip
 AUDIT_COLUMNS = (
     "seq", "at", "actor", "action", "target", "outcome", "source", "detail", "edge", "prev", "hash",
@@ -55,7 +56,7 @@ class Pricer:
             energy, basis = 0.0, "unknown"
         return [
             e.request_id, at, e.tenant, e.token_id, e.model, e.endpoint, e.status, e.http_status,
-            e.error_code, e.finish_reason, e.worker, e.edge, e.batch, e.prompt_tokens,
+            e.error_code, e.finish_reason, e.worker, e.edge, e.batch, e.batch_id, e.prompt_tokens,
             e.completion_tokens, e.reasoning_tokens, e.cached_tokens, e.ttft_ms, e.duration_ms,
             version.valid_from, cost, energy, basis,
         ]  # fmt: skip

@@ -1,0 +1,809 @@
+"""The batch engine. Every edge runs it beside its HTTP routes: a batch's lines are requests like
+any other (the same schemas, key checks, guard, scheduler and workers), only their caller is a
+stream instead of a connection. Nothing of a batch lives in an edge: its record, lines and results
+are in JetStream (``llmaas.batches``), so any edge can carry on what another began.
+
+A batch goes: ``validating`` (its input file read twice: every line checked, then, only if all
+are good, each published to the lines stream) → ``in_progress`` (runners on every edge take lines,
+one batch's then the next's, at most ``batch_seats`` at a time per edge) → ``finalizing`` once
+every line is acknowledged (the results written into an output and an error file) → ``completed``.
+``cancelling`` → ``cancelled`` and, past its window, ``expired`` end the same way, the lines not run
+then ending as ``batch_cancelled`` / ``batch_expired`` errors: every input line lands in exactly one
+of the two files.
+
+Validation and finalization are turns an edge takes on the record by compare-and-set, with a lease:
+an edge that dies holding one lets it lapse, and the sweeper of another takes it up. A line is
+acknowledged only after its result is stored and its usage published; one that ran on an edge that
+died is delivered again and finds its result, if it got that far.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import msgspec
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.errors import Error as NatsError
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
+from nats.js.kv import KeyValue
+
+from edge import body, exchange
+from edge.errors import error_body
+from edge.gate import Gate, Principal, caller
+from edge.jobs import chat_job, completion_job
+from edge.metrics import EdgeMetrics
+from edge.pipeline import Pipeline
+from edge.rendering import ChatRenderer, Renderer, TextRenderer
+from edge.schemas import ChatCompletionRequest, CompletionRequest
+from edge.settings import EdgeSettings
+from edge.uploads import MAX_REQUESTS, FileDesk
+from edge.usage import Tally
+from llmaas import batches, files, streams, usage
+from llmaas.batches import BatchRecord, Counts, Line, LineError, LineResult
+from llmaas.errors import (
+    ClientClosed,
+    InvalidRequest,
+    LlmaasError,
+    NotFound,
+    RateLimited,
+    RemoteError,
+    ServerError,
+    Unavailable,
+)
+from llmaas.wire import Accepted, Failed, GenerateJob
+
+log = logging.getLogger(__name__)
+
+_LEASE_S = 120.0
+"""How long an edge holds a batch's validation or finalization before another may take it up."""
+_LISTED_ERRORS = 100
+_ENQUEUE_WINDOW = 256
+"""Lines published at once while enqueueing (each awaits its JetStream acknowledgement)."""
+
+
+class _Retry(Exception):
+    """The platform could not serve the line now (no worker, a stage down): run it again later."""
+
+
+class BatchEngine:
+    def __init__(
+        self,
+        *,
+        edge_id: str,
+        settings: EdgeSettings,
+        gate: Gate,
+        pipeline: Pipeline,
+        desk: FileDesk,
+        metrics: EdgeMetrics,
+    ) -> None:
+        self.edge_id = edge_id
+        self.settings = settings
+        self.gate = gate
+        self.pipeline = pipeline
+        self.desk = desk
+        self.metrics = metrics
+        self._js: JetStreamContext | None = None
+        self._records: KeyValue | None = None
+        self._results: KeyValue | None = None
+        self._known: dict[str, tuple[BatchRecord, int]] = {}
+        """Every batch record, by key, with its revision: kept by a watch of the bucket."""
+        self._wake = asyncio.Event()
+        self._busy: set[str] = set()
+        """Batches this edge is validating or finalizing now."""
+        self._running: dict[str, set[str]] = {}
+        """Request ids of the lines this edge runs now, by batch key."""
+        self._done: dict[str, list[int]] = {}
+        """Lines ended here since the record was last told: [completed, failed] by batch key."""
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._loops: list[asyncio.Task[None]] = []
+
+    # --- lifecycle -------------------------------------------------------------------------------
+
+    async def open(self, nc: Client) -> None:
+        js = self._js = nc.jetstream()
+        policy = streams.Policy.of(self.settings)
+        await streams.ensure(js, streams.BATCH_LINES, policy)
+        self._records = await streams.ensure_bucket(js, streams.BATCHES, policy)
+        self._results = await streams.ensure_bucket(js, streams.BATCH_RESULTS, policy)
+        self._loops = [asyncio.create_task(self._watch()), asyncio.create_task(self._sweep_forever())]
+        if self.settings.batch_seats:
+            self._loops.append(asyncio.create_task(self._run_forever()))
+
+    async def close(self) -> None:
+        for task in (*self._loops, *self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._loops, *self._tasks, return_exceptions=True)
+
+    @property
+    def records(self) -> KeyValue:
+        if self._records is None:
+            raise Unavailable("Batches are not reachable yet; retry shortly.", retry_after_s=1)
+        return self._records
+
+    # --- the doors' side -------------------------------------------------------------------------
+
+    async def create(
+        self,
+        principal: Principal,
+        *,
+        input_file_id: str,
+        endpoint: str,
+        completion_window: str,
+        metadata: dict[str, str] | None,
+    ) -> BatchRecord:
+        tenant = principal.tenant.name
+        if endpoint not in batches.ENDPOINTS:
+            raise InvalidRequest(
+                f"Invalid 'endpoint' {endpoint[:64]!r}: use {' or '.join(batches.ENDPOINTS)}.",
+                param="endpoint",
+            )
+        if completion_window not in batches.WINDOWS:
+            raise InvalidRequest(
+                f"Invalid 'completion_window' {completion_window[:16]!r}: use '24h'.",
+                param="completion_window",
+            )
+        _check_metadata(metadata)
+        record = await self.desk.store.record(tenant, input_file_id)
+        if record is None or record.purpose != "batch":
+            raise NotFound(f"No such File object: {input_file_id[:64]}", param="input_file_id")
+        if len(self.of_tenant(tenant, active=True)) >= self.settings.batches_per_tenant:
+            raise RateLimited(
+                f"This tenant has {self.settings.batches_per_tenant} batches running, the most at once: "
+                "wait for one to end.",
+                type_="requests",
+                retry_after_s=60,
+            )
+        now = int(time.time())
+        window = self.settings.batch_window_s or batches.WINDOWS[completion_window]
+        batch = BatchRecord(
+            id=batches.new_id(),
+            tenant=tenant,
+            token_id=principal.key.id,
+            endpoint=endpoint,
+            input_file_id=input_file_id,
+            completion_window=completion_window,
+            status="validating",
+            created_at=now,
+            expires_at=now + int(window),
+            metadata=metadata,
+            owner=self.edge_id,
+            owned_until=time.time() + _LEASE_S,
+        )
+        key = batches.key(tenant, batch.id)
+        revision = await self.records.create(key, msgspec.json.encode(batch))
+        self._known[key] = (batch, revision)
+        self._spawn(key, self._validate(key))
+        return batch
+
+    async def get(self, tenant: str, batch_id: str) -> BatchRecord | None:
+        if not batches.is_batch_id(batch_id):
+            return None
+        key = batches.key(tenant, batch_id)
+        try:
+            entry = await self.records.get(key)
+        except KeyNotFoundError:
+            return None
+        if not entry.value:
+            return None
+        return self._with_progress(key, batches.record_decoder.decode(entry.value))
+
+    def of_tenant(self, tenant: str, *, active: bool = False) -> list[BatchRecord]:
+        """The tenant's batches, newest first (as this edge's copy has them)."""
+        found = [
+            self._with_progress(k, r)
+            for k, (r, _) in self._known.items()
+            if r.tenant == tenant and (not active or r.status in batches.ACTIVE)
+        ]
+        return sorted(found, key=lambda r: (r.created_at, r.id), reverse=True)
+
+    async def cancel(self, tenant: str, batch_id: str) -> BatchRecord:
+        if await self.get(tenant, batch_id) is None:
+            raise NotFound(f"No such Batch object: {batch_id[:64]}", param="batch_id")
+        now = int(time.time())
+
+        def cancelling(record: BatchRecord) -> BatchRecord | None:
+            if record.status not in ("validating", "in_progress"):
+                return None
+            return msgspec.structs.replace(record, status="cancelling", cancelling_at=now)
+
+        changed = await self._change(batches.key(tenant, batch_id), cancelling)
+        if changed.status in ("completed", "failed", "expired", "cancelled"):
+            raise InvalidRequest(
+                f"Cannot cancel a batch that is {changed.status}.", param="batch_id", code="batch_not_active"
+            )
+        self._stop_running(batches.key(tenant, batch_id))
+        return changed
+
+    def _with_progress(self, key: str, record: BatchRecord) -> BatchRecord:
+        """Counts while it runs: the record's, and what this edge finished since it last told it."""
+        done = self._done.get(key)
+        if not done or record.status not in ("in_progress", "cancelling"):
+            return record
+        counts = record.request_counts
+        return msgspec.structs.replace(
+            record,
+            request_counts=Counts(counts.total, counts.completed + done[0], counts.failed + done[1]),
+        )
+
+    # --- records ---------------------------------------------------------------------------------
+
+    async def _watch(self) -> None:
+        while True:
+            try:
+                watcher = await self.records.watch(">")
+                async for entry in watcher:
+                    if entry is None:
+                        continue
+                    if entry.operation in ("DEL", "PURGE") or not entry.value:
+                        self._known.pop(entry.key, None)
+                        continue
+                    record = batches.record_decoder.decode(entry.value)
+                    self._known[entry.key] = (record, entry.revision or 0)
+                    if record.status == "cancelling":
+                        self._stop_running(entry.key)
+                    self._wake.set()
+            except (NatsError, TimeoutError) as exc:
+                log.warning("the batches' watch stopped (%s); watching again", type(exc).__name__)
+                await asyncio.sleep(1)
+
+    async def _change(self, key: str, change: Callable[[BatchRecord], BatchRecord | None]) -> BatchRecord:
+        """The record after ``change`` (None: leave it), applied by compare-and-set, retried on a race."""
+        while True:
+            entry = await self.records.get(key)
+            assert entry.value is not None
+            current = batches.record_decoder.decode(entry.value)
+            new = change(current)
+            if new is None:
+                return current
+            try:
+                revision = await self.records.update(key, msgspec.json.encode(new), last=entry.revision)
+            except KeyWrongLastSequenceError:
+                continue
+            self._known[key] = (new, revision)
+            return new
+
+    def _turn(self, statuses: tuple[str, ...]) -> Callable[[BatchRecord], BatchRecord | None]:
+        """Take the validation or finalization of a batch in one of ``statuses`` unless another edge
+        holds it."""
+        now = time.time()
+
+        def take(record: BatchRecord) -> BatchRecord | None:
+            held = record.owner and record.owner != self.edge_id and record.owned_until > now
+            if record.status not in statuses or held:
+                return None
+            return msgspec.structs.replace(record, owner=self.edge_id, owned_until=now + _LEASE_S)
+
+        return take
+
+    def _spawn(self, key: str, work: Any) -> None:
+        if key in self._busy:
+            work.close()
+            return
+        self._busy.add(key)
+
+        async def run() -> None:
+            try:
+                await work
+            except (NatsError, TimeoutError, LlmaasError, OSError) as exc:
+                log.warning("batch %s: %s (%s); the sweeper takes it up again", key, type(exc).__name__, exc)
+            except Exception:
+                log.exception("batch %s failed; the sweeper takes it up again", key)
+            finally:
+                self._busy.discard(key)
+
+        task = asyncio.create_task(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # --- validation ------------------------------------------------------------------------------
+
+    async def _validate(self, key: str) -> None:
+        record = await self._change(key, self._turn(("validating",)))
+        if record.owner != self.edge_id or record.status != "validating":
+            return
+        errors, total = await self._check_lines(record)
+        now = int(time.time())
+        if errors:
+            await self._change(
+                key,
+                lambda r: msgspec.structs.replace(r, status="failed", failed_at=now, errors=errors, owner=""),
+            )
+            return
+        await self._enqueue(record)
+        assert self._js is not None
+        subject = batches.lines_subject(record.tenant, record.id)
+        await self._js.add_consumer(
+            streams.BATCH_LINES.name,
+            ConsumerConfig(
+                durable_name=batches.consumer(record.id),
+                filter_subject=subject,
+                ack_policy=AckPolicy.EXPLICIT,
+                ack_wait=self.settings.batch_ack_wait_s,
+                max_ack_pending=max(64, 4 * self.settings.batch_seats),
+            ),
+        )
+
+        def started(r: BatchRecord) -> BatchRecord | None:
+            if r.status == "cancelling":  # cancelled while it was being validated: its lines end so
+                return msgspec.structs.replace(r, request_counts=Counts(total=total), owner="")
+            if r.status != "validating":
+                return None
+            return msgspec.structs.replace(
+                r, status="in_progress", in_progress_at=now, request_counts=Counts(total=total), owner=""
+            )
+
+        await self._change(key, started)
+        self._wake.set()
+
+    async def _lines(self, record: BatchRecord) -> AsyncIterator[tuple[int, bytes]]:
+        """The input file's non-empty lines with their 1-based line numbers."""
+        number, partial = 0, b""
+        async for chunk in self.desk.store.read(record.tenant, record.input_file_id):
+            pieces = (partial + chunk).split(b"\n")
+            partial = pieces.pop()
+            for piece in pieces:
+                number += 1
+                if piece.strip():
+                    yield number, piece
+        if partial.strip():
+            yield number + 1, partial
+
+    async def _check_lines(self, record: BatchRecord) -> tuple[list[LineError], int]:
+        """Every line checked as OpenAI checks a batch's input: the errors (the first hundred) and
+        how many requests there are."""
+        errors: list[LineError] = []
+        seen: set[str] = set()
+        total = 0
+        async for number, raw in self._lines(record):
+            total += 1
+            problem = _line_problem(raw, record.endpoint, seen)
+            if problem is not None and len(errors) < _LISTED_ERRORS:
+                errors.append(msgspec.structs.replace(problem, line=number))
+            elif problem is not None:
+                break
+        if total > MAX_REQUESTS:
+            errors.append(
+                LineError(code="too_many_requests", message=f"A batch holds at most {MAX_REQUESTS} requests.")
+            )
+        if not total:
+            errors.append(LineError(code="empty_file", message="The input file holds no request."))
+        return errors, total
+
+    async def _enqueue(self, record: BatchRecord) -> None:
+        """Each line into the lines stream, once (ids ``<batch>:<n>``: a validation retried after a
+        crash publishes again what the stream already has, and it keeps one)."""
+        assert self._js is not None
+        js = self._js
+        subject = batches.lines_subject(record.tenant, record.id)
+        pending: list[Any] = []
+        n = 0
+        async for _, raw in self._lines(record):
+            line = msgspec.json.decode(raw)
+            message = Line(
+                tenant=record.tenant,
+                batch=record.id,
+                number=n,
+                custom_id=line["custom_id"],
+                body=msgspec.Raw(msgspec.json.encode(line["body"])),
+            )
+            headers = {"Nats-Msg-Id": f"{record.id}:{n}"}
+            pending.append(js.publish(subject, msgspec.json.encode(message), headers=headers))
+            n += 1
+            if len(pending) >= _ENQUEUE_WINDOW:
+                await asyncio.gather(*pending)
+                pending = []
+        await asyncio.gather(*pending)
+
+    # --- running lines ---------------------------------------------------------------------------
+
+    async def _run_forever(self) -> None:
+        seats = asyncio.Semaphore(self.settings.batch_seats)
+        subscriptions: dict[str, JetStreamContext.PullSubscription] = {}
+        turn = 0
+        while True:
+            running = sorted(
+                k for k, (r, _) in self._known.items() if r.status in ("in_progress", "cancelling")
+            )
+            for gone in set(subscriptions) - set(running):
+                with contextlib.suppress(Exception):
+                    await subscriptions.pop(gone).unsubscribe()
+            took = 0
+            turn += 1
+            for key in running[turn % max(1, len(running)) :] + running[: turn % max(1, len(running))]:
+                await seats.acquire()
+                try:
+                    msgs = await self._take(key, subscriptions)
+                except (NatsError, TimeoutError):
+                    msgs = []
+                if not msgs:
+                    seats.release()
+                    continue
+                took += 1
+                task = asyncio.create_task(self._run_line(key, msgs[0]))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+                task.add_done_callback(lambda _: seats.release())
+            if not took:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), 0.5)
+
+    async def _take(self, key: str, subscriptions: dict[str, JetStreamContext.PullSubscription]) -> list[Msg]:
+        assert self._js is not None
+        record, _ = self._known[key]
+        sub = subscriptions.get(key)
+        if sub is None:
+            try:
+                sub = await self._js.pull_subscribe_bind(
+                    batches.consumer(record.id), streams.BATCH_LINES.name
+                )
+            except NotFoundError:
+                return []  # its consumer is made at the end of its validation
+            subscriptions[key] = sub
+        try:
+            return await sub.fetch(1, timeout=0.05)
+        except TimeoutError:
+            return []
+
+    async def _run_line(self, key: str, msg: Msg) -> None:
+        assert self._results is not None and self._js is not None
+        line = batches.line_decoder.decode(msg.data)
+        result_key = batches.result_key(line.tenant, line.batch, line.number)
+        try:
+            result = await self._stored(result_key)
+            if result is None:
+                result = await self._outcome(key, line, msg)
+                if result is None:
+                    return  # handed back for later
+                try:
+                    await self._results.create(result_key, msgspec.json.encode(result))
+                except KeyWrongLastSequenceError:  # another run of the line got there first
+                    result = await self._stored(result_key) or result
+            if result.usage is not None:
+                await usage.publish(self._js, result.usage)  # metering keeps one row per request id
+            await msg.ack()
+        except (NatsError, TimeoutError) as exc:
+            log.warning("batch line %s: %s; it comes back after its ack wait", result_key, type(exc).__name__)
+            return
+        done = self._done.setdefault(key, [0, 0])
+        done[0 if result.succeeded else 1] += 1
+        self._wake.set()
+
+    async def _stored(self, result_key: str) -> LineResult | None:
+        assert self._results is not None
+        try:
+            entry = await self._results.get(result_key)
+        except KeyNotFoundError:
+            return None
+        return batches.result_decoder.decode(entry.value) if entry.value else None
+
+    async def _outcome(self, key: str, line: Line, msg: Msg) -> LineResult | None:
+        """The line's result, or None when it was handed back to be run again later."""
+        record, _ = self._known[key]
+        request_id = batches.request_id(line.batch, line.number)
+        if record.status == "cancelling":
+            return _ended(
+                line, request_id, "batch_cancelled", "The batch was cancelled before this request ran."
+            )
+        if record.expiring:
+            return _ended(line, request_id, "batch_expired", "The batch expired before this request ran.")
+        running = self._running.setdefault(key, set())
+        running.add(request_id)
+        beat = asyncio.create_task(_keep_taken(msg, self.settings.batch_ack_wait_s / 3))
+        try:
+            result = await self._answer(record, line, request_id)
+        except Exception as exc:  # the platform's failure, not the line's: run it again
+            if not isinstance(exc, _Retry):
+                log.exception("batch line %s failed unexpectedly", request_id)
+            attempts = msg.metadata.num_delivered or 1
+            if attempts < self.settings.batch_line_attempts:
+                await msg.nak(delay=min(30.0, 2.0**attempts))
+                return None
+            failure = Unavailable(f"The platform could not serve this request in {attempts} attempts.")
+            result = _refused(line, request_id, failure)
+        finally:
+            beat.cancel()
+            running.discard(request_id)
+        if self._known.get(key, (record, 0))[0].status == "cancelling":  # whatever it became
+            return _ended(line, request_id, "batch_cancelled", "The batch was cancelled while this ran.")
+        return result
+
+    async def _answer(self, record: BatchRecord, line: Line, request_id: str) -> LineResult:
+        """Run one line as the request it is; a refusal is its result (a 4xx in the error file)."""
+        try:
+            principal = self.gate.acting_for(record.token_id)
+            job, renderer = self._job(record, line, principal, request_id)
+        except LlmaasError as exc:
+            return _refused(line, request_id, exc)
+        job = self.gate.bounded(job)
+        tally = Tally(None, self.gate.limiter, self.edge_id, job, batch_id=record.id)
+        try:
+            reserve = job.sampling.max_tokens or 0
+            p = principal
+            tally.grant = await self.gate.limiter.admit(
+                p.tenant, p.key, p.tier, reserve, time.time(), batch=True
+            )
+            frames = await self.pipeline.submit(job)
+            try:
+                first = await frames.next()
+                if type(first) is not Accepted:
+                    raise (
+                        RemoteError(first.error)
+                        if isinstance(first, Failed)
+                        else ServerError("Out of order.")
+                    )
+                tally.worker = first.worker_id
+                collected, done = await exchange.collect(self.metrics, job, frames, tally)
+            finally:
+                self.pipeline.finish(request_id)
+        except LlmaasError as exc:
+            tally.failed(exc)
+            settling = tally.close()
+            if exc.status >= 500 and not isinstance(exc, ClientClosed):
+                raise _Retry from exc
+            event = tally.event() if tally.grant is not None else None
+            return _refused(line, request_id, exc, usage=event)
+        settling = tally.close()
+        if settling is not None:
+            await settling
+        answer = renderer.whole(collected, done.finish_reason, done.usage)
+        return LineResult(
+            custom_id=line.custom_id,
+            request_id=request_id,
+            status_code=200,
+            body=msgspec.Raw(answer),
+            usage=tally.event(),
+        )
+
+    def _job(
+        self, record: BatchRecord, line: Line, principal: Principal, request_id: str
+    ) -> tuple[GenerateJob, Renderer]:
+        created = int(time.time())
+        raw = bytes(line.body)
+        if batches.ENDPOINTS[record.endpoint] == "chat":
+            chat = body.validate(raw, ChatCompletionRequest)
+            _no_stream(chat.stream)
+            model, _ = self.gate.resolve_model(principal, chat.model)
+            job = chat_job(chat, model, request_id, created, caller(principal))
+            return job, ChatRenderer(request_id, model, created, False)
+        text = body.validate(raw, CompletionRequest)
+        _no_stream(text.stream)
+        model, _ = self.gate.resolve_model(principal, text.model)
+        job = completion_job(text, model, request_id, created, caller(principal))
+        return job, TextRenderer(request_id, model, created, False)
+
+    def _stop_running(self, key: str) -> None:
+        """A cancelled batch's lines running here stop generating (they end as cancelled)."""
+        for request_id in list(self._running.get(key, ())):
+            self.pipeline.cancel(request_id)
+
+    # --- looking after batches -------------------------------------------------------------------
+
+    async def _sweep_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.batch_sweep_s)
+            try:
+                await self._sweep()
+            except (NatsError, TimeoutError, LlmaasError) as exc:
+                log.warning("batch sweep: %s", type(exc).__name__)
+
+    async def _sweep(self) -> None:
+        now = time.time()
+        for key, (record, _) in list(self._known.items()):
+            if key in self._busy:
+                continue
+            lapsed = not record.owner or record.owned_until < now
+            if record.status == "validating" and lapsed:
+                self._spawn(key, self._validate(key))
+            elif record.status == "finalizing" and lapsed:
+                self._spawn(key, self._finalize(key))
+            elif record.status in ("in_progress", "cancelling"):
+                await self._tell(key)
+                if record.status == "in_progress" and not record.expiring and now >= record.expires_at:
+                    await self._change(key, lambda r: msgspec.structs.replace(r, expiring=True))
+                if record.request_counts.total and await self._all_taken_care_of(record):
+                    self._spawn(key, self._finalize(key))
+
+    async def _tell(self, key: str) -> None:
+        """What this edge finished goes into the record's counts (the final counts come from the
+        results themselves)."""
+        done = self._done.pop(key, None)
+        if not done or not any(done):
+            return
+        completed, failed = done
+
+        def add(r: BatchRecord) -> BatchRecord:
+            c = r.request_counts
+            return msgspec.structs.replace(
+                r, request_counts=Counts(c.total, c.completed + completed, c.failed + failed)
+            )
+
+        await self._change(key, add)
+
+    async def _all_taken_care_of(self, record: BatchRecord) -> bool:
+        assert self._js is not None
+        try:
+            info = await self._js.consumer_info(streams.BATCH_LINES.name, batches.consumer(record.id))
+        except NotFoundError:
+            return False
+        return not info.num_pending and not info.num_ack_pending
+
+    async def _finalize(self, key: str) -> None:
+        """The results into the output and error files; the batch ends."""
+
+        def finalizing(r: BatchRecord) -> BatchRecord | None:
+            taken = self._turn(("in_progress", "cancelling", "finalizing"))(r)
+            if taken is None or taken.status != "in_progress":
+                return taken
+            return msgspec.structs.replace(taken, status="finalizing", finalizing_at=int(time.time()))
+
+        record = await self._change(key, finalizing)
+        if record.owner != self.edge_id:
+            return
+        counts, output, error = await self._write_files(record)
+        now = int(time.time())
+        cancelled = record.status == "cancelling"
+
+        def ended(r: BatchRecord) -> BatchRecord:
+            common = {
+                "request_counts": counts,
+                "output_file_id": output,
+                "error_file_id": error,
+                "owner": "",
+                "finalizing_at": r.finalizing_at or now,
+            }
+            if cancelled:
+                return msgspec.structs.replace(r, status="cancelled", cancelled_at=now, **common)
+            if r.expiring:
+                return msgspec.structs.replace(r, status="expired", expired_at=now, **common)
+            return msgspec.structs.replace(r, status="completed", completed_at=now, **common)
+
+        await self._change(key, ended)
+        assert self._js is not None
+        with contextlib.suppress(NotFoundError):
+            await self._js.delete_consumer(streams.BATCH_LINES.name, batches.consumer(record.id))
+
+    async def _write_files(self, record: BatchRecord) -> tuple[Counts, str | None, str | None]:
+        assert self._results is not None
+        outputs = _ResultFile(self.desk.store, record, "output")
+        errors = _ResultFile(self.desk.store, record, "error")
+        completed = failed = 0
+        watcher = await self._results.watch(f"{record.tenant}.{record.id}.*", ignore_deletes=True)
+        try:
+            async for entry in watcher:
+                if entry is None:
+                    break
+                if not entry.value:
+                    continue
+                result = batches.result_decoder.decode(entry.value)
+                line_id = f"batch_req_{entry.key.rpartition('.')[2]}_{record.id.removeprefix('batch_')}"
+                if result.succeeded:
+                    completed += 1
+                    await outputs.write(result.output_line(line_id) + b"\n")
+                else:
+                    failed += 1
+                    await errors.write(result.output_line(line_id) + b"\n")
+        finally:
+            await watcher.stop()  # type: ignore[no-untyped-call]
+        total = record.request_counts.total
+        return Counts(total, completed, failed), await outputs.close(), await errors.close()
+
+
+class _ResultFile:
+    """One of a batch's result files, streamed into the files' store as its lines come."""
+
+    def __init__(self, store: files.Files, record: BatchRecord, kind: Any) -> None:
+        self.store = store
+        self.record = record
+        self.file_id = batches.output_file_id(record.id, kind)
+        self.kind = kind
+        self.size = 0
+        self._pipe: files.Pipe | None = None
+        self._put: asyncio.Task[Any] | None = None
+
+    async def write(self, data: bytes) -> None:
+        if self._pipe is None:
+            self._pipe = files.Pipe()
+            name = files.object_name(self.record.tenant, self.file_id)
+            self._put = asyncio.create_task(self.store.objects.put(name, self._pipe))  # type: ignore[arg-type]
+        self.size += len(data)
+        await self._pipe.write_chunk(data)
+
+    async def close(self) -> str | None:
+        if self._pipe is None or self._put is None:
+            return None
+        self._pipe.end()
+        await self._put
+        now = int(time.time())
+        await self.store.put(
+            self.record.tenant,
+            files.FileRecord(
+                id=self.file_id,
+                bytes=self.size,
+                created_at=now,
+                expires_at=now + int(streams.FILES.ttl_s),
+                filename=f"{self.record.id}_{self.kind}.jsonl",
+                purpose="batch_output",
+            ),
+        )
+        return self.file_id
+
+
+async def _keep_taken(msg: Msg, every_s: float) -> None:
+    """Tell JetStream the line is being worked on, so that only a dead edge's lines come back."""
+    while True:
+        await asyncio.sleep(every_s)
+        with contextlib.suppress(NatsError, TimeoutError):
+            await msg.in_progress()
+
+
+def _no_stream(stream: bool | None) -> None:
+    if stream:
+        raise InvalidRequest("'stream' is not supported in a batch.", param="stream")
+
+
+def _line_problem(raw: bytes, endpoint: str, seen: set[str]) -> LineError | None:
+    try:
+        line = msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        return LineError(code="invalid_json_line", message="This line is not valid JSON.")
+    if not isinstance(line, dict):
+        return LineError(code="invalid_json_line", message="This line is not a JSON object.")
+    custom_id = line.get("custom_id")
+    if not isinstance(custom_id, str) or not custom_id:
+        return LineError(code="missing_required_parameter", message="Missing 'custom_id'.", param="custom_id")
+    if custom_id in seen:
+        return LineError(
+            code="duplicate_custom_id",
+            message=f"The custom_id {custom_id[:64]!r} is used more than once.",
+            param="custom_id",
+        )
+    seen.add(custom_id)
+    if line.get("method") != "POST":
+        return LineError(code="invalid_method", message="The 'method' must be 'POST'.", param="method")
+    if line.get("url") != endpoint:
+        return LineError(
+            code="mismatched_url", message=f"The 'url' must be the batch's endpoint, {endpoint}.", param="url"
+        )
+    if not isinstance(line.get("body"), dict) or not isinstance(line["body"].get("model"), str):
+        return LineError(
+            code="invalid_body", message="The 'body' must be a request object with a 'model'.", param="body"
+        )
+    return None
+
+
+def _ended(line: Line, request_id: str, code: str, message: str) -> LineResult:
+    return LineResult(
+        custom_id=line.custom_id, request_id=request_id, error=LineError(code=code, message=message)
+    )
+
+
+def _refused(line: Line, request_id: str, exc: LlmaasError, usage: Any = None) -> LineResult:
+    envelope = error_body(exc.message, exc.type, exc.param, exc.code)
+    return LineResult(
+        custom_id=line.custom_id,
+        request_id=request_id,
+        status_code=exc.status,
+        body=msgspec.Raw(envelope),
+        usage=usage,
+    )
+
+
+def _check_metadata(metadata: dict[str, str] | None) -> None:
+    if metadata is None:
+        return
+    if len(metadata) > batches.MAX_METADATA:
+        raise InvalidRequest(f"'metadata' holds at most {batches.MAX_METADATA} pairs.", param="metadata")
+    for name, value in metadata.items():
+        if len(name) > 64 or not isinstance(value, str) or len(value) > 512:
+            raise InvalidRequest(
+                "'metadata' keys are at most 64 characters, values strings of at most 512.", param="metadata"
+            )

@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -71,6 +72,15 @@ _ENQUEUE_WINDOW = 256
 
 class _Retry(Exception):
     """The platform could not serve the line now (no worker, a stage down): run it again later."""
+
+
+class _Deferred(_Retry):
+    """A worker put the line back for interactive work (no batch seat, or preempted): it runs later,
+    however many times that takes."""
+
+
+_YIELDED = {"batch_deferred": "deferred", "batch_preempted": "preempted"}
+"""The workers' codes for a batch job put back (workers.worker.service)."""
 
 
 class BatchEngine:
@@ -475,6 +485,7 @@ class BatchEngine:
             return
         done = self._done.setdefault(key, [0, 0])
         done[0 if result.succeeded else 1] += 1
+        self.metrics.batch_lines.labels("completed" if result.succeeded else "failed").inc()
         self._wake.set()
 
     async def _stored(self, result_key: str) -> LineResult | None:
@@ -500,9 +511,13 @@ class BatchEngine:
         beat = asyncio.create_task(_keep_taken(msg, self.settings.batch_ack_wait_s / 3))
         try:
             result = await self._answer(record, line, request_id)
+        except _Deferred:
+            await msg.nak(delay=1.0)
+            return None
         except Exception as exc:  # the platform's failure, not the line's: run it again
             if not isinstance(exc, _Retry):
                 log.exception("batch line %s failed unexpectedly", request_id)
+            self.metrics.batch_lines.labels("retried").inc()
             attempts = msg.metadata.num_delivered or 1
             if attempts < self.settings.batch_line_attempts:
                 await msg.nak(delay=min(30.0, 2.0**attempts))
@@ -523,7 +538,7 @@ class BatchEngine:
             job, renderer = self._job(record, line, principal, request_id)
         except LlmaasError as exc:
             return _refused(line, request_id, exc)
-        job = self.gate.bounded(job)
+        job = msgspec.structs.replace(self.gate.bounded(job), priority=1)  # below interactive work
         tally = Tally(None, self.gate.limiter, self.edge_id, job, batch_id=record.id)
         try:
             reserve = job.sampling.max_tokens or 0
@@ -547,6 +562,9 @@ class BatchEngine:
         except LlmaasError as exc:
             tally.failed(exc)
             settling = tally.close()
+            if exc.code in _YIELDED:
+                self.metrics.batch_lines.labels(_YIELDED[exc.code]).inc()
+                raise _Deferred from exc
             if exc.status >= 500 and not isinstance(exc, ClientClosed):
                 raise _Retry from exc
             event = tally.event() if tally.grant is not None else None
@@ -597,6 +615,11 @@ class BatchEngine:
 
     async def _sweep(self) -> None:
         now = time.time()
+        statuses: Counter[str] = Counter(r.status for r, _ in self._known.values())
+        for status in batches.STATUSES:
+            self.metrics.batches.labels(status).set(statuses.get(status, 0))
+        self.metrics.batch_lines_running.set(sum(len(ids) for ids in self._running.values()))
+        queued = 0
         for key, (record, _) in list(self._known.items()):
             if key in self._busy:
                 continue
@@ -609,8 +632,11 @@ class BatchEngine:
                 await self._tell(key)
                 if record.status == "in_progress" and not record.expiring and now >= record.expires_at:
                     await self._change(key, lambda r: msgspec.structs.replace(r, expiring=True))
-                if record.request_counts.total and await self._all_taken_care_of(record):
+                waiting = await self._waiting(record)
+                queued += waiting or 0
+                if record.request_counts.total and waiting == 0:
                     self._spawn(key, self._finalize(key))
+        self.metrics.batch_lines_queued.set(queued)
 
     async def _tell(self, key: str) -> None:
         """What this edge finished goes into the record's counts (the final counts come from the
@@ -628,13 +654,14 @@ class BatchEngine:
 
         await self._change(key, add)
 
-    async def _all_taken_care_of(self, record: BatchRecord) -> bool:
+    async def _waiting(self, record: BatchRecord) -> int | None:
+        """The batch's lines not acknowledged yet (queued or running); None before it has a consumer."""
         assert self._js is not None
         try:
             info = await self._js.consumer_info(streams.BATCH_LINES.name, batches.consumer(record.id))
         except NotFoundError:
-            return False
-        return not info.num_pending and not info.num_ack_pending
+            return None
+        return (info.num_pending or 0) + (info.num_ack_pending or 0)
 
     async def _finalize(self, key: str) -> None:
         """The results into the output and error files; the batch ends."""

@@ -50,3 +50,19 @@ class EdgeMetrics:
             "llmaas_edge_usage_events_lost", "Usage events dropped (outbox full or edge stopped)", registry=r
         )
         self.nats_connected = Gauge("llmaas_edge_nats_connected", "1 while connected to NATS", registry=r)
+        self.batch_lines = Counter(
+            "llmaas_edge_batch_lines",
+            "Batch lines this edge ran, by outcome (completed, failed: ended; deferred, preempted: put "
+            "back for interactive work; retried: the platform failed them, run again)",
+            ["outcome"],
+            registry=r,
+        )
+        self.batches = Gauge(
+            "llmaas_edge_batches", "Batches by status (as this edge sees them)", ["status"], registry=r
+        )
+        self.batch_lines_queued = Gauge(
+            "llmaas_edge_batch_lines_queued", "Batch lines not done yet, of every running batch", registry=r
+        )
+        self.batch_lines_running = Gauge(
+            "llmaas_edge_batch_lines_running", "Batch lines this edge runs now", registry=r
+        )

@@ -26,6 +26,9 @@ from llmaas.wire import UsageEvent
 Status = Literal[
     "validating", "failed", "in_progress", "finalizing", "completed", "expired", "cancelling", "cancelled"
 ]
+STATUSES: tuple[str, ...] = (
+    "validating", "failed", "in_progress", "finalizing", "completed", "expired", "cancelling", "cancelled",
+)  # fmt: skip
 ENDPOINTS = {"/v1/chat/completions": "chat", "/v1/completions": "completion"}
 """What a batch may call (the platform's generation routes), and the job kind each makes."""
 WINDOWS = {"24h": 86_400}

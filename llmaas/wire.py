@@ -91,6 +91,9 @@ class GenerateJob(_Wire, frozen=True, kw_only=True, tag="gen", tag_field="t"):
     seal: str = ""
     """The edge's HMAC over who asked for what (llmaas.seals): a worker's record of work done for
     this job can be billed if its edge never bills it (killed mid-answer), and no other."""
+    priority: int = 0
+    """0: interactive; 1: a batch line, which yields to interactive work in the worker and the
+    engine (vLLM's priority scheduling: a lower value runs first)."""
 
 
 class EmbedJob(_Wire, frozen=True, kw_only=True, tag="emb", tag_field="t"):

@@ -3,6 +3,7 @@ the openai SDK's whole path, validation, cancel, expiry, a killed edge, tenants 
 
 from __future__ import annotations
 
+import concurrent.futures
 import json
 import signal
 import time
@@ -247,6 +248,47 @@ def test_a_batch_survives_the_edge_running_it_being_killed(fleet: Stack) -> None
     assert len(billed) == 64 and len({r["request_id"] for r in billed}) == 64
     edges = {r["edge"] for r in s.sql(f"SELECT DISTINCT edge FROM usage WHERE batch_id = '{batch.id}'")}
     assert len(edges) == 2  # the dead edge had finished some lines; the other ran the rest
+    assert sum(r["completion_tokens"] for r in billed) == sum(
+        line["response"]["body"]["usage"]["completion_tokens"] for line in outputs
+    )
+
+
+def test_batch_lines_yield_to_interactive_requests_and_are_billed_once(fresh_stack: Stack) -> None:
+    s = fresh_stack
+    s.guard()
+    s.scheduler()
+    s.worker("only", "--chat-model", "slow-chat", "--tokens-per-s", "20", "--capacity", "4")
+    s.metering()
+    s.edge(env={"LLMAAS_BATCH_SWEEP_S": "0.2", "LLMAAS_BATCH_SEATS": "8"})
+    s.wait_for_model("slow-chat")
+    key = s.new_key("batch-yield")
+    client = sdk(s, key)
+    rows = [request(i, model="slow-chat", max_tokens=20) for i in range(12)]
+    batch = start(client, rows)
+    wait_until(lambda: s.metric("only", "llmaas_worker_batch_running") == 2, 30, "two batch lines running")
+    # The worker holds 2 batch lines (half its capacity of 4) and puts further ones back; four
+    # interactive requests at once fill it, and the youngest batch lines make room for them.
+    with httpx.Client(timeout=30) as http:
+        def ask(i: int) -> int:
+            body = {
+                "model": "slow-chat",
+                "max_tokens": 5,
+                "messages": [{"role": "user", "content": f"now {i}"}],
+            }
+            r = http.post(
+                f"{s.base_url}/v1/chat/completions", json=body, headers={"authorization": f"Bearer {key}"}
+            )
+            return r.status_code
+
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            assert list(pool.map(ask, range(4))) == [200] * 4
+    assert s.metric("only", "llmaas_worker_batch_yielded_total", reason="preempted") >= 1
+    assert s.metric("only", "llmaas_worker_batch_yielded_total", reason="refused") >= 1
+    done = ended(client, batch.id, 60)
+    assert (done.status, done.request_counts.completed) == ("completed", 12)
+    billed = usage_rows(s, batch.id, 12)
+    assert len(billed) == 12 and len({r["request_id"] for r in billed}) == 12  # preempted runs unbilled
+    outputs = lines_of(client, done.output_file_id)
     assert sum(r["completion_tokens"] for r in billed) == sum(
         line["response"]["body"]["usage"]["completion_tokens"] for line in outputs
     )

@@ -163,7 +163,8 @@ class VllmEngine:
             max_num_seqs=spec.max_num_seqs,
             dtype=dtype,
             enforce_eager=on_cpu if spec.enforce_eager is None else spec.enforce_eager,
-            **spec.extra,
+            # Batch lines (priority 1) wait behind interactive requests and are preempted first.
+            **({"scheduling_policy": "priority"} | spec.extra),
         )
         log.info("starting vLLM for %s from %s (%s)", spec.model, spec.path, "CPU" if on_cpu else "GPU")
         self._llm = AsyncLLM.from_engine_args(args, stat_loggers=[_stat_logger_factory(self._load)])
@@ -300,7 +301,9 @@ class VllmEngine:
         generated, pending, cached, finished = 0, 0, 0, False
         self._active += 1
         try:
-            stream = self.llm.generate({"prompt_token_ids": ids}, params, request_id=job.request_id)
+            stream = self.llm.generate(
+                {"prompt_token_ids": ids}, params, request_id=job.request_id, priority=job.priority
+            )
             async for out in stream:
                 piece = out.outputs[0]
                 generated += len(piece.token_ids)

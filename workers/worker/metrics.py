@@ -33,6 +33,13 @@ class WorkerMetrics:
         )
         self.tokens = Counter("llmaas_worker_tokens", "Tokens processed", ["model", "kind"], registry=r)
         self.errors = Counter("llmaas_worker_errors", "Jobs failed, by error code", ["code"], registry=r)
+        self.batch_yielded = Counter(
+            "llmaas_worker_batch_yielded",
+            "Batch jobs put back for interactive work: refused (batch seats full) or preempted",
+            ["reason"],
+            registry=r,
+        )
+        self.batch_running = Gauge("llmaas_worker_batch_running", "Batch jobs running now", registry=r)
 
     def watch_engine(self, load: Callable[[], EngineLoad]) -> None:
         """Export the engine's own view (read at scrape time, so it is never stale)."""

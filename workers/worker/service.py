@@ -38,6 +38,11 @@ from workers.worker.settings import WorkerSettings
 
 log = logging.getLogger(__name__)
 
+DEFERRED = "batch_deferred"
+"""A batch job refused for want of batch seats: its line is put back, to run later."""
+PREEMPTED = "batch_preempted"
+"""A batch job stopped for interactive work: its line is put back, unbilled."""
+
 
 @dataclass
 class _Done:
@@ -57,6 +62,9 @@ class WorkerService:
         self.worker_id = settings.worker_id
         self._nc: Client | None = None
         self._jobs: dict[str, asyncio.Task[None]] = {}
+        self._batch: dict[str, None] = {}
+        """Batch jobs running, oldest first (the youngest yields first)."""
+        self._preempted: set[str] = set()
         self._records: set[asyncio.Task[None]] = set()
         self._records_failing = False
         self.handlers = Handlers("worker", metrics.registry)
@@ -117,7 +125,30 @@ class WorkerService:
             error = Unavailable("The worker is shutting down; retry.", retry_after_s=1)
             await hops.fail(self.nc, to, error)
             return
+        if not self._make_room(job):
+            self.metrics.batch_yielded.labels("refused").inc()
+            error = Unavailable("This worker's batch seats are taken; the line runs later.", code=DEFERRED)
+            await hops.fail(self.nc, to, error)
+            return
         self._jobs[job.request_id] = asyncio.create_task(self._run(job, to))
+
+    def _make_room(self, job: Job) -> bool:
+        """Batch work below interactive work: a batch job only within the batch share of the
+        capacity; an interactive job that finds the worker full stops the youngest batch job."""
+        capacity = self.engine.load().capacity
+        if isinstance(job, GenerateJob) and job.priority > 0:
+            share = self.settings.batch_share
+            if len(self._batch) >= (max(1, int(capacity * share)) if share else 0):
+                return False
+            self._batch[job.request_id] = None
+            self.metrics.batch_running.set(len(self._batch))
+            return True
+        if len(self._jobs) >= capacity and self._batch:
+            youngest = next(reversed(self._batch))
+            if (task := self._jobs.get(youngest)) is not None:
+                self._preempted.add(youngest)
+                task.cancel()
+        return True
 
     async def _on_cancel(self, cancel: Cancel, msg: Msg) -> None:
         task = self._jobs.get(cancel.request_id)
@@ -144,7 +175,11 @@ class WorkerService:
                 await self._generate(job, reply, arrived, done)
         except asyncio.CancelledError:
             outcome = "cancelled"
-            if self._leaving:
+            if job.request_id in self._preempted:
+                self.metrics.batch_yielded.labels("preempted").inc()
+                error = Unavailable("Stopped for interactive work; the line runs later.", code=PREEMPTED)
+                await publish(reply, encode(Failed(error=error.to_wire())))
+            elif self._leaving:
                 error = Unavailable("The worker shut down before the answer was complete.")
                 await publish(reply, encode(Failed(error=error.to_wire())))
         except LlmaasError as exc:
@@ -162,6 +197,10 @@ class WorkerService:
             self.metrics.in_flight.dec()
             self.metrics.requests.labels(job.model, outcome).inc()
             self._jobs.pop(job.request_id, None)
+            if job.request_id in self._batch:
+                del self._batch[job.request_id]
+                self.metrics.batch_running.set(len(self._batch))
+            self._preempted.discard(job.request_id)
             if job.seal and (done.usage is not None or done.generated):
                 self._record(job, done)
 

@@ -30,6 +30,13 @@ class WorkerSettings(ServiceSettings):
     drain_timeout_s: float = Field(
         default=10.0, ge=0, description="how long a stopping worker lets streams end"
     )
+    batch_share: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="share of the capacity batch lines may hold; an interactive job finding the worker "
+        "full stops the youngest batch line (both put back, unbilled, to run later)",
+    )
 
     # synthetic engine
     chat_model: str = "synthetic-chat"

@@ -699,28 +699,31 @@ class BatchEngine:
             await self._js.delete_consumer(streams.BATCH_LINES.name, batches.consumer(record.id))
 
     async def _write_files(self, record: BatchRecord) -> tuple[Counts, str | None, str | None]:
-        assert self._results is not None
+        """Each line's result, in the order of the input, into the output or the error file."""
         outputs = _ResultFile(self.desk.store, record, "output")
         errors = _ResultFile(self.desk.store, record, "error")
         completed = failed = 0
-        watcher = await self._results.watch(f"{record.tenant}.{record.id}.*", ignore_deletes=True)
-        try:
-            async for entry in watcher:
-                if entry is None:
-                    break
-                if not entry.value:
-                    continue
-                result = batches.result_decoder.decode(entry.value)
-                line_id = f"batch_req_{entry.key.rpartition('.')[2]}_{record.id.removeprefix('batch_')}"
+        total = record.request_counts.total
+        for start in range(0, total, _ENQUEUE_WINDOW):
+            numbers = range(start, min(total, start + _ENQUEUE_WINDOW))
+            keys = [batches.result_key(record.tenant, record.id, n) for n in numbers]
+            found = await asyncio.gather(*(self._stored(k) for k in keys))
+            for number, stored in zip(numbers, found, strict=True):
+                result = stored
+                if result is None:  # acknowledged without a result: it cannot be, but say so if it is
+                    log.error("batch %s: line %d has no result", record.id, number)
+                    result = LineResult(
+                        custom_id="",
+                        request_id=batches.request_id(record.id, number),
+                        error=LineError(code="missing_result", message="This request's result was lost."),
+                    )
+                line_id = f"batch_req_{number}_{record.id.removeprefix('batch_')}"
                 if result.succeeded:
                     completed += 1
                     await outputs.write(result.output_line(line_id) + b"\n")
                 else:
                     failed += 1
                     await errors.write(result.output_line(line_id) + b"\n")
-        finally:
-            await watcher.stop()  # type: ignore[no-untyped-call]
-        total = record.request_counts.total
         return Counts(total, completed, failed), await outputs.close(), await errors.close()
 
 

@@ -95,20 +95,10 @@ class Files:
 
     async def records(self, tenant: str) -> list[FileRecord]:
         """Every file of ``tenant``, oldest first (in the order the index took them)."""
-        try:
-            watcher = await self.index.watch(f"{tenant}.*", ignore_deletes=True)
-        except NotFoundError:
-            return []
-        found: list[tuple[int, FileRecord]] = []
-        try:
-            async for entry in watcher:
-                if entry is None:  # the end of what is stored now
-                    break
-                if entry.value:
-                    found.append((entry.revision or 0, _record.decode(entry.value)))
-        finally:
-            await watcher.stop()  # type: ignore[no-untyped-call]
-        return [record for _, record in sorted(found, key=lambda found: found[0])]
+        return [
+            _record.decode(value)
+            async for _, value in streams.entries(self._js, streams.FILE_INDEX, f"{tenant}.*")
+        ]
 
     async def add(self, tenant: str, record: FileRecord) -> None:
         """A new file's record (its id must be new)."""

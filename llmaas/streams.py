@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from nats.js import JetStreamContext
 from nats.js.api import KeyValueConfig, ObjectStoreConfig, RetentionPolicy, StorageType, StreamConfig
-from nats.js.errors import BadRequestError
+from nats.js.errors import BadRequestError, NotFoundError
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
@@ -220,6 +221,23 @@ async def ensure_objects(js: JetStreamContext, spec: ObjectsSpec, policy: Policy
         if exc.err_code != _CONFIG_DIFFERS:
             raise
     return await js.object_store(spec.bucket)
+
+
+async def entries(js: JetStreamContext, spec: BucketSpec, keys: str) -> AsyncIterator[tuple[str, bytes]]:
+    """The current entries of the bucket's keys matching ``keys`` (a wildcard), in the order they
+    were written, read one by one (a stream message get): a KV watch's "no more" marker can come before
+    entries already on their way (nats-py reads its consumer's pending count first), this cannot."""
+    subject = f"$KV.{spec.bucket}.{keys}"
+    seq = 1
+    while True:
+        try:
+            msg = await js.get_msg(spec.stream, seq=seq, subject=subject, next=True)
+        except NotFoundError:
+            return
+        seq = (msg.seq or seq) + 1
+        operation = (msg.headers or {}).get("KV-Operation")
+        if operation not in ("DEL", "PURGE") and msg.data and msg.subject:
+            yield msg.subject.removeprefix(f"$KV.{spec.bucket}."), msg.data
 
 
 async def ensure_all(js: JetStreamContext, policy: Policy) -> None:

@@ -94,6 +94,32 @@ class AdminClient:
         self.prefix = prefix
         self._context = tls.client_context(ca) if self.url.startswith("https://") else None
 
+    def open(
+        self,
+        path: str,
+        *,
+        method: str = "GET",
+        data: Any = None,
+        headers: dict[str, str] | None = None,
+        timeout_s: float | None = None,
+    ) -> Any:
+        """The edge's response to ``path`` (under the prefix) as a file to read (and close); its
+        error as an AdminError. ``data``: bytes, or an iterable of them (with a content-length)."""
+        request = urllib.request.Request(
+            f"{self.url}{self.prefix}{path}",
+            data=data,
+            method=method,
+            headers={"authorization": f"Bearer {self.token}", **(headers or {})},
+        )
+        try:
+            return urllib.request.urlopen(request, timeout=timeout_s or self.timeout_s, context=self._context)
+        except urllib.error.HTTPError as exc:
+            raise AdminError(f"{exc.code}: {message(exc.read())}") from None
+        except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+            raise AdminError(
+                f"cannot reach the edge at {self.url} ({exc}); is `llmaas up` running?"
+            ) from None
+
     def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         data = json.dumps(body).encode() if body is not None else None
         request = urllib.request.Request(
@@ -110,14 +136,14 @@ class AdminClient:
             with urllib.request.urlopen(request, timeout=self.timeout_s, context=self._context) as response:
                 return json.loads(response.read() or b"null")
         except urllib.error.HTTPError as exc:
-            raise AdminError(f"{exc.code}: {_message(exc.read())}") from None
+            raise AdminError(f"{exc.code}: {message(exc.read())}") from None
         except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
             raise AdminError(
                 f"cannot reach the edge at {self.url} ({exc}); is `llmaas up` running?"
             ) from None
 
 
-def _message(raw: bytes) -> str:
+def message(raw: bytes) -> str:
     try:
         error = json.loads(raw)["error"]
         return str(error["message"])

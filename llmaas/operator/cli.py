@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from llmaas import logs
-from llmaas.operator import cli_admin, cli_catalog, cli_usage
+from llmaas.operator import cli_admin, cli_batches, cli_catalog, cli_usage
 from llmaas.settings import DEFAULT_DATA_DIR
 
 
@@ -259,6 +259,7 @@ def build_parser() -> argparse.ArgumentParser:
     _worker_parser(sub.add_parser("worker", help="run an engine worker"))
     cli_admin.register(sub)
     cli_usage.register(sub)
+    cli_batches.register(sub)
     return parser
 
 

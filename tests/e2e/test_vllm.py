@@ -424,3 +424,34 @@ def test_an_engine_that_dies_fails_its_streams_and_its_worker_leaves(real: Stack
     # The worker leaves the pool and exits non-zero, so that its supervisor restarts it.
     assert worker.wait(60) == 1
     wait_until(lambda: CHAT not in real.models(), 10, "the dead engine's model to leave the fleet", real.logs)
+
+
+def test_a_small_batch_runs_on_the_real_engine(client: openai.OpenAI) -> None:
+    import json
+
+    rows = [
+        {
+            "custom_id": f"capital-{i}",
+            "method": "POST",
+            "url": "/v1/chat/completions",
+            "body": {"model": CHAT, "messages": CAPITAL, "temperature": 0, "max_tokens": 30},
+        }
+        for i in range(2)
+    ]
+    data = b"".join(json.dumps(r).encode() + b"\n" for r in rows)
+    made = client.files.create(file=("capital.jsonl", data), purpose="batch")
+    batch = client.batches.create(
+        input_file_id=made.id, endpoint="/v1/chat/completions", completion_window="24h"
+    )
+
+    def ended() -> object:
+        current = client.batches.retrieve(batch.id)
+        return current if current.status in ("completed", "failed") else None
+
+    done = wait_until(ended, 120, "the batch on vLLM")
+    assert done.status == "completed" and done.request_counts.completed == 2
+    assert done.output_file_id is not None
+    lines = [json.loads(line) for line in client.files.content(done.output_file_id).read().splitlines()]
+    assert sorted(line["custom_id"] for line in lines) == ["capital-0", "capital-1"]
+    for line in lines:
+        assert "Paris" in line["response"]["body"]["choices"][0]["message"]["content"]

@@ -133,17 +133,28 @@ concurrent_per_key = 1_000_000
 
 
 class Stack:
-    def __init__(self, root: Path, tokens: int, port: int) -> None:
+    def __init__(
+        self,
+        root: Path,
+        tokens: int,
+        port: int,
+        *,
+        edge_env: dict[str, str] | None = None,
+        worker_args: tuple[str, ...] = ("--tokens-per-s", "0", "--capacity", "1024"),
+    ) -> None:
         # As `llmaas up` runs it: every component its own NATS identity, JetStream encrypted.
         self.nats = NatsServer(root, port=-1, identities=True, encrypt=True)
         self.nats.start()
         self.port = port
         self.admin_token = tenants.mint_admin_token()
         (root / "tiers.toml").write_text(BENCH_TIERS)
-        edge_env = {"LLMAAS_ADMIN_TOKEN": self.admin_token, "LLMAAS_TIERS_FILE": str(root / "tiers.toml")}
+        edge_env = {
+            "LLMAAS_ADMIN_TOKEN": self.admin_token,
+            "LLMAAS_TIERS_FILE": str(root / "tiers.toml"),
+            **(edge_env or {}),
+        }
         common = ["--nats-url", self.nats.url, "--log-level", "WARNING"]
-        worker = ["--tokens-per-s", "0", "--completion-tokens", str(tokens), "--capacity", "1024"]
-        worker += ["--worker-id", "bench"]
+        worker = [*worker_args, "--completion-tokens", str(tokens), "--worker-id", "bench"]
 
         def me(name: str) -> list[str]:
             return ["--nats-credentials", str(self.nats.grant(name))]

@@ -114,6 +114,9 @@ class BatchEngine:
         """Lines ended here since the record was last told: [completed, failed] by batch key."""
         self._tasks: set[asyncio.Task[Any]] = set()
         self._loops: list[asyncio.Task[None]] = []
+        self._runner: asyncio.Task[None] | None = None
+        self._subscriptions: dict[str, JetStreamContext.PullSubscription] = {}
+        """The pull subscription of each running batch's consumer, by batch key."""
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -125,12 +128,23 @@ class BatchEngine:
         self._results = await streams.ensure_bucket(js, streams.BATCH_RESULTS, policy)
         self._loops = [asyncio.create_task(self._watch()), asyncio.create_task(self._sweep_forever())]
         if self.settings.batch_seats:
-            self._loops.append(asyncio.create_task(self._run_forever()))
+            self._runner = asyncio.create_task(self._run_forever())
+            self._loops.append(self._runner)
+
+    def pause(self) -> None:
+        """Take no more lines (the edge is stopping): what runs ends with the edge's drain, and a
+        line it cuts short is handed back, to run on another edge."""
+        if self._runner is not None:
+            self._runner.cancel()
 
     async def close(self) -> None:
         for task in (*self._loops, *self._tasks):
             task.cancel()
         await asyncio.gather(*self._loops, *self._tasks, return_exceptions=True)
+        for sub in self._subscriptions.values():  # before the connection drains them
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(sub.unsubscribe(), 1.0)
+        self._subscriptions.clear()
 
     @property
     def records(self) -> KeyValue:
@@ -416,7 +430,7 @@ class BatchEngine:
 
     async def _run_forever(self) -> None:
         seats = asyncio.Semaphore(self.settings.batch_seats)
-        subscriptions: dict[str, JetStreamContext.PullSubscription] = {}
+        subscriptions = self._subscriptions
         turn = 0
         while True:
             running = sorted(

@@ -60,4 +60,8 @@ def serve(settings: EdgeSettings) -> None:
     config.load()
     if config.ssl is not None:
         config.ssl.minimum_version = tls.MINIMUM
-    _Draining(config, lambda: edge.pipeline.drain(settings.drain_s)).run()
+    async def drain() -> None:
+        edge.batches.pause()  # no new batch lines; those running end with the rest (run again elsewhere)
+        await edge.pipeline.drain(settings.drain_s)
+
+    _Draining(config, drain).run()

@@ -60,6 +60,7 @@ def serve(settings: EdgeSettings) -> None:
     config.load()
     if config.ssl is not None:
         config.ssl.minimum_version = tls.MINIMUM
+
     async def drain() -> None:
         edge.batches.pause()  # no new batch lines; those running end with the rest (run again elsewhere)
         await edge.pipeline.drain(settings.drain_s)

@@ -92,7 +92,7 @@ WORKER_OPTIONS = (
     "completion_tokens", "capacity", "heartbeat_interval_s", "drain_timeout_s", "metrics_port",
     "model", "model_path", "task", "data_dir", "tensor_parallel_size", "gpu_memory_utilization",
     "max_model_len", "max_num_seqs", "dtype", "enforce_eager", "cpu_kv_cache_gb", "reasoning_parser",
-    "tool_parser",
+    "tool_parser", "batch_share",
 )  # fmt: skip
 
 
@@ -300,6 +300,9 @@ def _worker_parser(worker: argparse.ArgumentParser) -> None:
     worker.add_argument("--ttft-ms", type=float, help="synthetic: time to first token")
     worker.add_argument("--completion-tokens", type=int, help="synthetic: answer length without max_tokens")
     worker.add_argument("--capacity", type=int, help="concurrent jobs reported to the scheduler")
+    worker.add_argument(
+        "--batch-share", type=float, help="share of the capacity batch lines may hold (default 0.5)"
+    )
     worker.add_argument("--heartbeat-interval-s", type=float, help="seconds between heartbeats (default 1)")
     worker.add_argument("--drain-timeout-s", type=float, help="on stop, how long running jobs may finish")
     worker.set_defaults(func=cmd_worker)

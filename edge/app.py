@@ -61,6 +61,7 @@ def create_app(settings: EdgeSettings) -> FastAPI:
         await asyncio.gather(gate.open(nc), outbox.open(nc, gate.streams), desk.open(nc), engine.open(nc))
 
     pipeline = Pipeline(settings, metrics, edge_id=edge_id, attach=attach, on_up=on_reconnect)
+    gate.fleet = pipeline.fleet
     engine = BatchEngine(
         edge_id=edge_id, settings=settings, gate=gate, pipeline=pipeline, desk=desk, metrics=metrics
     )

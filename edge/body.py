@@ -60,7 +60,15 @@ async def read_body(request: Request, limit: int) -> bytes:
 
 
 async def parse(request: Request, model: type[T], limit: int) -> T:
-    """Read and validate the body as ``model``; raises ``InvalidRequest`` or ``PayloadTooLarge``."""
+    """Read and validate the body as ``model``; raises ``InvalidRequest`` or ``PayloadTooLarge``.
+
+    A body that says it is something else than JSON (``text/plain``, a form) is refused rather
+    than read as JSON anyway; one that says nothing is read as JSON, as OpenAI's clients send it."""
+    kind = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if kind and kind != "application/json" and not kind.endswith("+json"):
+        raise InvalidRequest(
+            f"The body is sent as '{kind[:64]}'; send it as JSON, with 'Content-Type: application/json'."
+        )
     return validate(await read_body(request, limit), model)
 
 

@@ -25,7 +25,8 @@ from edge.settings import EdgeSettings
 from llmaas import audit, catalog, directory, streams, tenants, tiers, wire
 from llmaas.audit import AuditLog
 from llmaas.directory import Directory, StoreUnavailable
-from llmaas.errors import PermissionDenied, ServerError, Unauthenticated, Unavailable
+from llmaas.errors import NotFound, PermissionDenied, ServerError, Unauthenticated, Unavailable
+from llmaas.fleet import Fleet
 from llmaas.pricing import PriceList
 from llmaas.tenants import ApiKey, Tenant
 from llmaas.tiers import Tier
@@ -78,6 +79,9 @@ class Gate:
         )
         token = settings.admin_token.get_secret_value() if settings.admin_token else None
         self._admin_digest = tenants.digest(token) if token else None
+        self.fleet: Fleet | None = None
+        """The workers this edge hears (set by the app): a model no catalog entry names and no
+        worker serves does not exist."""
         self.ready = False
         self.opened = asyncio.Event()
         self._rotating: set[str] = set()
@@ -194,6 +198,12 @@ class Gate:
                 f"(it may use: {', '.join(principal.key.models)}).",
                 param="model",
                 code="model_not_allowed",
+            )
+        if self.catalog.get(name) is None and self.fleet is not None and not self.fleet.serves(name):
+            raise NotFound(
+                f"The model '{model[:256]}' does not exist or you do not have access to it.",
+                param="model",
+                code="model_not_found",
             )
         return name, notices
 

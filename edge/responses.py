@@ -146,7 +146,8 @@ class EmbeddingList(_Body, kw_only=True):
 
 class Model(_Omitting, kw_only=True):
     id: str
-    object: Literal["model"] = "model"
+    object: Literal["model"]
+    """No default: the omitting struct would leave a default out, and OpenAI's schema requires it."""
     created: int
     owned_by: str
     # The catalog's lifecycle, for models it lists (clients that do not know these fields skip them).

@@ -79,7 +79,9 @@ class BatchRecord(msgspec.Struct, frozen=True, kw_only=True):
     """Past its completion window: its lines not run yet end as ``batch_expired``."""
 
     def to_openai(self) -> dict[str, Any]:
-        return {
+        """OpenAI's Batch object; a field with no value yet is left out (the schema types each one,
+        without null)."""
+        shown = {
             "id": self.id,
             "object": "batch",
             "endpoint": self.endpoint,
@@ -103,6 +105,7 @@ class BatchRecord(msgspec.Struct, frozen=True, kw_only=True):
             "request_counts": msgspec.to_builtins(self.request_counts),
             "metadata": self.metadata,
         }
+        return {name: value for name, value in shown.items() if value is not None}
 
 
 class Line(msgspec.Struct, frozen=True, kw_only=True):

@@ -52,7 +52,6 @@ class FileRecord(msgspec.Struct, frozen=True, kw_only=True):
             "filename": self.filename,
             "purpose": self.purpose,
             "status": "processed",
-            "status_details": None,
         }
 
 

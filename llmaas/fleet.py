@@ -6,6 +6,7 @@ scheduler (for placement). Time is passed in, so the logic is pure and testable 
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 
 from llmaas.wire import Heartbeat
@@ -92,6 +93,10 @@ class Fleet:
             for wid, e in self._entries.items()
             if self._alive(e, now)
         )
+
+    def serves(self, model: str) -> bool:
+        """Whether a live worker serves ``model`` now."""
+        return model in self.models(time.monotonic())
 
     def models(self, now: float) -> dict[str, float]:
         """Models served by live, non-leaving workers, with the earliest start time of any of them."""

@@ -67,15 +67,14 @@ async def list_batches(request: Request) -> Response:
             raise InvalidRequest(f"Invalid 'after' {after[:64]!r}: no such batch.", param="after")
         found = found[ids.index(after) + 1 :]
     page = found[:limit]
-    return JSONResponse(
-        {
-            "object": "list",
-            "data": [r.to_openai() for r in page],
-            "first_id": page[0].id if page else None,
-            "last_id": page[-1].id if page else None,
-            "has_more": len(found) > limit,
-        }
-    )
+    listing: dict[str, Any] = {
+        "object": "list",
+        "data": [r.to_openai() for r in page],
+        "has_more": len(found) > limit,
+    }
+    if page:
+        listing |= {"first_id": page[0].id, "last_id": page[-1].id}
+    return JSONResponse(listing)
 
 
 @router.post("/v1/batches/{batch_id}/cancel", summary="Cancel a batch (cancelling, then cancelled)")

@@ -52,8 +52,9 @@ async def list_files(request: Request) -> Response:
         {
             "object": "list",
             "data": [r.to_openai() for r in page],
-            "first_id": page[0].id if page else None,
-            "last_id": page[-1].id if page else None,
+            # Strings in OpenAI's schema, also for an empty page.
+            "first_id": page[0].id if page else "",
+            "last_id": page[-1].id if page else "",
             "has_more": len(found) > limit,
         }
     )

@@ -35,12 +35,13 @@ def _visible(edge: EdgeContext, principal: Principal, served: dict[str, float]) 
             continue
         model = edge.gate.catalog.get(name)
         if model is None:  # not in the catalog: served as it is, without a lifecycle
-            shown[name] = r.Model(id=name, created=int(since), owned_by=OWNER)
+            shown[name] = r.Model(id=name, object="model", created=int(since), owned_by=OWNER)
             continue
         state = model.state(day)
         if lifecycle.withheld(model, state, principal.tenant):
             continue
         shown[name] = r.Model(
+            object="model",
             id=name,
             created=int(since),
             owned_by=OWNER,

@@ -147,3 +147,29 @@ def test_a_huge_model_name_is_400_and_not_echoed(http: httpx.Client) -> None:
 def test_a_trailing_slash_is_not_redirected_to_the_callers_host(http: httpx.Client) -> None:
     response = http.get("/v1/models/", headers={"host": "attacker.example"})
     assert response.status_code == 404 and "location" not in response.headers
+
+
+def test_a_model_nobody_knows_is_404_and_a_known_one_nobody_serves_503(http: httpx.Client) -> None:
+    body = {"messages": [{"role": "user", "content": "hi"}]}
+    unknown = http.post("/v1/chat/completions", json={**body, "model": "no-such-model-3f1"})
+    assert unknown.status_code == 404
+    assert unknown.json()["error"]["code"] == "model_not_found"
+    assert unknown.json()["error"]["param"] == "model"
+    # In the catalog, with no worker serving it here: the platform's fault for now, a 503.
+    unserved = http.post("/v1/chat/completions", json={**body, "model": "smollm2:135m"})
+    assert unserved.status_code == 503 and unserved.json()["error"]["code"] == "model_unavailable"
+
+
+def test_a_body_that_says_it_is_not_json_is_refused(http: httpx.Client) -> None:
+    body = b'{"model": "synthetic-chat", "messages": [{"role": "user", "content": "hi"}]}'
+    for kind in ("text/plain", "application/x-www-form-urlencoded"):
+        refused = http.post("/v1/chat/completions", content=body, headers={"content-type": kind})
+        assert refused.status_code == 400 and kind in refused.json()["error"]["message"]
+    accepted = http.post("/v1/chat/completions", content=body, headers={"content-type": "application/json"})
+    assert accepted.status_code == 200
+
+
+def test_model_objects_say_what_they_are(http: httpx.Client) -> None:
+    listed = http.get("/v1/models").json()["data"]
+    assert listed and all(m["object"] == "model" for m in listed)
+    assert http.get(f"/v1/models/{listed[0]['id']}").json()["object"] == "model"

@@ -81,7 +81,7 @@ class Gate:
         self._admin_digest = tenants.digest(token) if token else None
         self.fleet: Fleet | None = None
         """The workers this edge hears (set by the app): a model no catalog entry names and no
-        worker serves does not exist."""
+        worker has served since the edge started does not exist (404, not 503)."""
         self.ready = False
         self.opened = asyncio.Event()
         self._rotating: set[str] = set()
@@ -199,7 +199,7 @@ class Gate:
                 param="model",
                 code="model_not_allowed",
             )
-        if self.catalog.get(name) is None and self.fleet is not None and not self.fleet.serves(name):
+        if self.catalog.get(name) is None and self.fleet is not None and self.fleet.unheard_of(name):
             raise NotFound(
                 f"The model '{model[:256]}' does not exist or you do not have access to it.",
                 param="model",

@@ -6,7 +6,6 @@ scheduler (for placement). Time is passed in, so the logic is pure and testable 
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 
 from llmaas.wire import Heartbeat
@@ -47,10 +46,13 @@ class Fleet:
     """Latest heartbeat of each worker; a worker is dead after ``MISSED_BEATS_BEFORE_DEAD`` intervals."""
 
     _entries: dict[str, _Entry] = field(default_factory=dict)
+    _ever: set[str] = field(default_factory=set)
+    """Every model a worker has served since this process started."""
 
     def observe(self, beat: Heartbeat, now: float) -> None:
         # A heartbeat reports everything the worker has accepted, so our own count starts over.
         self._entries[beat.worker_id] = _Entry(beat, now, frozenset(beat.models))
+        self._ever.update(beat.models)
 
     def note_assigned(self, worker_id: str) -> None:
         entry = self._entries.get(worker_id)
@@ -94,9 +96,11 @@ class Fleet:
             if self._alive(e, now)
         )
 
-    def serves(self, model: str) -> bool:
-        """Whether a live worker serves ``model`` now."""
-        return model in self.models(time.monotonic())
+    def unheard_of(self, model: str) -> bool:
+        """No worker has served ``model`` since this process started, though workers were heard:
+        the model does not exist here (one whose workers are restarting, or an edge that has heard
+        no heartbeat yet, cannot tell, and must not say so)."""
+        return bool(self._ever) and model not in self._ever
 
     def models(self, now: float) -> dict[str, float]:
         """Models served by live, non-leaving workers, with the earliest start time of any of them."""

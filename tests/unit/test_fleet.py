@@ -45,3 +45,12 @@ def test_local_assignments_count_until_the_next_heartbeat() -> None:
     fleet.observe(beat("w1", ["a"], running=3), now=1.0)
     (view,) = fleet.snapshot(1.0)
     assert view.load == 3
+
+
+def test_a_model_is_unheard_of_only_once_workers_were_heard_and_none_ever_served_it() -> None:
+    fleet = Fleet()
+    assert not fleet.unheard_of("a")  # nothing heard yet: cannot tell
+    fleet.observe(beat("w1", ["a"]), now=0.0)
+    assert fleet.unheard_of("z") and not fleet.unheard_of("a")
+    fleet.expire(100.0)  # its worker gone (restarting): "a" still exists, it is only unserved
+    assert fleet.snapshot(100.0) == () and not fleet.unheard_of("a")

@@ -87,7 +87,7 @@ def test_every_outcome_is_one_priced_row(metered: Stack) -> None:
         headers={"authorization": f"Bearer {key}"},
     )
     rejected = chat(metered, limited, max_tokens=500)
-    unserved = chat(metered, key, model="nobody-serves-this")
+    unserved = chat(metered, key, model="smollm2:135m")  # in the catalog, no worker serves it here
     with httpx.stream(
         "POST",
         f"{metered.base_url}/v1/chat/completions",

@@ -127,11 +127,17 @@ def test_wrong_kind_of_model_is_400(client: openai.OpenAI) -> None:
 
 
 def test_unserved_model_is_503_with_retry_after(client: openai.OpenAI) -> None:
-    with pytest.raises(openai.InternalServerError) as info:
-        client.chat.completions.create(model="not-served", messages=MESSAGES)
+    with pytest.raises(openai.InternalServerError) as info:  # in the catalog, no worker here
+        client.chat.completions.create(model="smollm2:135m", messages=MESSAGES)
     assert info.value.status_code == 503
     assert info.value.code == "model_unavailable"
     assert int(info.value.response.headers["retry-after"]) >= 1
+
+
+def test_a_model_that_does_not_exist_is_404(client: openai.OpenAI) -> None:
+    with pytest.raises(openai.NotFoundError) as info:
+        client.chat.completions.create(model="not-served", messages=MESSAGES)
+    assert info.value.code == "model_not_found"
 
 
 def test_load_is_spread_over_both_workers(stack: Stack, client: openai.OpenAI) -> None:

@@ -406,27 +406,8 @@ def engine_core_pid(worker_pid: int) -> int:
     raise AssertionError(f"no EngineCore among the worker's children {children}")
 
 
-def test_an_engine_that_dies_fails_its_streams_and_its_worker_leaves(real: Stack) -> None:
-    body = {"model": CHAT, "prompt": "1, 2, 3, 4, 5,", "max_tokens": 1500, "temperature": 0, "stream": True}
-    worker = real.procs["chat"]
-    events: list[str] = []
-    with (
-        httpx.Client(timeout=60, headers=real.auth) as http,
-        http.stream("POST", f"{real.base_url}/v1/completions", json=body) as r,
-    ):
-        for line in r.iter_lines():
-            if line.startswith("data: "):
-                events.append(line[6:])
-            if len(events) == 3:
-                os.kill(engine_core_pid(worker.pid), signal.SIGKILL)
-    assert "[DONE]" not in events
-    assert "error" in json.loads(events[-1])
-    # The worker leaves the pool and exits non-zero, so that its supervisor restarts it.
-    assert worker.wait(60) == 1
-    wait_until(lambda: CHAT not in real.models(), 10, "the dead engine's model to leave the fleet", real.logs)
-
-
 def test_a_small_batch_runs_on_the_real_engine(client: openai.OpenAI) -> None:
+    # Before the test that kills the engine.
     import json
 
     rows = [
@@ -449,9 +430,30 @@ def test_a_small_batch_runs_on_the_real_engine(client: openai.OpenAI) -> None:
         return current if current.status in ("completed", "failed") else None
 
     done = wait_until(ended, 120, "the batch on vLLM")
-    assert done.status == "completed" and done.request_counts.completed == 2
+    errors = client.files.content(done.error_file_id).text if done.error_file_id else ""
+    assert done.status == "completed" and done.request_counts.completed == 2, errors
     assert done.output_file_id is not None
     lines = [json.loads(line) for line in client.files.content(done.output_file_id).read().splitlines()]
     assert sorted(line["custom_id"] for line in lines) == ["capital-0", "capital-1"]
     for line in lines:
         assert "Paris" in line["response"]["body"]["choices"][0]["message"]["content"]
+
+
+def test_an_engine_that_dies_fails_its_streams_and_its_worker_leaves(real: Stack) -> None:
+    body = {"model": CHAT, "prompt": "1, 2, 3, 4, 5,", "max_tokens": 1500, "temperature": 0, "stream": True}
+    worker = real.procs["chat"]
+    events: list[str] = []
+    with (
+        httpx.Client(timeout=60, headers=real.auth) as http,
+        http.stream("POST", f"{real.base_url}/v1/completions", json=body) as r,
+    ):
+        for line in r.iter_lines():
+            if line.startswith("data: "):
+                events.append(line[6:])
+            if len(events) == 3:
+                os.kill(engine_core_pid(worker.pid), signal.SIGKILL)
+    assert "[DONE]" not in events
+    assert "error" in json.loads(events[-1])
+    # The worker leaves the pool and exits non-zero, so that its supervisor restarts it.
+    assert worker.wait(60) == 1
+    wait_until(lambda: CHAT not in real.models(), 10, "the dead engine's model to leave the fleet", real.logs)

@@ -123,6 +123,7 @@ class VllmEngine:
         self._capacity = 1
         self._load = _Load()
         self._active = 0
+        self._prioritized = False
         self._prepared: dict[str, list[int]] = {}
         self._tool_parser: Any = None
 
@@ -166,6 +167,8 @@ class VllmEngine:
             # Batch lines (priority 1) wait behind interactive requests and are preempted first.
             **({"scheduling_policy": "priority"} | spec.extra),
         )
+        # An operator's own policy (extra) takes no priorities: vLLM refuses them under "fcfs".
+        self._prioritized = args.scheduling_policy == "priority"
         log.info("starting vLLM for %s from %s (%s)", spec.model, spec.path, "CPU" if on_cpu else "GPU")
         self._llm = AsyncLLM.from_engine_args(args, stat_loggers=[_stat_logger_factory(self._load)])
         self._tokenizer = self._llm.get_tokenizer()
@@ -302,7 +305,10 @@ class VllmEngine:
         self._active += 1
         try:
             stream = self.llm.generate(
-                {"prompt_token_ids": ids}, params, request_id=job.request_id, priority=job.priority
+                {"prompt_token_ids": ids},
+                params,
+                request_id=job.request_id,
+                priority=job.priority if self._prioritized else 0,
             )
             async for out in stream:
                 piece = out.outputs[0]

@@ -45,8 +45,8 @@ def open_dir() -> Iterator[Path]:
 
     pytest's tmp_path lies under a directory of root's only, a clean clone in a ``mktemp -d``
     directory is root's only, and an interpreter installed in root's home (pyenv) is behind
-    ``/root``: the directories in the way let others pass (o+x: pass, not list) for the test's
-    duration, and get their exact modes back after.
+    ``/root``: the directories in the way let others pass (o+x: pass, not list; o+r too for one
+    Python reads, such as the checkout) for the test's duration, and get their exact modes back.
     """
     import os
     import shutil
@@ -63,10 +63,13 @@ def open_dir() -> Iterator[Path]:
     where.chmod(0o711)
     try:
         while (blocked := privileges.first_blocked(account, privileges.python_paths())) is not None:
-            if blocked in opened or not blocked.is_dir():
+            if not blocked.is_dir() or stat.S_IMODE(blocked.stat().st_mode) & 0o005 == 0o005:
                 pytest.skip(f"nobody cannot read {blocked}")
-            opened[blocked] = stat.S_IMODE(blocked.stat().st_mode)
-            blocked.chmod(opened[blocked] | 0o001)
+            # Passing (x) is enough on the way; a directory Python reads (the checkout) needs r too.
+            opened.setdefault(blocked, stat.S_IMODE(blocked.stat().st_mode))
+            blocked.chmod(
+                stat.S_IMODE(blocked.stat().st_mode) | (0o004 if blocked.stat().st_mode & 0o001 else 0o001)
+            )
         yield where
     finally:
         for path, mode in opened.items():

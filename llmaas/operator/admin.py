@@ -122,25 +122,12 @@ class AdminClient:
 
     def call(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
         data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(
-            f"{self.url}{self.prefix}{path}",
-            data=data,
-            method=method,
-            headers={
-                "authorization": f"Bearer {self.token}",
-                "content-type": "application/json",
-                "x-llmaas-operator": getpass.getuser(),
-            },
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout_s, context=self._context) as response:
+        headers = {"content-type": "application/json", "x-llmaas-operator": getpass.getuser()}
+        with self.open(path, method=method, data=data, headers=headers) as response:
+            try:
                 return json.loads(response.read() or b"null")
-        except urllib.error.HTTPError as exc:
-            raise AdminError(f"{exc.code}: {message(exc.read())}") from None
-        except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
-            raise AdminError(
-                f"cannot reach the edge at {self.url} ({exc}); is `llmaas up` running?"
-            ) from None
+            except (TimeoutError, ConnectionError) as exc:
+                raise AdminError(f"the edge at {self.url} stopped answering ({exc})") from None
 
 
 def message(raw: bytes) -> str:

@@ -575,7 +575,7 @@ class BatchEngine:
                 self.pipeline.finish(request_id)
         except LlmaasError as exc:
             tally.failed(exc)
-            settling = tally.close()
+            tally.close()  # settles in the background: the line's outcome does not wait for it
             if exc.code in _YIELDED:
                 self.metrics.batch_lines.labels(_YIELDED[exc.code]).inc()
                 raise _Deferred from exc

@@ -19,6 +19,7 @@ import llmaas
 from edge import errors, lifecycle, responses
 from edge.batches import BatchEngine
 from edge.context import EdgeContext
+from edge.door import Door
 from edge.gate import Gate
 from edge.metrics import EdgeMetrics
 from edge.middleware import Envelope
@@ -65,6 +66,11 @@ def create_app(settings: EdgeSettings) -> FastAPI:
     engine = BatchEngine(
         edge_id=edge_id, settings=settings, gate=gate, pipeline=pipeline, desk=desk, metrics=metrics
     )
+    door = (
+        Door(settings=settings, gate=gate, engine=engine, desk=desk, metrics=metrics)
+        if settings.door_url is not None
+        else None
+    )
     edge = EdgeContext(
         settings=settings,
         metrics=metrics,
@@ -82,7 +88,14 @@ def create_app(settings: EdgeSettings) -> FastAPI:
         # takes longer: then the edge serves and says so (503, /health) until it is there.
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(edge.gate.opened.wait(), settings.startup_wait_s)
+        # The door's server may come later than the bus: connected in the background, retried.
+        opening = asyncio.create_task(door.open()) if door is not None else None
         yield
+        if opening is not None and door is not None:
+            opening.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await opening
+            await door.close()
         await engine.close()
         await outbox.close()
         await edge.gate.close()

@@ -24,8 +24,8 @@ import contextlib
 import logging
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, Literal
 
 import msgspec
 from nats.aio.client import Client
@@ -36,14 +36,14 @@ from nats.js.api import AckPolicy, ConsumerConfig
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue
 
-from edge import body, exchange
+from edge import body, exchange, rendering
 from edge.errors import error_body
 from edge.gate import Gate, Principal, caller
-from edge.jobs import chat_job, completion_job
+from edge.jobs import chat_job, completion_job, embed_job
 from edge.metrics import EdgeMetrics
-from edge.pipeline import Pipeline
+from edge.pipeline import Pipeline, Stream
 from edge.rendering import ChatRenderer, Renderer, TextRenderer
-from edge.schemas import ChatCompletionRequest, CompletionRequest
+from edge.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequest
 from edge.settings import EdgeSettings
 from edge.uploads import MAX_REQUESTS, FileDesk
 from edge.usage import Tally
@@ -54,18 +54,23 @@ from llmaas.errors import (
     InvalidRequest,
     LlmaasError,
     NotFound,
+    PayloadTooLarge,
     RateLimited,
     RemoteError,
     ServerError,
     Unavailable,
 )
-from llmaas.wire import Accepted, Failed, GenerateJob
+from llmaas.wire import Accepted, Failed, GenerateJob, Job
 
 log = logging.getLogger(__name__)
 
 _LEASE_S = 120.0
 """How long an edge holds a batch's validation or finalization before another may take it up."""
 _LISTED_ERRORS = 100
+_PIECE = 128 * 1024
+"""What a file being written hands to the object store at once (its chunk size)."""
+_CHUNK = "Llmaas-Chunk"
+"""The header numbering a door batch's message of lines (its place in the record's count)."""
 _ENQUEUE_WINDOW = 256
 """Lines published at once while enqueueing (each awaits its JetStream acknowledgement)."""
 
@@ -117,6 +122,8 @@ class BatchEngine:
         self._runner: asyncio.Task[None] | None = None
         self._subscriptions: dict[str, JetStreamContext.PullSubscription] = {}
         """The pull subscription of each running batch's consumer, by batch key."""
+        self.on_change: Callable[[BatchRecord], None] | None = None
+        """Called with each record this edge changes (the NATS door publishes it as progress)."""
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -124,6 +131,7 @@ class BatchEngine:
         js = self._js = nc.jetstream()
         policy = streams.Policy.of(self.settings)
         await streams.ensure(js, streams.BATCH_LINES, policy)
+        await streams.ensure(js, streams.BATCH_INTAKE, policy)
         self._records = await streams.ensure_bucket(js, streams.BATCHES, policy)
         self._results = await streams.ensure_bucket(js, streams.BATCH_RESULTS, policy)
         self._loops = [asyncio.create_task(self._watch()), asyncio.create_task(self._sweep_forever())]
@@ -163,7 +171,28 @@ class BatchEngine:
         completion_window: str,
         metadata: dict[str, str] | None,
     ) -> BatchRecord:
-        tenant = principal.tenant.name
+        """A batch of an uploaded file's lines (both doors)."""
+        self._check_new(principal.tenant.name, endpoint, completion_window, metadata)
+        record = await self.desk.store.record(principal.tenant.name, input_file_id)
+        if record is None or record.purpose != "batch":
+            raise NotFound(f"No such File object: {input_file_id[:64]}", param="input_file_id")
+        return await self._new(principal, endpoint, completion_window, metadata, input_file_id=input_file_id)
+
+    async def open_batch(
+        self,
+        principal: Principal,
+        *,
+        endpoint: str,
+        completion_window: str,
+        metadata: dict[str, str] | None,
+    ) -> BatchRecord:
+        """A batch whose lines come as messages (the NATS door), validated once sealed."""
+        self._check_new(principal.tenant.name, endpoint, completion_window, metadata)
+        return await self._new(principal, endpoint, completion_window, metadata, input_file_id=None)
+
+    def _check_new(
+        self, tenant: str, endpoint: str, completion_window: str, metadata: dict[str, str] | None
+    ) -> None:
         if endpoint not in batches.ENDPOINTS:
             raise InvalidRequest(
                 f"Invalid 'endpoint' {endpoint[:64]!r}: use {' or '.join(batches.ENDPOINTS)}.",
@@ -175,9 +204,6 @@ class BatchEngine:
                 param="completion_window",
             )
         _check_metadata(metadata)
-        record = await self.desk.store.record(tenant, input_file_id)
-        if record is None or record.purpose != "batch":
-            raise NotFound(f"No such File object: {input_file_id[:64]}", param="input_file_id")
         if len(self.of_tenant(tenant, active=True)) >= self.settings.batches_per_tenant:
             raise RateLimited(
                 f"This tenant has {self.settings.batches_per_tenant} batches running, the most at once: "
@@ -185,10 +211,24 @@ class BatchEngine:
                 type_="requests",
                 retry_after_s=60,
             )
+
+    async def _new(
+        self,
+        principal: Principal,
+        endpoint: str,
+        completion_window: str,
+        metadata: dict[str, str] | None,
+        *,
+        input_file_id: str | None,
+    ) -> BatchRecord:
+        tenant = principal.tenant.name
         now = int(time.time())
         window = self.settings.batch_window_s or batches.WINDOWS[completion_window]
+        batch_id = batches.new_id()
+        door = input_file_id is None
+        input_file_id = batches.input_file_id(batch_id) if input_file_id is None else input_file_id
         batch = BatchRecord(
-            id=batches.new_id(),
+            id=batch_id,
             tenant=tenant,
             token_id=principal.key.id,
             endpoint=endpoint,
@@ -198,26 +238,101 @@ class BatchEngine:
             created_at=now,
             expires_at=now + int(window),
             metadata=metadata,
-            owner=self.edge_id,
-            owned_until=time.time() + _LEASE_S,
+            owner="" if door else self.edge_id,
+            owned_until=0.0 if door else time.time() + _LEASE_S,
+            door=door,
+            receiving=door,
         )
         key = batches.key(tenant, batch.id)
         revision = await self.records.create(key, msgspec.json.encode(batch))
         self._known[key] = (batch, revision)
-        self._spawn(key, self._validate(key))
+        self._told(batch)
+        if not door:
+            self._spawn(key, self._validate(key))
         return batch
+
+    async def receive(self, tenant: str, batch_id: str, data: bytes) -> BatchRecord:
+        """Take a message of a door batch's lines (one or more JSONL lines): counted in its record
+        first (the chunk's number), then stored, so that a seal leaves out exactly the chunks it was
+        not told of. The lines are checked when the batch is sealed, as a file's are."""
+        assert self._js is not None
+        key = batches.key(tenant, batch_id)
+        lines = [line for line in data.split(b"\n") if line.strip()]
+        if not lines:
+            raise InvalidRequest("This message holds no line.", code="empty_message")
+        size = sum(len(line) + 1 for line in lines)
+
+        def take(r: BatchRecord) -> BatchRecord:
+            if not r.receiving:
+                made = "sealed" if r.door else "made of a file"
+                raise InvalidRequest(
+                    f"The batch {batch_id} takes no more lines: it is {made}.",
+                    code="batch_sealed",
+                    param="batch_id",
+                )
+            if r.received_lines + len(lines) > MAX_REQUESTS:
+                raise InvalidRequest(
+                    f"A batch holds at most {MAX_REQUESTS} requests.", code="too_many_requests"
+                )
+            if r.received_bytes + size > self.settings.files_max_bytes:
+                raise PayloadTooLarge(
+                    f"A batch's lines add up to at most {self.settings.files_max_bytes} bytes.",
+                    code="batch_too_large",
+                )
+            return msgspec.structs.replace(
+                r,
+                received_chunks=r.received_chunks + 1,
+                received_lines=r.received_lines + len(lines),
+                received_bytes=r.received_bytes + size,
+            )
+
+        record = await self._change(await self._existing(key, batch_id), take)
+        chunk = record.received_chunks
+        headers = {"Nats-Msg-Id": f"{batch_id}:{chunk}", _CHUNK: str(chunk)}
+        await self._js.publish(
+            batches.intake_subject(tenant, batch_id), b"\n".join(lines) + b"\n", headers=headers
+        )
+        return record
+
+    async def seal(self, tenant: str, batch_id: str) -> BatchRecord:
+        """No more lines: the door batch's input file is written and it is validated as any other."""
+        key = await self._existing(batches.key(tenant, batch_id), batch_id)
+
+        def sealed(r: BatchRecord) -> BatchRecord:
+            if not r.receiving:
+                raise InvalidRequest(
+                    f"The batch {batch_id} is not taking lines (it is {r.status}).",
+                    code="batch_sealed",
+                    param="batch_id",
+                )
+            if not r.received_lines:
+                raise InvalidRequest("Send the batch's lines before sealing it.", code="empty_batch")
+            lease = time.time() + _LEASE_S
+            return msgspec.structs.replace(r, receiving=False, owner=self.edge_id, owned_until=lease)
+
+        record = await self._change(key, sealed)
+        self._spawn(key, self._validate(key))
+        return record
+
+    async def _existing(self, key: str, batch_id: str) -> str:
+        """``key``, once it names a batch of the tenant; NotFound if not."""
+        if not batches.is_batch_id(batch_id) or await self._record(key) is None:
+            raise NotFound(f"No such Batch object: {batch_id[:64]}", param="batch_id")
+        return key
+
+    async def _record(self, key: str) -> BatchRecord | None:
+        try:
+            entry = await self.records.get(key)
+        except KeyNotFoundError:
+            return None
+        return batches.record_decoder.decode(entry.value) if entry.value else None
 
     async def get(self, tenant: str, batch_id: str) -> BatchRecord | None:
         if not batches.is_batch_id(batch_id):
             return None
         key = batches.key(tenant, batch_id)
-        try:
-            entry = await self.records.get(key)
-        except KeyNotFoundError:
-            return None
-        if not entry.value:
-            return None
-        return self._with_progress(key, batches.record_decoder.decode(entry.value))
+        record = await self._record(key)
+        return None if record is None else self._with_progress(key, record)
 
     def of_tenant(self, tenant: str, *, active: bool = False) -> list[BatchRecord]:
         """The tenant's batches, newest first (as this edge's copy has them)."""
@@ -232,13 +347,23 @@ class BatchEngine:
         if await self.get(tenant, batch_id) is None:
             raise NotFound(f"No such Batch object: {batch_id[:64]}", param="batch_id")
         now = int(time.time())
+        unsealed = False
 
         def cancelling(record: BatchRecord) -> BatchRecord | None:
+            nonlocal unsealed
+            unsealed = record.receiving
+            if record.receiving:  # nothing ran: it ends at once
+                return msgspec.structs.replace(
+                    record, status="cancelled", receiving=False, cancelling_at=now, cancelled_at=now
+                )
             if record.status not in ("validating", "in_progress"):
                 return None
             return msgspec.structs.replace(record, status="cancelling", cancelling_at=now)
 
         changed = await self._change(batches.key(tenant, batch_id), cancelling)
+        if unsealed:
+            await self._purge_intake(changed)
+            return changed
         if changed.status in ("completed", "failed", "expired", "cancelled"):
             raise InvalidRequest(
                 f"Cannot cancel a batch that is {changed.status}.", param="batch_id", code="batch_not_active"
@@ -292,7 +417,13 @@ class BatchEngine:
             except KeyWrongLastSequenceError:
                 continue
             self._known[key] = (new, revision)
+            self._told(new)
             return new
+
+    def _told(self, record: BatchRecord) -> None:
+        """Whoever follows the batch (the NATS door's progress events) hears of its change."""
+        if self.on_change is not None:
+            self.on_change(record)
 
     def _turn(self, statuses: tuple[str, ...]) -> Callable[[BatchRecord], BatchRecord | None]:
         """Take the validation or finalization of a batch in one of ``statuses`` unless another edge
@@ -331,8 +462,10 @@ class BatchEngine:
 
     async def _validate(self, key: str) -> None:
         record = await self._change(key, self._turn(("validating",)))
-        if record.owner != self.edge_id or record.status != "validating":
+        if record.owner != self.edge_id or record.status != "validating" or record.receiving:
             return
+        if record.door and await self.desk.store.record(record.tenant, record.input_file_id) is None:
+            await self._write_intake(record)
         errors, total = await self._check_lines(record)
         now = int(time.time())
         if errors:
@@ -340,6 +473,8 @@ class BatchEngine:
                 key,
                 lambda r: msgspec.structs.replace(r, status="failed", failed_at=now, errors=errors, owner=""),
             )
+            if record.door:
+                await self._purge_intake(record)
             return
         await self._enqueue(record)
         assert self._js is not None
@@ -366,6 +501,37 @@ class BatchEngine:
 
         await self._change(key, started)
         self._wake.set()
+        if record.door:
+            await self._purge_intake(record)
+
+    async def _write_intake(self, record: BatchRecord) -> None:
+        """A sealed door batch's lines into its input file, in the order they were stored, each
+        counted chunk once (a chunk stored twice, or not counted before the seal, is left out)."""
+        assert self._js is not None
+        subject = batches.intake_subject(record.tenant, record.id)
+        writer = _FileWriter(
+            self.desk.store, record.tenant, record.input_file_id, f"{record.id}_input.jsonl", "batch"
+        )
+        taken: set[int] = set()
+        seq = 1
+        while len(taken) < record.received_chunks:
+            try:
+                msg = await self._js.get_msg(streams.BATCH_INTAKE.name, seq=seq, subject=subject, next=True)
+            except NotFoundError:
+                break  # a counted chunk that was never stored: its sender was told it failed
+            seq = (msg.seq or seq) + 1
+            chunk = int((msg.headers or {}).get(_CHUNK, "0"))
+            if 0 < chunk <= record.received_chunks and chunk not in taken:
+                taken.add(chunk)
+                await writer.write(msg.data or b"")
+        await writer.close(keep_empty=True)  # no line stored at all: an empty file, failed as one
+
+    async def _purge_intake(self, record: BatchRecord) -> None:
+        assert self._js is not None
+        with contextlib.suppress(NatsError, TimeoutError):
+            await self._js.purge_stream(
+                streams.BATCH_INTAKE.name, subject=batches.intake_subject(record.tenant, record.id)
+            )
 
     async def _lines(self, record: BatchRecord) -> AsyncIterator[tuple[int, bytes]]:
         """The input file's non-empty lines with their 1-based line numbers."""
@@ -549,13 +715,12 @@ class BatchEngine:
         """Run one line as the request it is; a refusal is its result (a 4xx in the error file)."""
         try:
             principal = self.gate.acting_for(record.token_id)
-            job, renderer = self._job(record, line, principal, request_id)
+            job, answer = self._job(record, line, principal, request_id)
         except LlmaasError as exc:
             return _refused(line, request_id, exc)
-        job = msgspec.structs.replace(self.gate.bounded(job), priority=1)  # below interactive work
         tally = Tally(None, self.gate.limiter, self.edge_id, job, batch_id=record.id)
         try:
-            reserve = job.sampling.max_tokens or 0
+            reserve = (job.sampling.max_tokens or 0) if isinstance(job, GenerateJob) else 0
             p = principal
             tally.grant = await self.gate.limiter.admit(
                 p.tenant, p.key, p.tier, reserve, time.time(), batch=True
@@ -570,7 +735,7 @@ class BatchEngine:
                         else ServerError("Out of order.")
                     )
                 tally.worker = first.worker_id
-                collected, done = await exchange.collect(self.metrics, job, frames, tally)
+                body_out = await answer(frames, tally)
             finally:
                 self.pipeline.finish(request_id)
         except LlmaasError as exc:
@@ -586,31 +751,53 @@ class BatchEngine:
         settling = tally.close()
         if settling is not None:
             await settling
-        answer = renderer.whole(collected, done.finish_reason, done.usage)
         return LineResult(
             custom_id=line.custom_id,
             request_id=request_id,
             status_code=200,
-            body=msgspec.Raw(answer),
+            body=msgspec.Raw(body_out),
             usage=tally.event(),
         )
 
     def _job(
         self, record: BatchRecord, line: Line, principal: Principal, request_id: str
-    ) -> tuple[GenerateJob, Renderer]:
+    ) -> tuple[Job, Callable[[Stream, Tally], Awaitable[bytes]]]:
+        """The line's job, and how its answer's body is made from its frames (after ``Accepted``)."""
         created = int(time.time())
         raw = bytes(line.body)
-        if batches.ENDPOINTS[record.endpoint] == "chat":
+        who = caller(principal)
+        kind = batches.ENDPOINTS[record.endpoint]
+        if kind == "embedding":
+            embed = body.validate(raw, EmbeddingRequest)
+            model, _ = self.gate.resolve_model(principal, embed.model)
+
+            async def vectors(frames: Stream, tally: Tally) -> bytes:
+                result = rendering.embeddings_of(await frames.next())
+                tally.usage = result.usage
+                self.metrics.tokens.labels(model, "prompt").inc(result.usage.prompt_tokens)
+                return rendering.embedding_list(result, model, embed.encoding_format)
+
+            return embed_job(embed, model, request_id, created, who), vectors
+        renderer: Renderer
+        if kind == "chat":
             chat = body.validate(raw, ChatCompletionRequest)
             _no_stream(chat.stream)
             model, _ = self.gate.resolve_model(principal, chat.model)
-            job = chat_job(chat, model, request_id, created, caller(principal))
-            return job, ChatRenderer(request_id, model, created, False)
-        text = body.validate(raw, CompletionRequest)
-        _no_stream(text.stream)
-        model, _ = self.gate.resolve_model(principal, text.model)
-        job = completion_job(text, model, request_id, created, caller(principal))
-        return job, TextRenderer(request_id, model, created, False)
+            job = chat_job(chat, model, request_id, created, who)
+            renderer = ChatRenderer(request_id, model, created, False)
+        else:
+            text = body.validate(raw, CompletionRequest)
+            _no_stream(text.stream)
+            model, _ = self.gate.resolve_model(principal, text.model)
+            job = completion_job(text, model, request_id, created, who)
+            renderer = TextRenderer(request_id, model, created, False)
+        job = msgspec.structs.replace(self.gate.bounded(job), priority=1)  # below interactive work
+
+        async def whole(frames: Stream, tally: Tally) -> bytes:
+            collected, done = await exchange.collect(self.metrics, job, frames, tally)
+            return renderer.whole(collected, done.finish_reason, done.usage)
+
+        return job, whole
 
     def _stop_running(self, key: str) -> None:
         """A cancelled batch's lines running here stop generating (they end as cancelled)."""
@@ -638,6 +825,10 @@ class BatchEngine:
             if key in self._busy:
                 continue
             lapsed = not record.owner or record.owned_until < now
+            if record.receiving:
+                if now >= record.expires_at:  # never sealed in its window: it ends with no line run
+                    await self._expire_unsealed(key)
+                continue
             if record.status == "validating" and lapsed:
                 self._spawn(key, self._validate(key))
             elif record.status == "finalizing" and lapsed:
@@ -651,6 +842,18 @@ class BatchEngine:
                 if record.request_counts.total and waiting == 0:
                     self._spawn(key, self._finalize(key))
         self.metrics.batch_lines_queued.set(queued)
+
+    async def _expire_unsealed(self, key: str) -> None:
+        at = int(time.time())
+
+        def expired(r: BatchRecord) -> BatchRecord | None:
+            if not r.receiving:
+                return None
+            return msgspec.structs.replace(r, status="expired", receiving=False, expired_at=at)
+
+        record = await self._change(key, expired)
+        if record.expired_at == at:
+            await self._purge_intake(record)
 
     async def _tell(self, key: str) -> None:
         """What this edge finished goes into the record's counts (the final counts come from the
@@ -714,8 +917,8 @@ class BatchEngine:
 
     async def _write_files(self, record: BatchRecord) -> tuple[Counts, str | None, str | None]:
         """Each line's result, in the order of the input, into the output or the error file."""
-        outputs = _ResultFile(self.desk.store, record, "output")
-        errors = _ResultFile(self.desk.store, record, "error")
+        outputs = _result_file(self.desk.store, record, "output")
+        errors = _result_file(self.desk.store, record, "error")
         completed = failed = 0
         total = record.request_counts.total
         for start in range(0, total, _ENQUEUE_WINDOW):
@@ -741,44 +944,66 @@ class BatchEngine:
         return Counts(total, completed, failed), await outputs.close(), await errors.close()
 
 
-class _ResultFile:
-    """One of a batch's result files, streamed into the files' store as its lines come."""
+class _FileWriter:
+    """A file streamed into the files' store as its bytes come: a batch's result files, a door
+    batch's input file. Its id is fixed by the batch: written again after a crash, it is the same file."""
 
-    def __init__(self, store: files.Files, record: BatchRecord, kind: Any) -> None:
+    def __init__(self, store: files.Files, tenant: str, file_id: str, filename: str, purpose: str) -> None:
         self.store = store
-        self.record = record
-        self.file_id = batches.output_file_id(record.id, kind)
-        self.kind = kind
+        self.tenant = tenant
+        self.file_id = file_id
+        self.filename = filename
+        self.purpose = purpose
         self.size = 0
         self._pipe: files.Pipe | None = None
         self._put: asyncio.Task[Any] | None = None
+        self._held = bytearray()
 
     async def write(self, data: bytes) -> None:
+        """Take ``data`` (a line, say): handed on in pieces of the store's chunk size, not line by line."""
+        self.size += len(data)
+        self._held += data
+        if len(self._held) >= _PIECE:
+            await self._flush()
+
+    async def _flush(self) -> None:
+        if not self._held:
+            return
         if self._pipe is None:
             self._pipe = files.Pipe()
-            name = files.object_name(self.record.tenant, self.file_id)
+            name = files.object_name(self.tenant, self.file_id)
             self._put = asyncio.create_task(self.store.objects.put(name, self._pipe))  # type: ignore[arg-type]
-        self.size += len(data)
-        await self._pipe.write_chunk(data)
+        await self._pipe.write_chunk(bytes(self._held))
+        self._held.clear()
 
-    async def close(self) -> str | None:
-        if self._pipe is None or self._put is None:
-            return None
-        self._pipe.end()
-        await self._put
+    def record(self, size: int) -> files.FileRecord:
         now = int(time.time())
-        await self.store.put(
-            self.record.tenant,
-            files.FileRecord(
-                id=self.file_id,
-                bytes=self.size,
-                created_at=now,
-                expires_at=now + int(streams.FILES.ttl_s),
-                filename=f"{self.record.id}_{self.kind}.jsonl",
-                purpose="batch_output",
-            ),
+        return files.FileRecord(
+            id=self.file_id,
+            bytes=size,
+            created_at=now,
+            expires_at=now + int(streams.FILES.ttl_s),
+            filename=self.filename,
+            purpose=self.purpose,
         )
+
+    async def close(self, *, keep_empty: bool = False) -> str | None:
+        """The file's id, once stored; None if nothing was written (no file, unless ``keep_empty``)."""
+        await self._flush()
+        if self._pipe is None or self._put is None:
+            if not keep_empty:
+                return None
+            await self.store.objects.put(files.object_name(self.tenant, self.file_id), b"")
+        else:
+            self._pipe.end()
+            await self._put
+        await self.store.put(self.tenant, self.record(self.size))
         return self.file_id
+
+
+def _result_file(store: files.Files, record: BatchRecord, kind: Literal["output", "error"]) -> _FileWriter:
+    file_id = batches.output_file_id(record.id, kind)
+    return _FileWriter(store, record.tenant, file_id, f"{record.id}_{kind}.jsonl", "batch_output")
 
 
 async def _keep_taken(msg: Msg, every_s: float) -> None:

@@ -106,15 +106,24 @@ class Gate:
     async def authenticate(self, request: Request) -> Principal:
         """The caller's key, tenant and tier; raises Unauthenticated (401), RateLimited (429: too
         many failures from this address) or Unavailable (503)."""
-        self.failures.check(source_of(request))
-        presented = bearer(request)
+        principal = await self.identify(bearer(request), source_of(request), request.url.path)
+        if principal.key.successor:
+            # Tell the holder, on every answer, that a successor waits (GET /v1/keys/current has it).
+            notice = (b"x-llmaas-key-successor", principal.key.successor.encode())
+            request.scope["state"].setdefault("headers", []).append(notice)
+        return principal
+
+    async def identify(self, presented: str | None, source: str, where: str) -> Principal:
+        """The holder of the API key ``presented`` from ``source`` (an address) to ``where`` (a
+        route, or the NATS door): as ``authenticate``, for either door."""
+        self.failures.check(source)
         if presented is None:
-            raise self._refuse(request, "missing", _MISSING, code="missing_api_key")
+            raise self._refuse(source, where, "missing", _MISSING, code="missing_api_key")
         if not self.ready:
             raise Unavailable("Authentication is starting up; retry shortly.", retry_after_s=1)
         parsed = tenants.parse_key(presented)
         if parsed is None:
-            raise self._refuse(request, "malformed", "Incorrect API key provided.")
+            raise self._refuse(source, where, "malformed", "Incorrect API key provided.")
         key_id, secret = parsed
         key = self.directory.key(key_id)
         if key is None:
@@ -123,26 +132,22 @@ class Gate:
             except StoreUnavailable:
                 raise Unavailable("The key store is unreachable; retry shortly.", retry_after_s=1) from None
         if key is None or not tenants.matches(secret, key.secret_sha256):
-            raise self._refuse(request, key_id, f"Incorrect API key provided (key id {key_id}).")
+            raise self._refuse(source, where, key_id, f"Incorrect API key provided (key id {key_id}).")
         now = time.time()
         if key.state == "revoked":
-            raise self._refuse(request, key_id, f"The API key {key_id} has been revoked.")
+            raise self._refuse(source, where, key_id, f"The API key {key_id} has been revoked.")
         if not key.usable_at(now):
             hint = f" It was rotated; use its successor {key.successor}." if key.successor else ""
-            raise self._refuse(request, key_id, f"The API key {key_id} has expired.{hint}")
+            raise self._refuse(source, where, key_id, f"The API key {key_id} has expired.{hint}")
         tenant = self.directory.tenant(key.tenant)
         if tenant is None:
-            raise self._refuse(request, key_id, f"The API key {key_id} belongs to no existing tenant.")
+            raise self._refuse(source, where, key_id, f"The API key {key_id} belongs to no existing tenant.")
         tier = self.tiers.get(tenant.tier)
         if tier is None:
             log.error("tenant %s has tier %r, which this edge does not know", tenant.name, tenant.tier)
             raise ServerError("This tenant's billing tier is not configured on this server.")
         if key.rotation_due(now):
             self._rotate_soon(key, secret)
-        if key.successor:
-            # Tell the holder, on every answer, that a successor waits (GET /v1/keys/current has it).
-            notice = (b"x-llmaas-key-successor", key.successor.encode())
-            request.scope["state"].setdefault("headers", []).append(notice)
         return Principal(tenant=tenant, key=key, tier=tier, secret=secret)
 
     def _rotate_soon(self, key: ApiKey, secret: str) -> None:
@@ -171,12 +176,12 @@ class Gate:
         task.add_done_callback(self._tasks.discard)
 
     def _refuse(
-        self, request: Request, key_id: str, message: str, code: str = "invalid_api_key"
+        self, source: str, where: str, key_id: str, message: str, code: str = "invalid_api_key"
     ) -> Unauthenticated:
         actor = "anonymous" if key_id in ("malformed", "missing") else f"key:{key_id}"
-        source, detail = source_of(request), {"reason": message}
+        detail = {"reason": message}
         self.failures.failed(
-            audit.event(actor, "auth.failure", request.url.path, "denied", source=source, detail=detail)
+            audit.event(actor, "auth.failure", where, "denied", source=source, detail=detail)
         )
         return Unauthenticated(message, code=code)
 

@@ -66,3 +66,18 @@ class EdgeMetrics:
         self.batch_lines_running = Gauge(
             "llmaas_edge_batch_lines_running", "Batch lines this edge runs now", registry=r
         )
+        self.door_logins = Counter(
+            "llmaas_edge_door_logins",
+            "Connections to the NATS door this edge authorized or refused (auth callout)",
+            ["outcome"],
+            registry=r,
+        )
+        self.door_requests = Counter(
+            "llmaas_edge_door_requests",
+            "Requests over the NATS door, by what they asked and the answer's status",
+            ["what", "status"],
+            registry=r,
+        )
+        self.door_kicks = Counter(
+            "llmaas_edge_door_kicks", "Connections of revoked keys closed at the NATS door", registry=r
+        )

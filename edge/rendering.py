@@ -1,14 +1,18 @@
-"""Turns wire frames into OpenAI bodies: chat completions and text completions, whole or as chunks."""
+"""Turns wire frames into OpenAI bodies: chat completions and text completions, whole or as chunks,
+and embedding lists."""
 
 from __future__ import annotations
 
+import base64
+from array import array
 from dataclasses import dataclass, field
 from typing import Protocol
 
 import msgspec
 
 from edge import responses as r
-from llmaas.wire import Delta, ToolCall, Usage
+from llmaas.errors import RemoteError, ServerError
+from llmaas.wire import Delta, Embeddings, Failed, Frame, ToolCall, Usage
 
 DONE_EVENT = b"data: [DONE]\n\n"
 
@@ -21,6 +25,35 @@ def usage_of(usage: Usage) -> r.Usage:
         prompt_tokens_details=r.PromptTokensDetails(cached_tokens=usage.cached_tokens),
         completion_tokens_details=r.CompletionTokensDetails(reasoning_tokens=usage.reasoning_tokens),
     )
+
+
+def embeddings_of(frame: Frame) -> Embeddings:
+    """The vectors a worker answered with; its failure, or frames out of order, raised."""
+    if isinstance(frame, Failed):
+        raise RemoteError(frame.error)
+    if not isinstance(frame, Embeddings):
+        raise ServerError("A worker sent frames out of order.")
+    return frame
+
+
+def _as_base64(vector: list[float]) -> str:
+    """OpenAI's base64 encoding: little-endian float32 values."""
+    values = array("f", vector)
+    if values.itemsize != 4:  # pragma: no cover - every platform we run on has 4-byte floats
+        raise ServerError("float32 encoding unavailable")
+    return base64.b64encode(values.tobytes()).decode()
+
+
+def embedding_list(result: Embeddings, model: str, encoding_format: str | None) -> bytes:
+    """OpenAI's embedding list of ``result`` (``encoding_format`` base64: float32, base64'd)."""
+    encode_b64 = encoding_format == "base64"
+    data = [
+        r.Embedding(index=i, embedding=_as_base64(v) if encode_b64 else v)
+        for i, v in enumerate(result.vectors)
+    ]
+    tokens = result.usage.prompt_tokens
+    usage = r.EmbeddingUsage(prompt_tokens=tokens, total_tokens=tokens)
+    return r.encode(r.EmbeddingList(data=data, model=model, usage=usage))
 
 
 def event(body: bytes) -> bytes:

@@ -79,6 +79,17 @@ class EdgeSettings(ServiceSettings):
         description="seals each job (HMAC) so that metering can bill a worker's record of it if this "
         "edge dies mid-answer; the same key as metering's",
     )
+    door_url: str | None = Field(
+        default=None,
+        description="the NATS door's server (llmaas.nats_door), where tenants run batches over NATS "
+        "with their API keys; unset: no NATS door",
+    )
+    door_identities: Path | None = Field(
+        default=None, description="the NATS door's identities (edge.nk, system.nk, issuer.nk)"
+    )
+    door_authorized_s: float = Field(
+        default=3600.0, gt=0, description="a tenant's NATS connection authenticates again after this"
+    )
     tls_cert: FilePath | None = Field(default=None, description="serve HTTPS (TLS 1.3 only) with this cert")
     tls_key: FilePath | None = Field(default=None, description="the certificate's private key")
 
@@ -86,6 +97,8 @@ class EdgeSettings(ServiceSettings):
     def _tls_pair(self) -> EdgeSettings:
         if (self.tls_cert is None) != (self.tls_key is None):
             raise ValueError("HTTPS needs both --tls-cert and --tls-key (LLMAAS_TLS_CERT, LLMAAS_TLS_KEY)")
+        if (self.door_url is None) != (self.door_identities is None):
+            raise ValueError("the NATS door needs both --door-url and --door-identities")
         return self
 
     @field_validator("admin_token")

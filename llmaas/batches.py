@@ -1,6 +1,6 @@
 """Batches: what a batch is (OpenAI's Batch object), where its lines and results live in JetStream,
 and how its state may change. The engine that runs them is the edge's (``edge/batches``); both
-doors (HTTP, and later NATS) create the same records.
+doors (HTTP, and NATS: edge/door) create the same records.
 
 - the record: KV ``llmaas_batches``, key ``<tenant>.<batch id>``; changed by compare-and-set only,
   so that of two edges only one moves a batch on (validation, finalization);
@@ -29,7 +29,7 @@ Status = Literal[
 STATUSES: tuple[str, ...] = (
     "validating", "failed", "in_progress", "finalizing", "completed", "expired", "cancelling", "cancelled",
 )  # fmt: skip
-ENDPOINTS = {"/v1/chat/completions": "chat", "/v1/completions": "completion"}
+ENDPOINTS = {"/v1/chat/completions": "chat", "/v1/completions": "completion", "/v1/embeddings": "embedding"}
 """What a batch may call (the platform's generation routes), and the job kind each makes."""
 WINDOWS = {"24h": 86_400}
 ACTIVE: frozenset[str] = frozenset({"validating", "in_progress", "finalizing", "cancelling"})
@@ -77,6 +77,15 @@ class BatchRecord(msgspec.Struct, frozen=True, kw_only=True):
     owned_until: float = 0.0
     expiring: bool = False
     """Past its completion window: its lines not run yet end as ``batch_expired``."""
+    door: bool = False
+    """Made over the NATS door: its lines come as messages (stream LLMAAS_BATCH_INTAKE), its input
+    file (``input_file_id``, fixed at creation) is written from them once it is sealed."""
+    receiving: bool = False
+    """A door batch not sealed yet: it takes lines, and is not validated."""
+    received_chunks: int = 0
+    """Messages of lines taken; only chunks numbered up to this go into the input file."""
+    received_lines: int = 0
+    received_bytes: int = 0
 
     def to_openai(self) -> dict[str, Any]:
         """OpenAI's Batch object; a field with no value yet is left out (the schema types each one,
@@ -170,6 +179,15 @@ def result_key(tenant: str, batch_id: str, number: int) -> str:
 
 def lines_subject(tenant: str, batch_id: str) -> str:
     return subjects.BATCH_LINES.replace(">", f"{tenant}.{batch_id}")
+
+
+def intake_subject(tenant: str, batch_id: str) -> str:
+    return subjects.BATCH_INTAKE.replace(">", f"{tenant}.{batch_id}")
+
+
+def input_file_id(batch_id: str) -> str:
+    """The input file of a door batch, written from its lines when it is sealed."""
+    return f"file-in{batch_id.removeprefix('batch_')}"
 
 
 def consumer(batch_id: str) -> str:

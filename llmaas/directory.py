@@ -54,6 +54,9 @@ class _Copy(Generic[R]):
         self.records: dict[str, R] = {}
         self.revision = 0
         """The bucket's last sequence this copy has seen."""
+        self.listeners: list[Callable[[str, R | None], None]] = []
+        """Told of each change seen live (the record, None once deleted): the NATS door closes a
+        revoked key's connections."""
 
 
 class Directory:
@@ -161,6 +164,7 @@ class Directory:
                     ready.set()
                     continue
                 copy.revision = max(copy.revision, entry.revision or 0)
+                before = copy.records.get(entry.key)
                 if entry.operation in (KV_DEL, KV_PURGE) or not entry.value:
                     records.pop(entry.key, None)
                 else:
@@ -168,6 +172,10 @@ class Directory:
                         records[entry.key] = copy.decoder.decode(entry.value)
                     except msgspec.DecodeError:
                         log.error("unreadable record %s in %s; ignored", entry.key, kv._name)
+                after = records.get(entry.key)
+                if ready.is_set() and after != before:  # a rebuilt copy tells only what changed
+                    for listener in copy.listeners:
+                        listener(entry.key, after)
         finally:
             resync.cancel()
             with contextlib.suppress(NatsError, TimeoutError):

@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator
 
 import msgspec
 from nats.js import JetStreamContext
+from nats.js.api import ObjectInfo
 from nats.js.errors import KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
@@ -70,6 +71,25 @@ def index_key(tenant: str, file_id: str) -> str:
     return f"{tenant}.{file_id}"
 
 
+class Cursor(msgspec.Struct, frozen=True):
+    """Where a reading of a file stands: the stream sequence to look from, and the chunk's index."""
+
+    seq: int = 1
+    index: int = 0
+
+    def encode(self) -> str:
+        return f"{self.seq}.{self.index}"
+
+    @classmethod
+    def decode(cls, text: str) -> Cursor:
+        """ValueError unless ``text`` came from ``encode``."""
+        seq, _, index = text.partition(".")
+        cursor = cls(int(seq), int(index))
+        if cursor.seq < 1 or cursor.index < 0:
+            raise ValueError(text)
+        return cursor
+
+
 class Files:
     """One tenant-scoped view of the store, for a process that holds the files' bucket and index."""
 
@@ -111,20 +131,41 @@ class Files:
         """The file's bytes, one chunk at a time (by direct get: nothing buffered ahead), checked
         against the digest stored with it."""
         info = await self.objects.get_info(object_name(tenant, file_id))
-        subject = f"$O.{streams.FILES.bucket}.C.{info.nuid}"
         digest = hashlib.sha256()
-        seq = 1
-        for _ in range(info.chunks or 0):
-            msg = await self._js.get_msg(
-                streams.FILES.stream, seq=seq, subject=subject, next=True, direct=True
-            )
-            data = msg.data or b""
+        async for data, _ in self._chunks(info, Cursor()):
             digest.update(data)
             yield data
-            seq = (msg.seq or seq) + 1
         expected = (info.digest or "").removeprefix("SHA-256=")
         if base64.urlsafe_b64encode(digest.digest()).decode() != expected:
             raise OSError(f"{file_id}: stored bytes do not match their digest")
+
+    async def read_part(
+        self, tenant: str, file_id: str, cursor: Cursor, least: int
+    ) -> tuple[list[bytes], Cursor | None, int]:
+        """The file's chunks from ``cursor`` until they hold ``least`` bytes (a client reading it in
+        parts; one chunk more is at most the store's chunk size): the chunks, the cursor of the next
+        part (None at the end) and the file's size."""
+        info = await self.objects.get_info(object_name(tenant, file_id))
+        taken: list[bytes] = []
+        held = 0
+        after = cursor
+        async for data, at in self._chunks(info, cursor):
+            taken.append(data)
+            held += len(data)
+            after = at
+            if held >= least:
+                break
+        return taken, (after if after.index < (info.chunks or 0) else None), info.size or 0
+
+    async def _chunks(self, info: ObjectInfo, cursor: Cursor) -> AsyncIterator[tuple[bytes, Cursor]]:
+        subject = f"$O.{streams.FILES.bucket}.C.{info.nuid}"
+        seq, index = cursor.seq, cursor.index
+        while index < (info.chunks or 0):
+            msg = await self._js.get_msg(
+                streams.FILES.stream, seq=seq, subject=subject, next=True, direct=True
+            )
+            seq, index = (msg.seq or seq) + 1, index + 1
+            yield msg.data or b"", Cursor(seq, index)
 
     async def delete(self, tenant: str, file_id: str) -> bool:
         """Remove the file (bytes and record); False if the tenant has no such file."""

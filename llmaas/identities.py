@@ -106,6 +106,10 @@ def role(name: str) -> Role:
                 *_objects(streams.FILES),
                 subjects.BATCH_LINES,
                 *_stream(streams.BATCH_LINES.name),
+                # NATS door batches' lines until sealed; purged by subject once in their input file.
+                subjects.BATCH_INTAKE,
+                *_stream(streams.BATCH_INTAKE.name),
+                f"$JS.API.STREAM.PURGE.{streams.BATCH_INTAKE.name}",
                 *_bucket(streams.BATCHES, write=True),
                 *_bucket(streams.BATCH_RESULTS, write=True),
             ),

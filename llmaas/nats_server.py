@@ -95,6 +95,8 @@ class Peering:
 
 
 class NatsServer:
+    jetstream = True
+    max_payload = MAX_PAYLOAD
     """One nats-server process with JetStream storing under ``data_dir/jetstream``.
 
     ``port=-1`` picks a free port; ``url`` is known once ``start`` returns. With ``identities``,
@@ -165,12 +167,15 @@ class NatsServer:
         store = self.data_dir / "jetstream"
         text = (
             f'listen: "{self.host}:{self.port}"\n'
-            f"max_payload: {MAX_PAYLOAD}\n"
+            f"max_payload: {self.max_payload}\n"
             f'ports_file_dir: "{run_dir}"\n'
-            f'jetstream {{\n  store_dir: "{store}"\n'
-            + (f"  cipher: aes\n  key: ${KEY_VARIABLE}\n" if self.encrypt else "")
-            + "}\n"
         )
+        if self.jetstream:
+            text += (
+                f'jetstream {{\n  store_dir: "{store}"\n'
+                + (f"  cipher: aes\n  key: ${KEY_VARIABLE}\n" if self.encrypt else "")
+                + "}\n"
+            )
         if self.tls is not None:
             # Clients first read the server's INFO in clear (no secret in it), then go to TLS 1.3.
             text += (
@@ -181,14 +186,19 @@ class NatsServer:
             )
         if self.peering is not None:
             text += self.peering.config(self.host)
-        if self.identities is not None:
-            for name in (*identities.SERVICES, identities.OPERATOR):
-                identities.mint(self.identities, name)
-            seeds = sorted(self.identities.glob("*.nk"))
-            self._admitted = {seed.stem for seed in seeds}
-            text += identities.authorization(seeds)
+        text += self._authorization()
         private.replace(config, text.encode())  # it may hold the cluster routes' secret
         return config
+
+    def _authorization(self) -> str:
+        """Who may connect, and with which permissions (nothing: anyone, with every right)."""
+        if self.identities is None:
+            return ""
+        for name in (*identities.SERVICES, identities.OPERATOR):
+            identities.mint(self.identities, name)
+        seeds = sorted(self.identities.glob("*.nk"))
+        self._admitted = {seed.stem for seed in seeds}
+        return identities.authorization(seeds)
 
     @property
     def logs(self) -> list[Path]:

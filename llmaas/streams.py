@@ -164,7 +164,14 @@ BATCH_LINES = StreamSpec(
     duplicate_window_s=600.0,  # a line enqueued again within 10 min (a validation retried) is kept once
     retention=RetentionPolicy.WORK_QUEUE,
 )
-STREAMS = (USAGE, AUDIT, SECURITY, LIMITS, LEASES, WORK, BATCH_LINES)
+BATCH_INTAKE = StreamSpec(
+    name="LLMAAS_BATCH_INTAKE",
+    subjects=(subjects.BATCH_INTAKE,),
+    # A NATS door batch's lines wait here until it is sealed (within its 24 h window), then are purged.
+    max_age_s=2 * DAY_S,
+    duplicate_window_s=600.0,  # a chunk sent again (its acknowledgement lost) is kept once
+)
+STREAMS = (USAGE, AUDIT, SECURITY, LIMITS, LEASES, WORK, BATCH_LINES, BATCH_INTAKE)
 
 TENANTS = BucketSpec("llmaas_tenants", history=5)  # the last versions: what a record was before a change
 KEYS = BucketSpec("llmaas_keys", history=5)

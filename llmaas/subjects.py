@@ -42,6 +42,39 @@ LEASES = f"{ROOT}.leases.>"
 BATCH_LINES = f"{ROOT}.batch.lines.>"
 """Batches' input lines, ``<tenant>.<batch>`` (JetStream work queue LLMAAS_BATCH_LINES)."""
 
+BATCH_INTAKE = f"{ROOT}.batch.intake.>"
+"""Lines sent over the NATS door, ``<tenant>.<batch>``, kept until the batch is sealed (JetStream
+stream LLMAAS_BATCH_INTAKE)."""
+
+# --- the NATS door (a server of its own, llmaas.nats_door): tenants' subjects -----------------------
+
+DOOR = "llmaas.door.>"
+"""Tenants' requests, ``llmaas.door.<key id>.<what>``; answered by the edges' door queue group."""
+DOOR_QUEUE = "door"
+DOOR_EVENTS = "llmaas.events.>"
+"""Batches' progress, ``llmaas.events.<key id>.batches.<batch id>`` (the key that made the batch),
+published by the edges."""
+AUTH_CALLOUT = "$SYS.REQ.USER.AUTH"
+"""Where nats-server asks who a connecting tenant is (NATS auth callout)."""
+AUTH_CALLOUT_QUEUE = "door-auth"
+DOOR_CONNECTIONS = "$SYS.REQ.SERVER.PING.CONNZ"
+"""The connections of every door server (the system account's), filtered by user."""
+
+
+def door(key_id: str, what: str = ">") -> str:
+    """A request subject of one key: ``what`` is ``batches.create``, ``batches.<id>.lines``, ..."""
+    return f"llmaas.door.{key_id}.{what}"
+
+
+def batch_events(key_id: str, batch_id: str = "*") -> str:
+    return f"llmaas.events.{key_id}.batches.{batch_id}"
+
+
+def door_kick(server_id: str) -> str:
+    """Close one connection of door server ``server_id`` (the system account's)."""
+    return f"$SYS.REQ.SERVER.{server_id}.KICK"
+
+
 _TOKEN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _REPLY_ROOT = "_INBOX.llmaas"
 

@@ -25,6 +25,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from llmaas import identities, natsconn, tenants
 from llmaas.nats_cluster import NatsCluster
+from llmaas.nats_door import DoorServer
 from llmaas.nats_server import NatsServer
 from llmaas.tiers import DEFAULT_FILE as TIERS_FILE
 
@@ -101,7 +102,8 @@ def running_up(
     process and the port, once it says it is ready; interrupted (Ctrl-C) after."""
     port = free_port()
     log_file = data_dir / "up.log"
-    argv = ["up", *flags, "--port", str(port), "--nats-port", "-1", "--data-dir", str(data_dir)]
+    argv = ["up", *flags, "--port", str(port), "--nats-port", "-1", "--nats-door-port", "-1"]
+    argv += ["--data-dir", str(data_dir)]
     with log_file.open("wb") as log:
         up = subprocess.Popen(
             [sys.executable, "-m", "llmaas", *argv, "--engine", "synthetic"],
@@ -154,6 +156,8 @@ class Stack:
         """Set by tests that attack the bus: their refusals are in the server's log on purpose."""
         self.catalog_file: Path | None = None
         """A model catalog for the edges started after it is set (default: infra/models.toml)."""
+        self.door: DoorServer | None = None
+        """The NATS door's server, once ``door_args`` started it."""
 
     @property
     def base_url(self) -> str:
@@ -196,6 +200,13 @@ class Stack:
         self.start(name, "edge", "--port", str(self.port), *extra, env=env)
         wait_until(self._edge_up, 20, "the edge to answer /health", self.logs)
         return self.base_url
+
+    def door_args(self) -> list[str]:
+        """An edge's flags to serve the NATS door (its server started on first use)."""
+        if self.door is None:
+            self.door = DoorServer(self.root / "door", port=-1)
+            self.door.start()
+        return ["--door-url", self.door.url, "--door-identities", str(self.door.data_dir)]
 
     def admin(self, method: str, path: str, body: dict[str, Any] | None = None, url: str = "") -> Any:
         """Call the admin API (of ``url``, or the last edge started); fails the test on an error."""
@@ -357,6 +368,8 @@ class Stack:
                 proc.kill()
                 proc.wait()
         self.nats.stop()
+        if self.door is not None:
+            self.door.stop()
         if not self.violations_expected:
             violations = self.violations()
             assert not violations, "a component did what its NATS identity may not:\n" + "\n".join(violations)

@@ -10,8 +10,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from edge import body, context
-from llmaas.errors import InvalidRequest, NotFound
+from edge import body, context, pages
+from llmaas.errors import NotFound
 
 router = APIRouter()
 
@@ -56,25 +56,10 @@ async def retrieve_batch(request: Request, batch_id: str) -> Response:
 async def list_batches(request: Request) -> Response:
     edge = context.of(request)
     principal = await edge.gate.authenticate(request)
-    text = request.query_params.get("limit", "20")
-    if not text.isdigit() or not 1 <= int(text) <= 100:
-        raise InvalidRequest(f"Invalid 'limit' {text[:16]!r}: from 1 to 100.", param="limit")
-    limit = int(text)
+    limit = pages.limit(request.query_params.get("limit", "20"), 100)
     found = edge.batches.of_tenant(principal.tenant.name)
-    if after := request.query_params.get("after"):
-        ids = [r.id for r in found]
-        if after not in ids:
-            raise InvalidRequest(f"Invalid 'after' {after[:64]!r}: no such batch.", param="after")
-        found = found[ids.index(after) + 1 :]
-    page = found[:limit]
-    listing: dict[str, Any] = {
-        "object": "list",
-        "data": [r.to_openai() for r in page],
-        "has_more": len(found) > limit,
-    }
-    if page:
-        listing |= {"first_id": page[0].id, "last_id": page[-1].id}
-    return JSONResponse(listing)
+    after = request.query_params.get("after")
+    return JSONResponse(pages.page(found, after, limit, what="batch", ids_always=False))
 
 
 @router.post("/v1/batches/{batch_id}/cancel", summary="Cancel a batch (cancelling, then cancelled)")

@@ -2,40 +2,20 @@
 
 from __future__ import annotations
 
-import base64
 import time
-from array import array
 
 from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
 
-from edge import body, context
-from edge import responses as r
+from edge import body, context, rendering
 from edge.gate import caller
 from edge.jobs import embed_job
 from edge.routes.docs import json_body, reply
 from edge.schemas import EmbeddingRequest
-from llmaas.errors import RemoteError, ServerError
-from llmaas.wire import Accepted, Embeddings, Failed, Frame
+from llmaas.wire import Accepted, Embeddings
 
 router = APIRouter()
-
-
-def _as_base64(vector: list[float]) -> str:
-    """OpenAI's base64 encoding: little-endian float32 values."""
-    values = array("f", vector)
-    if values.itemsize != 4:  # pragma: no cover - every platform we run on has 4-byte floats
-        raise ServerError("float32 encoding unavailable")
-    return base64.b64encode(values.tobytes()).decode()
-
-
-def _expect_result(frame: Frame) -> Embeddings:
-    if isinstance(frame, Failed):
-        raise RemoteError(frame.error)
-    if not isinstance(frame, Embeddings):
-        raise ServerError("A worker sent frames out of order.")
-    return frame
 
 
 @router.post(
@@ -61,10 +41,10 @@ async def create_embeddings(request: Request) -> Response:
         try:
             first = await frames.next()
             if type(first) is not Accepted:
-                _expect_result(first)
+                rendering.embeddings_of(first)
             else:
                 tally.worker = first.worker_id
-            result = _expect_result(await frames.next())
+            result = rendering.embeddings_of(await frames.next())
             tally.usage = result.usage
         finally:
             watcher.cancel()
@@ -75,13 +55,6 @@ async def create_embeddings(request: Request) -> Response:
     finally:
         tally.close()
     edge.metrics.tokens.labels(model, "prompt").inc(result.usage.prompt_tokens)
-    encode_b64 = req.encoding_format == "base64"
-    data = [
-        r.Embedding(index=i, embedding=_as_base64(v) if encode_b64 else v)
-        for i, v in enumerate(result.vectors)
-    ]
-    tokens = result.usage.prompt_tokens
-    body_out = r.EmbeddingList(
-        data=data, model=model, usage=r.EmbeddingUsage(prompt_tokens=tokens, total_tokens=tokens)
+    return Response(
+        rendering.embedding_list(result, model, req.encoding_format), media_type="application/json"
     )
-    return Response(r.encode(body_out), media_type="application/json")

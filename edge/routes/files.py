@@ -9,7 +9,7 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from edge import context
+from edge import context, pages
 from llmaas import files
 from llmaas.errors import InvalidRequest, NotFound
 
@@ -33,7 +33,7 @@ async def list_files(request: Request) -> Response:
     edge = context.of(request)
     principal = await edge.gate.authenticate(request)
     params = request.query_params
-    limit = _limit(params.get("limit", "10000"))
+    limit = pages.limit(params.get("limit", "10000"), 10_000)
     order = params.get("order", "desc")
     if order not in ("asc", "desc"):
         raise InvalidRequest(f"Invalid 'order' {order[:16]!r}: use asc or desc.", param="order")
@@ -42,28 +42,7 @@ async def list_files(request: Request) -> Response:
         found = [r for r in found if r.purpose == purpose]
     if order == "desc":
         found.reverse()
-    if after := params.get("after"):
-        ids = [r.id for r in found]
-        if after not in ids:
-            raise InvalidRequest(f"Invalid 'after' {after[:64]!r}: no such file.", param="after")
-        found = found[ids.index(after) + 1 :]
-    page = found[:limit]
-    return JSONResponse(
-        {
-            "object": "list",
-            "data": [r.to_openai() for r in page],
-            # Strings in OpenAI's schema, also for an empty page.
-            "first_id": page[0].id if page else "",
-            "last_id": page[-1].id if page else "",
-            "has_more": len(found) > limit,
-        }
-    )
-
-
-def _limit(text: str) -> int:
-    if not text.isdigit() or not 1 <= int(text) <= 10_000:
-        raise InvalidRequest(f"Invalid 'limit' {text[:16]!r}: from 1 to 10000.", param="limit")
-    return int(text)
+    return JSONResponse(pages.page(found, params.get("after"), limit, what="file", ids_always=True))
 
 
 @router.get("/v1/files/{file_id}", summary="One file")

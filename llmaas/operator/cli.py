@@ -52,7 +52,9 @@ def cmd_edge(args: argparse.Namespace) -> None:
     from edge.server import serve
     from edge.settings import EdgeSettings
 
-    settings = EdgeSettings(**_explicit(args, *COMMON, "host", "port", "tls_cert", "tls_key"))
+    settings = EdgeSettings(
+        **_explicit(args, *COMMON, "host", "port", "tls_cert", "tls_key", "door_url", "door_identities")
+    )
     logs.setup("edge", settings.log_level)
     serve(settings)
 
@@ -148,10 +150,7 @@ def cmd_models_prepare(args: argparse.Namespace) -> None:
     print(f"{local.EMBEDDING_MODEL}: served from {local.embedding_model().path}")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="llmaas", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def _add_up(sub: Any) -> None:
     up = sub.add_parser(
         "up", help="run the whole stack on this machine (NATS, edge, guard, scheduler, worker)"
     )
@@ -163,6 +162,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     up.add_argument(
         "--nats-port", type=int, default=4222, help="port of the embedded NATS (-1: any free port)"
+    )
+    up.add_argument(
+        "--nats-door-port",
+        type=int,
+        default=4223,
+        help="port of the NATS door, where tenants run batches over NATS with their API keys, on the "
+        "edge's address (-1: any free port, 0: no NATS door); with the embedded NATS only",
     )
     up.add_argument(
         "--clickhouse-url",
@@ -200,6 +206,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     up.set_defaults(func=cmd_up)
 
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="llmaas", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    _add_up(sub)
+
     models = sub.add_parser(
         "models", help="the model catalog with each model's lifecycle state; `models prepare` converts"
     )
@@ -220,6 +233,10 @@ def build_parser() -> argparse.ArgumentParser:
     edge.add_argument("--port", type=int, help="listen port (default 8000)")
     edge.add_argument("--tls-cert", help="serve HTTPS, TLS 1.3 only, with this certificate (PEM)")
     edge.add_argument("--tls-key", help="the certificate's private key (PEM)")
+    edge.add_argument(
+        "--door-url", help="the NATS door's server: tenants' batches over NATS (llmaas.nats_door)"
+    )
+    edge.add_argument("--door-identities", help="the NATS door's identities directory (edge, system, issuer)")
     edge.set_defaults(func=cmd_edge)
 
     for name, func, text in (

@@ -66,10 +66,13 @@ class Supervisor:
         *,
         ready_timeout_s: float = 60.0,
         ca: Path | None = None,
+        door: NatsServer | None = None,
     ) -> None:
-        """``ca``: the CA of the edge's certificate, when it serves HTTPS."""
+        """``ca``: the CA of the edge's certificate, when it serves HTTPS; ``door``: the NATS door's
+        server (llmaas.nats_door), restarted if lost, stopped last like the bus."""
         self.children = children
         self.nats = nats
+        self.door = door
         self.health_url = health_url
         self.models = frozenset(models)
         """Models that must be served before the stack is announced ready (any, if empty)."""
@@ -131,7 +134,7 @@ class Supervisor:
 
     def _watch(self, now: float) -> None:
         nodes = self.nats.nodes if isinstance(self.nats, NatsCluster) else [self.nats] if self.nats else []
-        for node in nodes:
+        for node in [*nodes, *([self.door] if self.door else [])]:
             if not node.running and not self._stopping:
                 log.error("nats-server %s exited; restarting it", node.data_dir)
                 node.start()
@@ -164,4 +167,6 @@ class Supervisor:
                 child.proc.wait()
         if self.nats is not None:
             self.nats.stop()
+        if self.door is not None:
+            self.door.stop()
         log.info("stopped")

@@ -18,6 +18,7 @@ import nats as nats_client
 
 from llmaas import identities, natsconn, private, privileges, streams, tls
 from llmaas.nats_cluster import NatsCluster
+from llmaas.nats_door import DoorServer
 from llmaas.nats_server import NatsServer
 from llmaas.operator import admin
 from llmaas.operator.supervisor import Child, Supervisor
@@ -88,17 +89,35 @@ def run(args: argparse.Namespace) -> None:
     data_dir.mkdir(parents=True, exist_ok=True)
     pki = tls.local_pki(data_dir) if args.tls else None
     bus = Bus(args, data_dir, pki)
-    children = _services(args, bus, data_dir, pki)
+    door = _door(args, data_dir, pki) if bus.server is not None and args.nats_door_port != 0 else None
+    children = _services(args, bus, data_dir, pki, door)
     models = _workers(args, bus, data_dir, children)
     host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
     health = f"{'http' if pki is None else 'https'}://{host}:{args.port}/health"
     ready_timeout_s = 60.0 if args.engine == "synthetic" else 300.0
     Supervisor(
-        children, bus.server, health, models, ready_timeout_s=ready_timeout_s, ca=pki.ca if pki else None
+        children,
+        bus.server,
+        health,
+        models,
+        ready_timeout_s=ready_timeout_s,
+        ca=pki.ca if pki else None,
+        door=door,
     ).run()
 
 
-def _services(args: argparse.Namespace, bus: Bus, data_dir: Path, pki: tls.LocalPki | None) -> list[Child]:
+def _door(args: argparse.Namespace, data_dir: Path, pki: tls.LocalPki | None) -> DoorServer:
+    """The NATS door's server, where tenants' programs run batches with their API keys: on the
+    HTTP edge's address (it faces tenants as the edge does), never on the bus's."""
+    door = DoorServer(data_dir / "door", host=args.host, port=args.nats_door_port, tls=pki)
+    url = door.start()
+    log.info("NATS door for tenants' batches on %s (tenants connect with their API key as token)", url)
+    return door
+
+
+def _services(
+    args: argparse.Namespace, bus: Bus, data_dir: Path, pki: tls.LocalPki | None, door: DoorServer | None
+) -> list[Child]:
     token, created = admin.ensure_token(data_dir, OperatorSettings().admin_token)
     if created:
         # On the terminal, not through logging: log lines may be shipped elsewhere, secrets must not.
@@ -118,6 +137,8 @@ def _services(args: argparse.Namespace, bus: Bus, data_dir: Path, pki: tls.Local
     edge = ["edge", *base, *bus.identity("edge"), "--host", args.host, "--port", str(args.port)]
     if pki is not None:
         edge += ["--tls-cert", str(pki.cert), "--tls-key", str(pki.key)]
+    if door is not None:
+        edge += ["--door-url", door.url, "--door-identities", str(door.data_dir)]
     metering = ["metering", *base, *bus.identity("metering"), "--data-dir", str(data_dir)]
     metering += _metering_account(args.metering_user, data_dir, clickhouse_url is None)
     return [

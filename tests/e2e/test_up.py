@@ -39,6 +39,14 @@ def nats_port(data_dir: Path) -> int:
     return int(json.loads(ports.read_text())["nats"][0].rsplit(":", 1)[1])
 
 
+async def door_lists(port: int, key: str) -> None:
+    key_id = key.removeprefix("sk-llmaas-").split("_")[0]
+    nc = await nats.connect(f"nats://127.0.0.1:{port}", token=key, inbox_prefix=f"_INBOX_{key_id}")
+    answer = await nc.request(f"llmaas.door.{key_id}.batches.list", b"", timeout=5)
+    assert json.loads(answer.data) == {"object": "list", "data": [], "has_more": False}
+    await nc.close()
+
+
 TENANT = "tenant-at-rest-5e0c1f9a"
 PROMPT = "a prompt that must never reach a disk 9d1b7c42"
 
@@ -56,6 +64,8 @@ def test_up_serves_and_stops_cleanly_on_ctrl_c(open_dir: Path) -> None:
             "--port",
             str(port),
             "--nats-port",
+            "-1",
+            "--nats-door-port",
             "-1",
             "--data-dir",
             str(tmp_path),
@@ -85,6 +95,8 @@ def test_up_serves_and_stops_cleanly_on_ctrl_c(open_dir: Path) -> None:
         assert answer.choices[0].message.content
         assert "intact: 2 events" in cli("audit", "verify", *where)
         assert (tmp_path / "jetstream").is_dir()
+        # The NATS door answers the tenant's key (its own nats-server, on the edge's address).
+        asyncio.run(door_lists(nats_port(tmp_path / "door"), key))
 
         # Metered into the embedded chDB in the data dir, and reported to the operator.
         def reported() -> bool:
@@ -96,7 +108,7 @@ def test_up_serves_and_stops_cleanly_on_ctrl_c(open_dir: Path) -> None:
         wait_until(reported, 30, "the request in `llmaas usage`")
         assert (tmp_path / "clickhouse").is_dir()
         children = [int(p) for p in Path(f"/proc/{up.pid}/task/{up.pid}/children").read_text().split()]
-        assert len(children) == 6  # nats-server, edge, guard, scheduler, metering, worker
+        assert len(children) == 7  # nats-server, the door's, edge, guard, scheduler, metering, worker
         # Secrets reach only the child that needs them: the admin token the edge, none the shell's key.
         environments = {pid: Path(f"/proc/{pid}/environ").read_bytes().split(b"\0") for pid in children}
         holders = [

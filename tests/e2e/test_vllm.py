@@ -375,7 +375,7 @@ def test_llmaas_up_serves_both_builtin_models_by_default(data_dir: Path, tmp_pat
     with log_path.open("wb") as log:
         up = subprocess.Popen(
             [sys.executable, "-m", "llmaas", "up", "--port", str(port), "--nats-port", "-1",
-             "--data-dir", str(data_dir)],
+             "--nats-door-port", "-1", "--data-dir", str(data_dir)],
             stdout=log,
             stderr=subprocess.STDOUT,
         )  # fmt: skip

@@ -55,9 +55,11 @@ from llmaas.errors import (
     LlmaasError,
     NotFound,
     PayloadTooLarge,
+    QuotaExceeded,
     RateLimited,
     RemoteError,
     ServerError,
+    Unauthenticated,
     Unavailable,
 )
 from llmaas.wire import Accepted, Failed, GenerateJob, Job
@@ -173,6 +175,7 @@ class BatchEngine:
     ) -> BatchRecord:
         """A batch of an uploaded file's lines (both doors)."""
         self._check_new(principal.tenant.name, endpoint, completion_window, metadata)
+        await self._check_budget(principal)
         record = await self.desk.store.record(principal.tenant.name, input_file_id)
         if record is None or record.purpose != "batch":
             raise NotFound(f"No such File object: {input_file_id[:64]}", param="input_file_id")
@@ -188,7 +191,19 @@ class BatchEngine:
     ) -> BatchRecord:
         """A batch whose lines come as messages (the NATS door), validated once sealed."""
         self._check_new(principal.tenant.name, endpoint, completion_window, metadata)
+        await self._check_budget(principal)
         return await self._new(principal, endpoint, completion_window, metadata, input_file_id=None)
+
+    async def _check_budget(self, principal: Principal) -> None:
+        """A tenant whose month's budget is spent cannot start a batch (429 insufficient_quota); one
+        with some left learns whether the batch fits when it starts (then it fails if not)."""
+        p = principal
+        left = await self.gate.limiter.budget_left(p.tenant, p.tier, time.time())
+        if left is not None and left <= 0:
+            raise QuotaExceeded(
+                "This month's budget of your tier is spent: no batch can start until the next month "
+                "or a higher tier."
+            )
 
     def _check_new(
         self, tenant: str, endpoint: str, completion_window: str, metadata: dict[str, str] | None
@@ -466,8 +481,13 @@ class BatchEngine:
             return
         if record.door and await self.desk.store.record(record.tenant, record.input_file_id) is None:
             await self._write_intake(record)
-        errors, total = await self._check_lines(record)
+        errors, total, reserve = await self._check_lines(record)
         now = int(time.time())
+        if not errors and not _reserved(record):
+            try:
+                record = await self._reserve_budget(key, record, reserve)
+            except (QuotaExceeded, Unauthenticated) as exc:
+                errors = [LineError(code=exc.code or exc.type, message=exc.message)]
         if errors:
             await self._change(
                 key,
@@ -546,18 +566,20 @@ class BatchEngine:
         if partial.strip():
             yield number + 1, partial
 
-    async def _check_lines(self, record: BatchRecord) -> tuple[list[LineError], int]:
-        """Every line checked as OpenAI checks a batch's input: the errors (the first hundred) and
-        how many requests there are."""
+    async def _check_lines(self, record: BatchRecord) -> tuple[list[LineError], int, int]:
+        """Every line checked as OpenAI checks a batch's input: the errors (the first hundred), how
+        many requests there are, and the output tokens they may produce together."""
         errors: list[LineError] = []
         seen: set[str] = set()
-        total = 0
+        total = reserve = 0
         async for number, raw in self._lines(record):
             total += 1
             problem = _line_problem(raw, record.endpoint, seen)
-            if problem is not None and len(errors) < _LISTED_ERRORS:
+            if problem is None:
+                reserve += self._reserve(record, msgspec.json.decode(raw)["body"])
+            elif len(errors) < _LISTED_ERRORS:
                 errors.append(msgspec.structs.replace(problem, line=number))
-            elif problem is not None:
+            else:
                 break
         if total > MAX_REQUESTS:
             errors.append(
@@ -565,7 +587,28 @@ class BatchEngine:
             )
         if not total:
             errors.append(LineError(code="empty_file", message="The input file holds no request."))
-        return errors, total
+        return errors, total, reserve
+
+    def _reserve(self, record: BatchRecord, request: dict[str, Any]) -> int:
+        """The output tokens one line may produce (its part of the batch's reservation)."""
+        if batches.ENDPOINTS[record.endpoint] == "embedding":
+            return 0
+        asked = request.get("max_completion_tokens", request.get("max_tokens"))
+        valid = isinstance(asked, int) and not isinstance(asked, bool) and asked >= 0
+        return self.gate.reserve_for(str(request.get("model")), asked if valid else None)
+
+    async def _reserve_budget(self, key: str, record: BatchRecord, tokens: int) -> BatchRecord:
+        """The budget its lines may cost, taken at the batch price as it starts (QuotaExceeded if it
+        does not fit): each line then settles its part, and the end gives back what never ran."""
+        p = self.gate.acting_for(record.token_id)
+        grant = await self.gate.limiter.admit(p.tenant, p.key, p.tier, tokens, time.time(), batch=True)
+        subject = next((c.subject for c in grant.counters if c.measure == "budget"), "")
+        return await self._change(
+            key,
+            lambda r: msgspec.structs.replace(
+                r, reserved_budget=subject, reserved_tokens=tokens, reserved_nano=grant.reserved_nano
+            ),
+        )
 
     async def _enqueue(self, record: BatchRecord) -> None:
         """Each line into the lines stream, once (ids ``<batch>:<n>``: a validation retried after a
@@ -583,6 +626,7 @@ class BatchEngine:
                 number=n,
                 custom_id=line["custom_id"],
                 body=msgspec.Raw(msgspec.json.encode(line["body"])),
+                reserve=self._reserve(record, line["body"]),
             )
             headers = {"Nats-Msg-Id": f"{record.id}:{n}"}
             pending.append(js.publish(subject, msgspec.json.encode(message), headers=headers))
@@ -653,6 +697,8 @@ class BatchEngine:
                 result = await self._outcome(key, line, msg)
                 if result is None:
                     return  # handed back for later
+                if result.usage is None:  # it cost nothing: its part of the reservation goes back
+                    result = msgspec.structs.replace(result, unsettled=line.reserve)
                 try:
                     await self._results.create(result_key, msgspec.json.encode(result))
                 except KeyWrongLastSequenceError:  # another run of the line got there first
@@ -719,12 +765,16 @@ class BatchEngine:
         except LlmaasError as exc:
             return _refused(line, request_id, exc)
         tally = Tally(None, self.gate.limiter, self.edge_id, job, batch_id=record.id)
+        shared = _reserved(record)
         try:
-            reserve = (job.sampling.max_tokens or 0) if isinstance(job, GenerateJob) else 0
-            p = principal
-            tally.grant = await self.gate.limiter.admit(
-                p.tenant, p.key, p.tier, reserve, time.time(), batch=True
-            )
+            if shared:  # its part of what the batch reserved when it started
+                tally.grant = self.gate.limiter.share(record.reserved_budget, line.reserve, time.time())
+            else:  # a batch started before batches reserved their budget: the line reserves its own
+                reserve = (job.sampling.max_tokens or 0) if isinstance(job, GenerateJob) else 0
+                p = principal
+                tally.grant = await self.gate.limiter.admit(
+                    p.tenant, p.key, p.tier, reserve, time.time(), batch=True
+                )
             frames = await self.pipeline.submit(job)
             try:
                 first = await frames.next()
@@ -739,6 +789,9 @@ class BatchEngine:
             finally:
                 self.pipeline.finish(request_id)
         except LlmaasError as exc:
+            again = exc.code in _YIELDED or (exc.status >= 500 and not isinstance(exc, ClientClosed))
+            if again and shared and tally.grant is not None:
+                tally.grant.settled = True  # it runs again: its part stays reserved for that run
             tally.failed(exc)
             tally.close()  # settles in the background: the line's outcome does not wait for it
             if exc.code in _YIELDED:
@@ -892,7 +945,10 @@ class BatchEngine:
         record = await self._change(key, finalizing)
         if record.owner != self.edge_id:
             return
-        counts, output, error = await self._write_files(record)
+        counts, output, error, unsettled = await self._write_files(record)
+        if record.reserved_tokens:
+            back = record.reserved_nano * unsettled // record.reserved_tokens
+            await self.gate.limiter.release(record.reserved_budget, back, once=f"{record.id}:release")
         now = int(time.time())
         cancelled = record.status == "cancelling"
 
@@ -915,11 +971,12 @@ class BatchEngine:
         with contextlib.suppress(NotFoundError):
             await self._js.delete_consumer(streams.BATCH_LINES.name, batches.consumer(record.id))
 
-    async def _write_files(self, record: BatchRecord) -> tuple[Counts, str | None, str | None]:
-        """Each line's result, in the order of the input, into the output or the error file."""
+    async def _write_files(self, record: BatchRecord) -> tuple[Counts, str | None, str | None, int]:
+        """Each line's result, in the order of the input, into the output or the error file; and
+        the reserved output tokens of the lines that cost nothing."""
         outputs = _result_file(self.desk.store, record, "output")
         errors = _result_file(self.desk.store, record, "error")
-        completed = failed = 0
+        completed = failed = unsettled = 0
         total = record.request_counts.total
         for start in range(0, total, _ENQUEUE_WINDOW):
             numbers = range(start, min(total, start + _ENQUEUE_WINDOW))
@@ -934,6 +991,7 @@ class BatchEngine:
                         request_id=batches.request_id(record.id, number),
                         error=LineError(code="missing_result", message="This request's result was lost."),
                     )
+                unsettled += result.unsettled
                 line_id = f"batch_req_{number}_{record.id.removeprefix('batch_')}"
                 if result.succeeded:
                     completed += 1
@@ -941,7 +999,7 @@ class BatchEngine:
                 else:
                     failed += 1
                     await errors.write(result.output_line(line_id) + b"\n")
-        return Counts(total, completed, failed), await outputs.close(), await errors.close()
+        return Counts(total, completed, failed), await outputs.close(), await errors.close(), unsettled
 
 
 class _FileWriter:
@@ -1047,6 +1105,11 @@ def _line_problem(raw: bytes, endpoint: str, seen: set[str]) -> LineError | None
             code="invalid_body", message="The 'body' must be a request object with a 'model'.", param="body"
         )
     return None
+
+
+def _reserved(record: BatchRecord) -> bool:
+    """Whether the batch took its budget when it started (its lines then take their parts)."""
+    return bool(record.reserved_budget or record.reserved_tokens)
 
 
 def _ended(line: Line, request_id: str, code: str, message: str) -> LineResult:

@@ -231,11 +231,19 @@ class Gate:
         token limits and the budget, so that no request can produce more than it reserved."""
         if job.sampling.max_tokens is not None:
             return job
-        cap = self.default_max_tokens
-        model = self.catalog.get(job.model)
-        if model is not None and model.context_length is not None:
-            cap = min(cap, model.context_length)
+        cap = self.reserve_for(job.model, None)
         return msgspec.structs.replace(job, sampling=msgspec.structs.replace(job.sampling, max_tokens=cap))
+
+    def reserve_for(self, model: str, max_tokens: int | None) -> int:
+        """The output tokens a request for ``model`` may produce: its ``max_tokens``, else the
+        default (or the model's context, if smaller)."""
+        if max_tokens is not None:
+            return max_tokens
+        cap = self.default_max_tokens
+        known = self.catalog.get(model)
+        if known is not None and known.context_length is not None:
+            cap = min(cap, known.context_length)
+        return cap
 
     async def admit(self, request: Request, principal: Principal, max_tokens: int) -> Grant:
         """Take the request's share of its tier's limits; the rate-limit headers go on the response."""

@@ -178,6 +178,32 @@ class Limiter:
             self._leased.add(grant.lease)
         return grant
 
+    def share(self, subject: str, tokens: int, now: float) -> Grant:
+        """A batch line's part of its batch's reservation (made by ``admit`` when the batch started,
+        on the budget counter ``subject``; "" if its tier has no budget): nothing is taken now, and
+        settling it replaces that part by what the line cost."""
+        price = self.prices.at(dt.datetime.fromtimestamp(now, dt.UTC).date())
+        nano = price.cost_nano(0, tokens, batch=True)
+        counters = [_Counter(subject, nano, 0, "budget", 0.0)] if subject else []
+        return Grant(tenant="", reserved_tokens=tokens, reserved_nano=nano, counters=counters, batch=True)
+
+    async def release(self, subject: str, nano: int, once: str) -> None:
+        """Give back ``nano`` of a batch's reservation (its lines that never ran), once per ``once``."""
+        if subject and nano:
+            await self._retried(subject, -nano, once)
+
+    async def budget_left(self, tenant: Tenant, tier: Tier, now: float) -> int | None:
+        """Nano-euros left of the tenant's monthly budget (None: its tier has none)."""
+        if tier.monthly_budget_eur is None:
+            return None
+        (counter,) = [
+            c
+            for c in _counters(tenant.name, "", tier, reserve=0, reserve_nano=0, now=now, period=0)
+            if c.measure == "budget"
+        ]
+        (spent,) = await self._add([(counter.subject, 0)])
+        return counter.limit - spent
+
     def settle(
         self,
         grant: Grant,

@@ -86,6 +86,11 @@ class BatchRecord(msgspec.Struct, frozen=True, kw_only=True):
     """Messages of lines taken; only chunks numbered up to this go into the input file."""
     received_lines: int = 0
     received_bytes: int = 0
+    reserved_budget: str = ""
+    """The budget counter the batch's reservation was taken on when it started ("" if none)."""
+    reserved_tokens: int = 0
+    """The output tokens its lines may produce, reserved at the batch price when it started."""
+    reserved_nano: int = 0
 
     def to_openai(self) -> dict[str, Any]:
         """OpenAI's Batch object; a field with no value yet is left out (the schema types each one,
@@ -126,6 +131,8 @@ class Line(msgspec.Struct, frozen=True, kw_only=True):
     """0-based position in the input file."""
     custom_id: str
     body: msgspec.Raw
+    reserve: int = 0
+    """Its part of the batch's reservation: the output tokens it may produce."""
 
 
 NO_BODY = msgspec.Raw(b"null")
@@ -141,6 +148,8 @@ class LineResult(msgspec.Struct, frozen=True, kw_only=True):
     """The answer's (or the refusal's) JSON body; ``null`` for a line that never ran."""
     error: LineError | None = None
     usage: UsageEvent | None = None
+    unsettled: int = 0
+    """A line that cost nothing (no usage): its part of the reservation, given back at the end."""
 
     @property
     def succeeded(self) -> bool:

@@ -159,7 +159,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = b.add_parser("create", help="run the requests of an uploaded file (completion window 24h)")
     p.add_argument("input_file_id")
     p.add_argument(
-        "--endpoint", default="/v1/chat/completions", help="/v1/chat/completions or /v1/completions"
+        "--endpoint",
+        default="/v1/chat/completions",
+        help="/v1/chat/completions, /v1/completions or /v1/embeddings",
     )
     p.add_argument("--metadata", action="append", metavar="KEY=VALUE", help="a label (up to 16)")
     p.set_defaults(func=cmd_batches_create)

@@ -3,6 +3,7 @@ the openai SDK's whole path, validation, cancel, expiry, a killed edge, tenants 
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import json
 import signal
@@ -242,6 +243,61 @@ def test_bad_batch_requests_are_clear_4xx(fleet: Stack) -> None:
         assert response.status_code == 400 and response.json()["error"]["param"] == param, response.text
     with pytest.raises(openai.NotFoundError):
         client.batches.retrieve("batch_doesnotexist")
+
+
+def spent(s: Stack, tenant: str) -> int:
+    """The tenant's budget counter this month (nano-euros), as the limits stream holds it."""
+
+    async def read() -> int:
+        nc = await s.connect()
+        try:
+            month = time.strftime("%Y%m", time.gmtime())
+            subject = f"llmaas.v1.limits.{tenant}.budget_month.{month}"
+            msg = await nc.jetstream().get_msg("LLMAAS_LIMITS", subject=subject)
+            return int(json.loads(msg.data or b"{}").get("val", 0))
+        finally:
+            await nc.close()
+
+    return asyncio.run(read())
+
+
+def test_a_batch_reserves_its_budget_when_it_starts_and_gives_back_what_it_did_not_use(
+    fleet: Stack,
+) -> None:
+    """Tier "budget": 0.001 EUR a month. At the batch price an output token costs 2 000 nano-euros,
+    an input token 450: 500 output tokens fill the month."""
+    s = fleet
+    client = sdk(s, s.new_key("batch-budget", tier="budget"))
+    # 3 x 150 output tokens reserved (900 000 of 1 000 000); the answers are 32 tokens, one line
+    # names no model that exists and costs nothing: the rest of the reservation comes back.
+    rows = [
+        request(0, max_tokens=150),
+        request(1, max_tokens=150),
+        request(2, model="no-such", max_tokens=150),
+    ]
+    first = ended(client, start(client, rows).id)
+    assert first.status == "completed" and first.request_counts.completed == 2
+    billed = usage_rows(s, first.id, 2)
+    assert 0 < spent(s, "batch-budget") == sum(r["cost_nano"] for r in billed) < 900_000
+    # 3 x 200 output tokens cannot fit in what is left: the batch fails as it starts, nothing taken.
+    before = spent(s, "batch-budget")
+    second = ended(client, start(client, [request(i, max_tokens=200) for i in range(3)]).id)
+    assert second.status == "failed" and second.errors is not None
+    assert [e.code for e in second.errors.data] == ["insufficient_quota"]
+    assert spent(s, "batch-budget") == before and usage_rows(s, second.id, 0) == []
+    # Prompts are not reserved (only what answers may add): a long one spends the month ...
+    notes = " ".join(
+        f"On day {d} the team met, reviewed the plan and agreed the next steps." for d in range(200)
+    )
+    third = ended(client, start(client, [request(0, notes, max_tokens=4)]).id)
+    assert third.status == "completed" and third.request_counts.completed == 1, lines_of(
+        client, third.error_file_id
+    )
+    assert spent(s, "batch-budget") == before + usage_rows(s, third.id, 1)[0]["cost_nano"] > 1_000_000
+    # ... and a tenant whose budget is spent cannot start a batch at all.
+    with pytest.raises(openai.RateLimitError) as refused:
+        start(client, [request(0)])
+    assert refused.value.code == "insufficient_quota"
 
 
 def test_a_batch_past_its_window_expires_with_what_it_did_and_a_tenant_runs_so_many_at_once(

@@ -81,7 +81,7 @@ class BehaviourLayer:
             return verdict, Record(tails=record.tails, last=digest, repeats=repeats)
         if record.tails:
             joined = " ".join(record.tails)[-self.policy.chars :] + " " + head
-            hits = tuple(f"fragmentation/{rule.id}" for rule in self.rules if rule.regex.search(joined))
+            hits = tuple(f"fragmentation/{rule.id}" for rule in self.rules if rule.search(joined))
             if hits:  # the kept fragments are spent: the next prompt starts afresh
                 verdict = Verdict(blocked=True, layer=self.name, rules=hits)
                 return verdict, Record(last=digest, repeats=repeats)

@@ -1,15 +1,92 @@
-"""Layer ``patterns``: known attack phrasings in French, English, Chinese and Japanese (and German),
-matched on the de-obfuscated text so that homoglyphs, fullwidth letters and zero-width characters
-do not hide them."""
+"""Layer ``patterns``: known attack phrasings in French, English, Spanish, German, Chinese and
+Japanese, matched on the de-obfuscated text so that homoglyphs, fullwidth letters and zero-width
+characters do not hide them.
+
+Two refinements make the rules precise without making them blind:
+
+- **Mentioned, not meant.** An instruction to ignore earlier instructions that only appears inside
+  a quotation ("translate: «ignore the previous invoice»", a moderator asking about users who type
+  "ignore previous instructions") is a quotation, not an order — unless the quotation speaks to an
+  AI (assistant, model, prompt, …): then it is an indirect injection, and counts.
+- **Decoded payloads.** A prompt that hides its words in base64, hex, ROT13 or leetspeak is screened
+  again as decoded; a rule that matches there is reported as ``<rule>@<encoding>``.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import base64
+import binascii
+import codecs
+import re
+from collections.abc import Iterator, Sequence
 
 from guard import rules as rule_data
 from guard.normalize import skeleton, translation
 from guard.screening import Verdict, verdict_of
 from llmaas.wire import Job
+
+_MENTIONABLE = ("override.",)
+"""Rules whose match inside a quotation is a mention (the others name what no quotation excuses)."""
+_QUOTED = re.compile(
+    r'"[^"\n]{1,2000}"|“[^”\n]{1,2000}”|„[^“”\n]{1,2000}[“”]|«[^»]{1,2000}»|「[^」]{1,2000}」|『[^』]{1,2000}』'
+)
+_SPEAKS_TO_AI = re.compile(
+    r"\b(?:ai|a\.i\.|ia|ki|llm|gpt|chatgpt|chatbot|bot|assistant|assistante|assistent(?:in)?|asistente|"
+    r"model|mod[eè]le|modell|modelo|language\s+model|prompts?|system|syst[eè]me|sistema)\b"
+    r"|人工智能|助手|模型|系统|提示词|アシスタント|モデル|システム|プロンプト|ａｉ"
+)
+_BASE64 = re.compile(r"(?<![A-Za-z0-9+/])[A-Za-z0-9+/]{20,}={0,2}")
+_HEX = re.compile(r"\b(?:[0-9a-fA-F]{2}){12,}\b")
+_ROT13_CUE = re.compile(r"\brot\s*-?\s*13\b|\bcaesar\b|\bc[eé]sar\b")
+_LEET_JOIN = re.compile(r"[a-z][0-9@$]|[0-9@$][a-z]")
+"""A letter beside a digit: six of them in a text (1gn0r3 5y5t3m) and it is read as leetspeak."""
+_LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s"})
+_MOST_DECODED = 8
+"""Encoded runs screened per text: enough for any honest attack, bounded for a flood of them."""
+
+
+def _printable(data: bytes) -> str | None:
+    """The decoded bytes as text, if they are text (UTF-8, mostly letters and spaces)."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+    if len(text) < 8:
+        return None
+    plain = sum(ch.isalpha() or ch.isspace() for ch in text)
+    return text if plain >= 0.8 * len(text) and " " in text else None
+
+
+def decoded(text: str, seen: str) -> Iterator[tuple[str, str]]:
+    """(encoding, skeleton of the decoded text) for each payload ``text`` hides; ``seen`` is the
+    skeleton of ``text`` itself."""
+    found = 0
+    for run in _BASE64.finditer(text):
+        blob = run.group()
+        try:
+            raw = base64.b64decode(blob + "=" * (-len(blob) % 4), validate=False)
+        except (binascii.Error, ValueError):
+            continue
+        if (plain := _printable(raw)) is not None:
+            found += 1
+            yield "base64", skeleton(plain)
+        if found >= _MOST_DECODED:
+            return
+    for run in _HEX.finditer(text):
+        if (plain := _printable(bytes.fromhex(run.group()))) is not None:
+            found += 1
+            yield "hex", skeleton(plain)
+        if found >= _MOST_DECODED:
+            return
+    if _ROT13_CUE.search(seen):
+        yield "rot13", codecs.encode(seen, "rot13")
+    if len(_LEET_JOIN.findall(seen)) >= 6:  # words written with digits for letters: 1gn0r3, 5y5t3m
+        yield "leet", seen.translate(_LEET)
+
+
+def _quotations(seen: str) -> list[tuple[int, int]]:
+    """The spans of the quotations that do not speak to an AI (see the module's text)."""
+    return [(m.start(), m.end()) for m in _QUOTED.finditer(seen) if not _SPEAKS_TO_AI.search(m.group())]
 
 
 class PatternLayer:
@@ -21,7 +98,32 @@ class PatternLayer:
 
     def matches(self, text: str) -> list[str]:
         seen = skeleton(text)
-        return [rule.id for rule in self.rules if rule.regex.search(seen)]
+        hits = self._matching(seen)
+        if hits:
+            return hits
+        for encoding, plain in decoded(text, seen):
+            hits.extend(
+                f"{rule}@{encoding}" for rule in self._matching(plain) if f"{rule}@{encoding}" not in hits
+            )
+        return hits
+
+    def _matching(self, seen: str) -> list[str]:
+        hits: list[str] = []
+        quotations: list[tuple[int, int]] | None = None
+        for rule in self.rules:
+            first = rule.search(seen)
+            if first is None:
+                continue
+            if rule.id.startswith(_MENTIONABLE):
+                if quotations is None:
+                    quotations = _quotations(seen)
+                if quotations and all(
+                    any(a <= m.start() and m.end() <= b for a, b in quotations)
+                    for m in rule.regex.finditer(seen)
+                ):
+                    continue  # only quoted, and not to an AI: a mention
+            hits.append(rule.id)
+        return hits
 
     def check(self, texts: Sequence[str], job: Job) -> Verdict:
         return verdict_of(self.name, texts, self.matches)

@@ -20,15 +20,35 @@ from guard.normalize import confusables
 from guard.screening import Verdict, verdict_of
 from llmaas.wire import Job
 
-SUSPICIOUS_KEYS = re.compile(
-    r"^(?:system|system_prompt|role|roles|instructions?|bypass|override|jailbreak|admin|sudo|developer|"
-    r"ignore|safety|filter|filters|restrictions?|mode|prompt)$"
+OVERRIDE_KEYS = re.compile(
+    r"^(?:jailbreak|jailbroken|jailbreak_mode|developer_mode|dev_mode|god_mode|unrestricted|uncensored|"
+    r"no_filters?|no_restrictions|ignore_(?:previous_)?instructions|disable_safety|safety_off)$"
 )
-SUSPICIOUS_VALUES = re.compile(
-    r"\b(?:system|bypass|override|jailbreak|ignore\s+(?:previous|all|the)|disable|unrestricted|"
-    r"developer\s+mode|admin|sudo|no\s+restrictions|off|false)\b"
+"""Keys that exist only to switch a model's rules off: one set to a true value is an attack."""
+OVERRIDE_VALUES = re.compile(
+    r"\b(?:jailbreak|jailbroken|developer\s+mode|god\s+mode|unrestricted|uncensored|"
+    r"no\s+(?:rules|limits|restrictions|filters)|"
+    r"bypass\s+(?:the\s+|your\s+|all\s+)?(?:filters?|safety|rules|restrictions|guardrails|moderation)|"
+    r"ignore\s+(?:all\s+|the\s+|your\s+)?(?:previous|prior|above)\s+(?:instructions|rules)|"
+    r"without\s+(?:any\s+)?(?:restrictions|filters|rules|limits))\b"
+)
+SAFETY_KEYS = re.compile(
+    r"^(?:safety|safe_mode|safety_filter|filter|filters|content_filter|moderation|guardrails?|"
+    r"restrictions?|censorship|ethics)$"
+)
+SWITCH_KEYS = re.compile(r"^(?:bypass|override|sudo|admin_mode|root|elevated|privileged)$")
+_OFF = re.compile(r"^(?:off|false|no|none|disabled?|0|null|)$")
+_ON = re.compile(r"^(?:on|true|yes|enabled?|1)$")
+_ROLE_SET = re.compile(r"^(?:system|developer)$")
+_BROKEN_OVERRIDE = re.compile(
+    r'"\s*(?:role|system|instructions?)\s*"\s*:[^\n]{0,400}?\b(?:ignore|bypass|jailbreak|unrestricted|'
+    r"no\s+restrictions|developer\s+mode|override)\b"
 )
 _FULLWIDTH_LATIN = re.compile(r"[\uff21-\uff3a\uff41-\uff5a]")
+_FULLWIDTH_BESIDE_ASCII = re.compile(
+    r"[a-zA-Z][\uff21-\uff3a\uff41-\uff5a]|[\uff21-\uff3a\uff41-\uff5a][a-zA-Z]"
+)
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")
 _INVISIBLE_IN_WORD = re.compile(r"[^\W\d_][\u200b-\u200f\u2060\ufeff\u00ad\u034f]+[^\W\d_]")
 
 
@@ -39,20 +59,22 @@ def _disguised(word: str, lookalikes: dict[int, str]) -> bool:
     return has_ascii and any(ord(c) in lookalikes for c in word)
 
 
-def _walk(value: Any, depth: int = 0) -> list[str]:
-    """Keys and string values of a JSON document, at most 4 levels deep."""
+def _walk(value: Any, depth: int = 0) -> list[tuple[str | None, str | None]]:
+    """(key, its scalar value as text) for each key of a JSON document, and (None, text) for each
+    string value, at most 4 levels deep; a key holding an object or a list has value None."""
     if depth > 4:
         return []
-    found: list[str] = []
+    found: list[tuple[str | None, str | None]] = []
     if isinstance(value, dict):
         for key, item in value.items():
-            found.append(f"key:{key}")
+            scalar = None if isinstance(item, dict | list) else json.dumps(item).strip('"')
+            found.append((str(key), scalar))
             found.extend(_walk(item, depth + 1))
     elif isinstance(value, list):
         for item in value[:64]:
             found.extend(_walk(item, depth + 1))
     elif isinstance(value, str):
-        found.append(f"value:{value}")
+        found.append((None, value))
     return found
 
 
@@ -72,7 +94,9 @@ class StructureLayer:
             found.extend(self._json(stripped))
         if _INVISIBLE_IN_WORD.search(text):
             found.append("unicode.invisible-in-word")
-        if _FULLWIDTH_LATIN.search(text):
+        # Fullwidth letters are ordinary in Chinese and Japanese writing (ＰＣ, ＵＳＢ); in Latin text,
+        # or beside ASCII letters in one word, they are a disguise.
+        if _FULLWIDTH_LATIN.search(text) and (not _CJK.search(text) or _FULLWIDTH_BESIDE_ASCII.search(text)):
             found.append("unicode.fullwidth-latin")
         if self._mixed_script(text):
             found.append("unicode.mixed-script-word")
@@ -92,23 +116,36 @@ class StructureLayer:
         return False
 
     def _json(self, text: str) -> list[str]:
+        """A JSON document (or the object a prompt starts with, a question after it) that tries to
+        switch a model's rules off. Chat messages with ``"role": "system"`` are what every API
+        payload holds, and ``"safety": "off"`` what a settings form sends: each alone is a weak
+        signal; an override key or value, or two weak signals together, count."""
         try:
-            document = json.loads(text)
+            document, _ = json.JSONDecoder().raw_decode(text)
         except ValueError:
             # Broken JSON is common in honest prompts ("{name} is ..."): only a broken object that
-            # still tries to set a role or switch something off counts.
-            head = text[:2000].casefold()
-            if re.search(r'"\s*(?:system|role|bypass|override|instructions?|jailbreak)\s*"\s*:', head):
-                return ["json.broken-role-object"]
-            return []
-        for item in _walk(document):
-            kind, _, content = item.partition(":")
-            folded = content.casefold().strip()
-            if kind == "key" and SUSPICIOUS_KEYS.match(folded):
-                return ["json.suspicious-key"]
-            if kind == "value" and SUSPICIOUS_VALUES.search(folded):
-                return ["json.suspicious-value"]
-        return []
+            # still tries to set a role to override something counts.
+            return ["json.broken-role-object"] if _BROKEN_OVERRIDE.search(text[:2000].casefold()) else []
+        weak: set[str] = set()
+        strong: list[str] = []
+        for key, text_value in _walk(document):
+            value = (text_value or "").casefold().strip()
+            if key is None:
+                if OVERRIDE_VALUES.search(value):
+                    strong.append("json.override-value")
+                continue
+            folded = key.casefold().strip()
+            if OVERRIDE_KEYS.match(folded) and text_value is not None and not _OFF.match(value):
+                strong.append("json.override-key")
+            elif SAFETY_KEYS.match(folded) and text_value is not None and _OFF.match(value):
+                weak.add("json.safety-off")
+            elif SWITCH_KEYS.match(folded) and _ON.match(value):
+                weak.add("json.privileged-switch")
+            elif folded == "role" and _ROLE_SET.match(value):
+                weak.add("json.sets-system-role")
+        if strong:
+            return strong[:1]
+        return sorted(weak) if len(weak) >= 2 else []
 
     def check(self, texts: Sequence[str], job: Job) -> Verdict:
         return verdict_of(self.name, texts, self.signals)

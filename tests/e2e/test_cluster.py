@@ -245,4 +245,5 @@ def test_up_runs_a_three_node_cluster(tmp_path: Path) -> None:
         assert len(list((tmp_path / "nats-cluster").glob("node-*/jetstream"))) == 3
         children = Path(f"/proc/{up.pid}/task/{up.pid}/children").read_text().split()
         names = [Path(f"/proc/{pid}/cmdline").read_bytes() for pid in children]
-        assert sum(b"nats-server" in n for n in names) == 3
+        assert sum(b"nats-server" in n and b"nats-cluster" in n for n in names) == 3
+        assert sum(b"nats-server" in n and b"/door/" in n for n in names) == 1  # the NATS door's

@@ -1,0 +1,45 @@
+"""The guard on hard prompts (bench/data): ordinary work that looks like an attack (developer JSON,
+HTML e-mails, repetitive text, fullwidth Latin in CJK, security discussions, translations, role-play)
+and attacks that rules used to miss (indirect injection, polite extraction, role-play jailbreaks,
+base64/hex/ROT13/leetspeak, markdown exfiltration), in en, fr, de, es, zh and ja.
+
+``guard_hard.jsonl`` is the development set the rules were tuned on; ``guard_heldout.jsonl`` was
+written after the tuning and measured once (its figures are what the rules did on prompts they had
+not seen). Both stay here as regressions: a rule change that blocks more ordinary work or catches
+fewer attacks fails."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from guard.evaluate import verdicts
+
+DATA = Path(__file__).resolve().parents[2] / "bench" / "data"
+
+
+def outcome(name: str) -> tuple[int, int, int, int]:
+    rows = [json.loads(line) for line in (DATA / name).read_text(encoding="utf-8").splitlines()]
+    blocked = {
+        v["id"]: v["blocked"] for v in verdicts(json.dumps({"id": r["id"], "text": r["text"]}) for r in rows)
+    }
+    benign = [r for r in rows if r["truth"] == "benign"]
+    attacks = [r for r in rows if r["truth"] == "attack"]
+    return (
+        sum(blocked[r["id"]] for r in benign),
+        len(benign),
+        sum(blocked[r["id"]] for r in attacks),
+        len(attacks),
+    )
+
+
+@pytest.mark.parametrize(("name", "most_blocked", "least_caught"), [
+    ("guard_hard.jsonl", 0, 44),  # before this work: 30 of 75 blocked, 15 of 44 caught
+    ("guard_heldout.jsonl", 3, 14),  # before: 5 of 20 blocked, 5 of 15 caught
+])  # fmt: skip
+def test_hard_prompts(name: str, most_blocked: int, least_caught: int) -> None:
+    blocked, benign, caught, attacks = outcome(name)
+    assert blocked <= most_blocked, f"{blocked} of {benign} ordinary prompts blocked"
+    assert caught >= least_caught, f"{caught} of {attacks} attacks caught"

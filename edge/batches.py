@@ -574,11 +574,11 @@ class BatchEngine:
         total = reserve = 0
         async for number, raw in self._lines(record):
             total += 1
-            problem = _line_problem(raw, record.endpoint, seen)
-            if problem is None:
-                reserve += self._reserve(record, msgspec.json.decode(raw)["body"])
+            checked = _checked_line(raw, record.endpoint, seen)
+            if not isinstance(checked, LineError):
+                reserve += self._reserve(record, checked["body"])
             elif len(errors) < _LISTED_ERRORS:
-                errors.append(msgspec.structs.replace(problem, line=number))
+                errors.append(msgspec.structs.replace(checked, line=number))
             else:
                 break
         if total > MAX_REQUESTS:
@@ -1034,11 +1034,11 @@ class _FileWriter:
         await self._pipe.write_chunk(bytes(self._held))
         self._held.clear()
 
-    def record(self, size: int) -> files.FileRecord:
+    def _record(self) -> files.FileRecord:
         now = int(time.time())
         return files.FileRecord(
             id=self.file_id,
-            bytes=size,
+            bytes=self.size,
             created_at=now,
             expires_at=now + int(streams.FILES.ttl_s),
             filename=self.filename,
@@ -1055,7 +1055,7 @@ class _FileWriter:
         else:
             self._pipe.end()
             await self._put
-        await self.store.put(self.tenant, self.record(self.size))
+        await self.store.put(self.tenant, self._record())
         return self.file_id
 
 
@@ -1077,7 +1077,8 @@ def _no_stream(stream: bool | None) -> None:
         raise InvalidRequest("'stream' is not supported in a batch.", param="stream")
 
 
-def _line_problem(raw: bytes, endpoint: str, seen: set[str]) -> LineError | None:
+def _checked_line(raw: bytes, endpoint: str, seen: set[str]) -> dict[str, Any] | LineError:
+    """The line, decoded, if it is a request the batch can run; else what is wrong with it."""
     try:
         line = msgspec.json.decode(raw)
     except msgspec.DecodeError:
@@ -1104,7 +1105,7 @@ def _line_problem(raw: bytes, endpoint: str, seen: set[str]) -> LineError | None
         return LineError(
             code="invalid_body", message="The 'body' must be a request object with a 'model'.", param="body"
         )
-    return None
+    return line
 
 
 def _reserved(record: BatchRecord) -> bool:

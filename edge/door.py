@@ -159,20 +159,18 @@ class Door:
             if nc is not None:
                 await natsconn.close(nc, 2.0)
 
-    def _spawn(self, work: Any) -> None:
+    def _spawn(self, work: Any) -> asyncio.Task[Any]:
         task = asyncio.create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def _spawned(self, msg: Msg) -> None:
         """Each message in a task of its own (a subscription's callback runs one at a time), at most
         ``_AT_ONCE`` at once: past them the subscription's own buffer holds the rest."""
         await self._at_once.acquire()
         work = self._authorize(msg) if msg.subject == subjects.AUTH_CALLOUT else self._serve(msg)
-        task = asyncio.create_task(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        task.add_done_callback(lambda _: self._at_once.release())
+        self._spawn(work).add_done_callback(lambda _: self._at_once.release())
 
     # --- who: the auth callout -------------------------------------------------------------------
 

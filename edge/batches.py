@@ -57,12 +57,10 @@ from llmaas.errors import (
     PayloadTooLarge,
     QuotaExceeded,
     RateLimited,
-    RemoteError,
-    ServerError,
     Unauthenticated,
     Unavailable,
 )
-from llmaas.wire import Accepted, Failed, GenerateJob, Job
+from llmaas.wire import GenerateJob, Job
 
 log = logging.getLogger(__name__)
 
@@ -777,14 +775,7 @@ class BatchEngine:
                 )
             frames = await self.pipeline.submit(job)
             try:
-                first = await frames.next()
-                if type(first) is not Accepted:
-                    raise (
-                        RemoteError(first.error)
-                        if isinstance(first, Failed)
-                        else ServerError("Out of order.")
-                    )
-                tally.worker = first.worker_id
+                tally.worker = (await frames.started()).worker_id
                 body_out = await answer(frames, tally)
             finally:
                 self.pipeline.finish(request_id)

@@ -1,8 +1,8 @@
 """One generation request through the pipeline: submit, wait for a worker, then stream or collect.
 
 The HTTP status is decided before any byte is sent: the edge waits for the worker's ``Accepted``
-(or a stage's ``Failed``), so a rejected or unplaceable request gets a real 4xx/5xx, not a 200
-with an error inside. After that, a failure becomes one error event and the stream ends.
+and the guard's verdict (or a stage's ``Failed``), so a rejected or unplaceable request gets a real
+4xx/5xx, not a 200 with an error inside. After that, a failure becomes one error event and the stream ends.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from edge.rendering import DONE_EVENT, Collected, Renderer, event
 from edge.sse import EventStreamResponse
 from edge.usage import Tally
 from llmaas.errors import RemoteError, ServerError
-from llmaas.wire import Accepted, Delta, Done, Failed, GenerateJob, Usage
+from llmaas.wire import Delta, Done, Failed, GenerateJob, Usage
 
 _UNEXPECTED = ServerError("A worker sent frames out of order.")
 
@@ -52,14 +52,14 @@ async def answer(
         tally.close()
         raise
     watcher = tally.watch_client(request, pipeline.cancel)
-    first = await frames.next()
-    if type(first) is not Accepted:
+    try:
+        first = await frames.started()
+    except RemoteError as error:
         watcher.cancel()
         pipeline.finish(rid)
-        error = RemoteError(first.error) if isinstance(first, Failed) else _UNEXPECTED
         tally.failed(error)
         tally.close()
-        raise error
+        raise
     tally.worker = first.worker_id
     if stream:
         events = _events(

@@ -28,12 +28,13 @@ from llmaas.errors import (
     ClientClosed,
     LlmaasError,
     PayloadTooLarge,
+    RemoteError,
     ServerError,
     Unavailable,
     UpstreamFailed,
 )
 from llmaas.fleet import Fleet
-from llmaas.wire import Accepted, Cancel, Delta, Failed, Frame, Job
+from llmaas.wire import Accepted, Cancel, Delta, Failed, Frame, Job, Screened, WireError
 
 log = logging.getLogger(__name__)
 
@@ -48,18 +49,22 @@ _NO_RESPONDERS = Failed(
     ).to_wire()
 )
 _GARBLED = Failed(error=ServerError("A pipeline stage sent an unreadable frame.").to_wire())
+_UNEXPECTED = ServerError("A worker sent frames out of order.")
 
 
 class Stream:
-    """The frames of one request, in arrival order."""
+    """The frames of one request, in arrival order; the guard's verdict apart (``screened``)."""
 
     __slots__ = (
-        "accepted_at", "dropped_tokens", "last_frame_at", "opened_at", "queue", "request_id", "worker_id",
+        "accepted_at", "dropped_tokens", "last_frame_at", "opened_at", "queue", "request_id", "screened",
+        "worker_id",
     )  # fmt: skip
 
     def __init__(self, request_id: str, now: float) -> None:
         self.request_id = request_id
         self.queue: asyncio.Queue[Frame] = asyncio.Queue()
+        self.screened: asyncio.Future[WireError | None] = asyncio.get_running_loop().create_future()
+        """The guard's verdict: None when it cleared the job, else the error that ended it."""
         self.worker_id: str | None = None
         self.opened_at = now
         self.accepted_at = now
@@ -69,6 +74,21 @@ class Stream:
 
     async def next(self) -> Frame:
         return await self.queue.get()
+
+    def settle(self, error: WireError | None) -> None:
+        if not self.screened.done():
+            self.screened.set_result(error)
+
+    async def started(self) -> Accepted:
+        """The worker's ``Accepted`` once the guard has cleared the job; until then nothing of the
+        answer leaves. Raises RemoteError with the stage's error (the guard's block among them)."""
+        first = await self.next()
+        if type(first) is not Accepted:
+            raise RemoteError(first.error) if isinstance(first, Failed) else _UNEXPECTED
+        error = await self.screened
+        if error is not None:
+            raise RemoteError(error)
+        return first
 
 
 class Pipeline:
@@ -189,7 +209,7 @@ class Pipeline:
         try:
             # The NATS reply too: with no guard at all, the server answers "no responders" there.
             mark = seals.seal(self._seal_key, seals.Claim.of_job(job)) if self._seal_key else ""
-            payload = codec.encode(msgspec.structs.replace(job, reply=reply, seal=mark))
+            payload = codec.encode(msgspec.structs.replace(job, reply=reply, seal=mark, screening=True))
             await nc.publish(subjects.GUARD, payload, reply=reply)
         except MaxPayloadError:
             self._streams.pop(rid, None)
@@ -239,6 +259,10 @@ class Pipeline:
             except codec.DecodeError:
                 frame = _GARBLED
         stream = self._streams.get(rid)
+        if type(frame) is Screened:
+            if stream is not None:
+                self._screened(stream, frame.error)
+            return
         if stream is not None and stream.worker_id is None and type(frame) is Failed:
             # A stage that gave up waiting may be answered late by the next: cancel that worker.
             self._orphans[rid] = time.monotonic() + self.settings.accept_timeout_s
@@ -256,6 +280,19 @@ class Pipeline:
             self._overflow(stream)
             return
         stream.queue.put_nowait(frame)
+
+    def _screened(self, stream: Stream, error: WireError | None) -> None:
+        """The guard's verdict. A block ends the request with the guard's error and stops the engine
+        that began on it: nothing it generated was let out, and nothing is billed."""
+        stream.settle(error)
+        if error is None:
+            return
+        self._streams.pop(stream.request_id, None)
+        stream.queue.put_nowait(Failed(error=error))
+        if stream.worker_id is not None:
+            self._send_cancel(stream.worker_id, stream.request_id)
+        else:
+            self._orphans[stream.request_id] = time.monotonic() + self.settings.accept_timeout_s
 
     def _overflow(self, stream: Stream) -> None:
         """The client reads slower than the engine writes: its answer is cancelled in the engine, and
@@ -305,6 +342,13 @@ class Pipeline:
                     )
             elif not self.fleet.is_alive(wid, now) and now - stream.accepted_at > WORKER_GRACE_S:
                 error = UpstreamFailed(f"The worker serving this request ({wid}) stopped responding.")
+            elif not stream.screened.done() and now - stream.accepted_at > s.accept_timeout_s:
+                error = Unavailable(
+                    f"The guard's verdict did not arrive within {s.accept_timeout_s:g} s; retry shortly.",
+                    code="timeout",
+                    retry_after_s=s.retry_after_s,
+                )
+                self._send_cancel(wid, stream.request_id)
             elif now - stream.last_frame_at > s.idle_timeout_s:
                 error = UpstreamFailed(f"The worker sent nothing for {s.idle_timeout_s:g} s.", code="timeout")
                 self._send_cancel(wid, stream.request_id)
@@ -315,7 +359,9 @@ class Pipeline:
 
     def _fail(self, stream: Stream, error: LlmaasError) -> None:
         self._streams.pop(stream.request_id, None)
-        stream.queue.put_nowait(Failed(error=error.to_wire()))
+        wire = error.to_wire()
+        stream.settle(wire)
+        stream.queue.put_nowait(Failed(error=wire))
 
     def _fail_all(self, error: LlmaasError) -> None:
         for stream in list(self._streams.values()):

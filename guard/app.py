@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from guard.history import History, KvHistory
 from guard.layers.behaviour import BehaviourLayer, Policy
+from guard.layers.learned import LearnedLayer
 from guard.layers.patterns import PatternLayer
 from guard.layers.structure import StructureLayer
 from guard.metrics import GuardMetrics
@@ -28,4 +29,5 @@ def create_service(settings: GuardSettings) -> GuardService:
         return GuardService(settings, Screener(), GuardMetrics())
     history = KvHistory(settings.guard_history_ttl_s, streams.Policy.of(settings))
     policy = Policy(prompts=settings.guard_history_prompts, repeat_limit=settings.guard_repeat_limit)
-    return GuardService(settings, default_screener(history, policy), GuardMetrics(), history)
+    learned = LearnedLayer() if settings.guard_learned else None
+    return GuardService(settings, default_screener(history, policy), GuardMetrics(), history, learned)

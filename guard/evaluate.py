@@ -3,8 +3,11 @@
 Input lines: ``{"id": ..., "text": ..., "key": ...}``. ``key``, optional, names the API token a
 prompt came from: lines with the same key form one token's history, in file order, for the
 behaviour layer (a line without a key has no history). Output lines:
-``{"id", "blocked", "layer", "rules"}``. The layers and rules are the guard service's own; only the
-history lives in this process instead of NATS. This is how the guard's quality is measured.
+``{"id", "blocked", "layer", "rules", "score"}``: ``score`` is the learned layer's (every line gets
+one; it blocks at ``threshold``, the trained head's unless given), and the layer that decided is
+the first that blocked, rules before the model, as in the service. The layers and rules are the
+guard service's own; only the history lives in this process instead of NATS. This is how the
+guard's quality is measured.
 """
 
 from __future__ import annotations
@@ -17,11 +20,16 @@ from typing import IO, Any
 
 from guard.app import default_screener
 from guard.history import MemoryHistory
+from guard.layers.learned import LearnedLayer
+from guard.screening import user_texts
 from llmaas.wire import Caller, ChatMessage, GenerateJob
 
 
-def verdicts(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
+def verdicts(
+    lines: Iterable[str], *, learned: bool = True, threshold: float | None = None
+) -> Iterator[dict[str, Any]]:
     screener = default_screener(MemoryHistory())
+    model = LearnedLayer() if learned else None
     loop = asyncio.new_event_loop()
     try:
         for number, line in enumerate(lines, 1):
@@ -44,12 +52,18 @@ def verdicts(lines: Iterable[str]) -> Iterator[dict[str, Any]]:
                 caller=Caller(token_id=str(key) if key is not None else ""),
             )
             verdict = loop.run_until_complete(screener.screen(job))
+            score = model.score(user_texts(job)) if model is not None else None
+            if model is not None and score is not None and not verdict.blocked:
+                verdict = model.verdict(score, threshold)
             yield {"id": item.get("id"), "blocked": verdict.blocked, "layer": verdict.layer or None,
-                   "rules": list(verdict.rules)}  # fmt: skip
+                   "rules": list(verdict.rules),
+                   "score": None if score is None else round(score, 4)}  # fmt: skip
     finally:
         loop.close()
 
 
-def run(source: IO[str], out: IO[str] = sys.stdout) -> None:
-    for result in verdicts(source):
+def run(
+    source: IO[str], out: IO[str] = sys.stdout, *, learned: bool = True, threshold: float | None = None
+) -> None:
+    for result in verdicts(source, learned=learned, threshold=threshold):
         out.write(json.dumps(result, ensure_ascii=False) + "\n")

@@ -28,4 +28,10 @@ class GuardMetrics:
             buckets=(0.00001, 0.00005, 0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05),
             registry=r,
         )
+        self.score_seconds = Histogram(
+            "llmaas_guard_score_seconds",
+            "Time to score one job with the learned layer (waiting for the scoring thread included)",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+            registry=r,
+        )
         self.errors = Counter("llmaas_guard_errors", "Jobs dropped, by reason", ["reason"], registry=r)

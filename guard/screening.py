@@ -28,6 +28,8 @@ class Verdict:
     blocked: bool
     layer: str = ""
     rules: tuple[str, ...] = ()
+    score: float | None = None
+    """The learned layer's score, where it decided."""
 
 
 ALLOW = Verdict(blocked=False)

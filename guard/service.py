@@ -18,6 +18,7 @@ import asyncio
 import logging
 import secrets
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import msgspec
 from nats.aio.client import Client
@@ -26,6 +27,7 @@ from nats.errors import Error as NatsError
 
 from guard import events
 from guard.history import HistoryUnavailable, KvHistory
+from guard.layers.learned import LearnedLayer
 from guard.metrics import GuardMetrics
 from guard.screening import ALLOW, Screener, Verdict, user_texts
 from guard.settings import GuardSettings
@@ -35,11 +37,12 @@ from llmaas.directory import Directory
 from llmaas.errors import InvalidRequest, RateLimited
 from llmaas.handlers import Handler, Handlers
 from llmaas.metrics_server import expose
-from llmaas.wire import Job
+from llmaas.wire import Job, Screened
 
 log = logging.getLogger(__name__)
 
 _EVENT_ATTEMPTS = 4
+_CLEARED = Screened()
 
 
 class GuardService:
@@ -49,10 +52,14 @@ class GuardService:
         screener: Screener,
         metrics: GuardMetrics,
         history: KvHistory | None = None,
+        learned: LearnedLayer | None = None,
     ) -> None:
         """``history`` is the behaviour layer's store, attached to NATS at start."""
         self.settings = settings
         self.screener = screener
+        self.learned = learned
+        # One thread: the encoder runs one text batch at a time, and leaves the other core to the rest.
+        self._scoring = ThreadPoolExecutor(max_workers=1, thread_name_prefix="guard-score")
         self.metrics = metrics
         self.history = history
         self.guard_id = secrets.token_hex(4)
@@ -89,16 +96,20 @@ class GuardService:
         if self.history is not None:
             await self.history.attach(js)
         await self.directory.open(self.nc, streams.Policy.of(self.settings), keys=False)
+        if self.learned is not None:  # its weights (~1 s), read before the first job rather than on it
+            await asyncio.get_running_loop().run_in_executor(self._scoring, self.learned.score, ["ready"])
         await self.handlers.attach(self.nc)
         await self.nc.flush()
         expose(self.metrics.registry, self.settings.metrics_host, self.settings.metrics_port)
-        log.info("guard %s ready (layers: %s)", self.guard_id, ", ".join(self.screener.names) or "none")
+        names = self.screener.names + (["learned"] if self.learned is not None else [])
+        log.info("guard %s ready (layers: %s)", self.guard_id, ", ".join(names) or "none")
 
     async def stop(self) -> None:
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=5)
         await self.directory.close()
         await natsconn.close(self.nc)
+        self._scoring.shutdown(wait=False)
 
     async def _on_up(self) -> None:
         self.directory.resync()
@@ -134,31 +145,88 @@ class GuardService:
         tenant = self.directory.tenant(job.caller.tenant) if job.caller.tenant else None
         if tenant is not None and not tenant.guard_enabled:
             self.metrics.screened.labels("exempt").inc()
-            await self._forward(job, msg, to)
+            if await self._forward(job, msg, to):
+                await self._clear(job, to)
             return
+        owner = job.caller.tenant or ""
         try:
-            async with self.shares.turn(job.caller.tenant or "", len(msg.data)):
+            async with self.shares.turn(owner, len(msg.data)):
                 verdict = await self._screen(job)
         except RateLimited as exc:
             self.metrics.errors.labels("tenant_share_full").inc()
             await hops.fail(self.nc, to, exc)
             return
-        if not verdict.blocked:
-            self.metrics.screened.labels("allowed").inc()
-            await self._forward(job, msg, to)
+        if not verdict.blocked and self.learned is not None:
+            threshold = tenant.guard_threshold if tenant is not None else None
+            if job.screening:
+                # The edge holds the answer until the verdict: the engine starts while the model scores.
+                if not await self._forward(job, msg, to):
+                    return
+                await self._conclude(job, to, await self._score(job, owner, len(msg.data), threshold))
+                return
+            verdict = await self._score(job, owner, len(msg.data), threshold)
+        if verdict.blocked:
+            await self._block(job, verdict, to)
             return
+        self.metrics.screened.labels("allowed").inc()
+        if await self._forward(job, msg, to):
+            await self._clear(job, to)
+
+    async def _conclude(self, job: Job, to: str, verdict: Verdict) -> None:
+        """The verdict on a job already forwarded."""
+        if verdict.blocked:
+            await self._block(job, verdict, to)
+        else:
+            self.metrics.screened.labels("allowed").inc()
+            await self._clear(job, to)
+
+    async def _block(self, job: Job, verdict: Verdict, to: str) -> None:
+        """Ends the job with a 400 that says what decided (the frame a screening edge waits for, or
+        a plain failure), and records the security event."""
         self.metrics.screened.labels("blocked").inc()
-        for rule in verdict.rules:
+        for rule in verdict.rules if verdict.score is None else ("model",):
             self.metrics.blocked.labels(verdict.layer, rule).inc()
         error = InvalidRequest(
             f"The prompt was rejected by the platform's prompt security policy "
             f"({verdict.layer}: {', '.join(verdict.rules)}).",
             code="prompt_rejected",
         )
-        await hops.fail(self.nc, to, error)
+        if job.screening:
+            await self._publish(to, Screened(error=error.to_wire()))
+        else:
+            await hops.fail(self.nc, to, error)
         await self._record(job, verdict)
 
-    async def _forward(self, job: Job, msg: Msg, to: str) -> None:
+    async def _clear(self, job: Job, to: str) -> None:
+        if job.screening:
+            await self._publish(to, _CLEARED)
+
+    async def _publish(self, to: str, frame: Screened) -> None:
+        try:
+            await self.nc.publish(to, codec.encode(frame))
+        except NatsError as exc:  # the edge's watchdog ends the request: it never hangs
+            self.metrics.errors.labels("verdict_not_sent").inc()
+            log.warning("verdict not sent (%s)", type(exc).__name__)
+
+    async def _score(self, job: Job, owner: str, size: int, threshold: float | None) -> Verdict:
+        """The learned layer's verdict, computed in the guard's one scoring thread, within the
+        tenant's share of this replica (a tenant's flood waits behind its own jobs)."""
+        learned = self.learned
+        assert learned is not None
+        started = time.perf_counter()
+        try:
+            async with self.shares.turn(owner, size):
+                score = await asyncio.get_running_loop().run_in_executor(
+                    self._scoring, learned.score, user_texts(job)
+                )
+        except RateLimited:
+            # Its rules passed it and it is already on its way: a full share skips the model, said.
+            self.metrics.errors.labels("learned_skipped").inc()
+            return ALLOW
+        self.metrics.score_seconds.observe(time.perf_counter() - started)
+        return learned.verdict(score, threshold if threshold is not None else self.settings.guard_threshold)
+
+    async def _forward(self, job: Job, msg: Msg, to: str) -> bool:
         """To a scheduler, which says it took the job; if none does, the edge hears it at once."""
         data = msg.data if job.reply else codec.encode(msgspec.structs.replace(job, reply=to))
         try:
@@ -167,6 +235,8 @@ class GuardService:
             gone = isinstance(exc, hops.NobodyThere)
             self.metrics.errors.labels("no_scheduler" if gone else "scheduler_timeout").inc()
             await hops.fail(self.nc, to, exc)
+            return False
+        return True
 
     async def _screen(self, job: Job) -> Verdict:
         started = time.perf_counter()

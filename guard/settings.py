@@ -11,6 +11,12 @@ class GuardSettings(ServiceSettings):
     guard_enabled: bool = True
     """Prompt screening for the whole deployment (LLMAAS_GUARD_ENABLED=false turns it off). An
     administrator turns it off for one tenant with `llmaas tenants set-guard NAME off`."""
+    guard_learned: bool = True
+    """The learned layer (a multilingual classifier, ``guard.layers.learned``) beside the rules."""
+    guard_threshold: float | None = Field(default=None, gt=0, le=1)
+    """The learned layer's score at which a prompt is blocked; unset: the trained head's own
+    (chosen for at most 0.5 % false positives on the benign training prompts). An administrator sets
+    one tenant's with `llmaas tenants set-guard-threshold NAME X`."""
     guard_history_ttl_s: float = Field(default=600.0, gt=0)
     """A token's prompt history is forgotten this long after its last prompt."""
     guard_history_prompts: int = Field(default=4, ge=2)

@@ -37,6 +37,9 @@ class Tenant(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     created_at: float
     guard_enabled: bool = True
     """Only an administrator may switch the prompt guard off for a tenant (and it is audited)."""
+    guard_threshold: float | None = None
+    """The guard's learned-layer threshold for this tenant (None: the deployment's); set by an
+    administrator, audited: how a false positive a customer reports is let through."""
     reactivated: list[str] = []
     """Retired catalog models an administrator re-enabled for this tenant (audited)."""
 

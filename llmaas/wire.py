@@ -94,6 +94,10 @@ class GenerateJob(_Wire, frozen=True, kw_only=True, tag="gen", tag_field="t"):
     priority: int = 0
     """0: interactive; 1: a batch line, which yields to interactive work in the worker and the
     engine (vLLM's priority scheduling: a lower value runs first)."""
+    screening: bool = False
+    """The edge waits for the guard's ``Screened`` frame before it lets any output go, so the guard
+    may forward the job as soon as its fast layers passed it and score it with its model while the
+    engine prefills. False (a sender that holds nothing back): the guard decides before forwarding."""
 
 
 class EmbedJob(_Wire, frozen=True, kw_only=True, tag="emb", tag_field="t"):
@@ -108,6 +112,8 @@ class EmbedJob(_Wire, frozen=True, kw_only=True, tag="emb", tag_field="t"):
     """As ``GenerateJob.reply``."""
     seal: str = ""
     """As ``GenerateJob.seal``."""
+    screening: bool = False
+    """As ``GenerateJob.screening``."""
 
 
 Job = GenerateJob | EmbedJob
@@ -163,7 +169,14 @@ class Failed(_Wire, frozen=True, kw_only=True, tag="err", tag_field="t"):
     error: WireError
 
 
-Frame = Accepted | Delta | Done | Embeddings | Failed
+class Screened(_Wire, frozen=True, kw_only=True, tag="scr", tag_field="t"):
+    """The guard's last word on a job sent with ``screening``: cleared (``error`` None) or blocked.
+    It may arrive before or after the worker's frames; the edge holds those until it has it."""
+
+    error: WireError | None = None
+
+
+Frame = Accepted | Delta | Done | Embeddings | Failed | Screened
 
 
 # --- control: fleet state and cancellation -------------------------------------------------------

@@ -265,7 +265,18 @@ class Stack:
             return False
 
     def guard(self) -> None:
-        self.start("guard", "guard")
+        """A guard, returned once it takes jobs (it serves its metrics from then on)."""
+        port = free_port()
+        proc = self.start("guard", "guard", "--metrics-port", str(port))
+
+        def up() -> bool:
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=1).status_code == 200
+            except httpx.TransportError:
+                assert proc.poll() is None, (self.logs / "guard.log").read_text()[-3000:]
+                return False
+
+        wait_until(up, 30, "the guard", self.logs)
 
     def metering(
         self, *extra: str, env: dict[str, str] | None = None, ready: bool = True

@@ -8,6 +8,7 @@ A key's secret appears in exactly one response, the one that created it.
 from __future__ import annotations
 
 import time
+from typing import Annotated, Literal
 
 import msgspec
 from fastapi import APIRouter
@@ -38,6 +39,8 @@ class TenantCreate(_Body):
 class TenantChange(_Body):
     tier: str | None = None
     guard_enabled: bool | None = None
+    guard_threshold: Annotated[float, Field(gt=0, le=1)] | Literal["default"] | None = None
+    """The learned layer's threshold for this tenant; "default": the deployment's again."""
     reactivate: list[str] = []
     """Retired catalog models to serve to this tenant again."""
     deactivate: list[str] = []
@@ -165,12 +168,17 @@ async def change_tenant(request: Request, name: str) -> Response:
         changes["tier"] = req.tier
     if req.guard_enabled is not None:
         changes["guard_enabled"] = req.guard_enabled
+    if req.guard_threshold is not None:
+        changes["guard_threshold"] = None if req.guard_threshold == "default" else req.guard_threshold
     for field, models in (("reactivate", req.reactivate), ("deactivate", req.deactivate)):
         for model in models:
             if edge.gate.catalog.get(model) is None:
                 raise InvalidRequest(f"The model '{model}' is not in the catalog.", param=field)
     if not changes and not req.reactivate and not req.deactivate:
-        raise InvalidRequest("Nothing to change: give 'tier', 'guard_enabled', 'reactivate' or 'deactivate'.")
+        raise InvalidRequest(
+            "Nothing to change: give 'tier', 'guard_enabled', 'guard_threshold', 'reactivate' "
+            "or 'deactivate'."
+        )
 
     def change(tenant: Tenant) -> Tenant:
         models = [m for m in tenant.reactivated if m not in req.deactivate]

@@ -13,7 +13,7 @@ from edge.gate import caller
 from edge.jobs import embed_job
 from edge.routes.docs import json_body, reply
 from edge.schemas import EmbeddingRequest
-from llmaas.wire import Accepted, Embeddings
+from llmaas.wire import Embeddings
 
 router = APIRouter()
 
@@ -39,11 +39,7 @@ async def create_embeddings(request: Request) -> Response:
         frames = await edge.pipeline.submit(job)
         watcher = tally.watch_client(request, edge.pipeline.cancel)
         try:
-            first = await frames.next()
-            if type(first) is not Accepted:
-                rendering.embeddings_of(first)
-            else:
-                tally.worker = first.worker_id
+            tally.worker = (await frames.started()).worker_id
             result = rendering.embeddings_of(await frames.next())
             tally.usage = result.usage
         finally:

@@ -74,9 +74,21 @@ def cmd_guard_eval(args: argparse.Namespace) -> None:
 
     with open(args.file, encoding="utf-8") as source:
         try:
-            evaluate.run(source)
+            evaluate.run(source, learned=not args.no_learned, threshold=args.threshold)
         except ValueError as exc:
             raise SystemExit(f"llmaas guard eval: {args.file}: {exc}") from exc
+
+
+def cmd_guard_train(args: argparse.Namespace) -> None:
+    from pathlib import Path
+
+    from guard import train
+
+    if args.export_public:
+        count = train.export_public(Path(args.export_public))
+        print(f"wrote {count} public training prompts to {train.PUBLIC}", file=sys.stderr)
+    head = train.train(Path(args.out)) if args.out else train.train()
+    print(head.about)
 
 
 def cmd_scheduler(args: argparse.Namespace) -> None:
@@ -250,10 +262,24 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "guard":
             actions = p.add_subparsers(dest="guard_command")
             evaluate = actions.add_parser(
-                "eval", help="screen FILE.jsonl offline: one {id, blocked, layer, rules} line per input"
+                "eval", help="screen FILE.jsonl offline: {id, blocked, layer, rules, score} per input line"
             )
             evaluate.add_argument("file", help='JSON lines {"id", "text", "key"?}')
+            evaluate.add_argument(
+                "--threshold", type=float, help="the learned layer's threshold (default: the trained head's)"
+            )
+            evaluate.add_argument("--no-learned", action="store_true", help="the rule layers only")
             evaluate.set_defaults(func=cmd_guard_eval)
+            training = actions.add_parser(
+                "train", help="fit the learned layer's head on guard/training (needs llmaas[train])"
+            )
+            training.add_argument("--out", help="where the head goes (default: the shipped guard/head.npz)")
+            training.add_argument(
+                "--export-public",
+                metavar="DIR",
+                help="first rewrite guard/training/public.jsonl from the public sets in DIR (guard-dev)",
+            )
+            training.set_defaults(func=cmd_guard_train)
 
     metering = sub.add_parser(
         "metering", help="run the metering consumer: usage, audit and security events into ClickHouse"

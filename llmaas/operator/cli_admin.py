@@ -66,6 +66,21 @@ def cmd_tenants_set_guard(args: argparse.Namespace) -> None:
         print(f"prompt screening is OFF for tenant {tenant['name']}: its prompts reach the models unscreened")
 
 
+def cmd_tenants_set_guard_threshold(args: argparse.Namespace) -> None:
+    value: float | str = args.threshold
+    if args.threshold != "default":
+        try:
+            value = float(args.threshold)
+        except ValueError:
+            raise SystemExit(f"llmaas tenants set-guard-threshold: not a number: {args.threshold}") from None
+    tenant = client(args).call("PATCH", f"/tenants/{args.name}", {"guard_threshold": value})
+    threshold = tenant.get("guard_threshold")
+    if threshold is None:
+        print(f"tenant {tenant['name']} uses the deployment's guard threshold")
+    else:
+        print(f"tenant {tenant['name']}: prompts the guard's model scores {threshold:g} or more are blocked")
+
+
 def cmd_tenants_retired_models(args: argparse.Namespace) -> None:
     """``reactivate`` or ``deactivate`` (args.change) retired models for one tenant."""
     tenant = client(args).call("PATCH", f"/tenants/{args.name}", {args.change: args.models})
@@ -155,6 +170,13 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("name")
     p.add_argument("state", choices=["on", "off"])
     p.set_defaults(func=cmd_tenants_set_guard)
+    p = t.add_parser(
+        "set-guard-threshold",
+        help="the score (0-1] at which the guard's model blocks one tenant's prompts, or 'default' (audited)",
+    )
+    p.add_argument("name")
+    p.add_argument("threshold", help="a number in (0, 1], or 'default' for the deployment's")
+    p.set_defaults(func=cmd_tenants_set_guard_threshold)
     for change, about in (
         ("reactivate", "serve retired catalog models to one tenant again (audited)"),
         ("deactivate", "take reactivated models back from a tenant (audited)"),

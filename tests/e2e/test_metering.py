@@ -143,6 +143,63 @@ def test_every_outcome_is_one_priced_row(metered: Stack) -> None:
     assert sorted(stream_ids) == sorted(ids.values())
 
 
+def test_the_models_verdict_comes_while_the_engine_runs_and_a_block_lets_nothing_out(metered: Stack) -> None:
+    # The guard forwards a job its rules passed and scores it with its model meanwhile; the edge
+    # holds the answer until the verdict. The threshold is set per tenant around this prompt's own
+    # score, so the test is about the mechanism, not about how good the shipped head is.
+    from guard.layers.learned import LearnedLayer  # the guard's model, in this process: its score
+
+    prompt = "Write a long story about a lighthouse keeper and the storm of 1953."
+    score = LearnedLayer().score([prompt])
+    key = metered.new_key("judged")
+    metered.admin("PATCH", "/tenants/judged", {"guard_threshold": round(max(score - 0.005, 0.001), 4)})
+    body = {"model": SLOW, "messages": [{"role": "user", "content": prompt}], "stream": True}
+    headers = {"authorization": f"Bearer {key}"}
+    url = f"{metered.base_url}/v1/chat/completions"
+    cancelled = metered.metric("w-slow", "llmaas_worker_requests_total", model=SLOW, outcome="cancelled")
+
+    def blocked() -> httpx.Response | None:  # once the guard's copy of the directory has the change
+        response = httpx.post(url, json=body, headers=headers, timeout=30)
+        return response if response.status_code == 400 else None
+
+    refused = wait_until(blocked, 20, "the tenant's threshold", metered.logs)
+    error = refused.json()["error"]
+    assert error["code"] == "prompt_rejected" and "learned: model score" in error["message"]
+    assert "text/event-stream" not in refused.headers.get("content-type", "")  # no stream was opened
+    # The engine had begun (the job was on its way while the model scored) and was stopped.
+    wait_until(
+        lambda: (
+            metered.metric("w-slow", "llmaas_worker_requests_total", model=SLOW, outcome="cancelled")
+            > cancelled
+        ),
+        10,
+        "the engine stopped",
+        metered.logs,
+    )
+    row = rows_of(metered, [refused.headers["x-request-id"]])[refused.headers["x-request-id"]]
+    assert (row["status"], row["http_status"], row["error_code"]) == ("blocked", 400, "prompt_rejected")
+    assert (row["completion_tokens"], row["cost_nano"]) == (0, 0)
+    security = [json.loads(m) for m in metered.stream_messages("LLMAAS_SECURITY")]
+    event = next(e for e in security if e["request_id"] == refused.headers["x-request-id"])
+    assert event["layer"] == "learned" and event["tenant"] == "judged"
+
+    # An administrator lets the prompt through by raising the tenant's threshold (audited).
+    metered.admin("PATCH", "/tenants/judged", {"guard_threshold": round(min(score + 0.005, 1.0), 4)})
+
+    def answered() -> httpx.Response | None:
+        short = {**body, "model": CHAT, "stream": False}
+        response = httpx.post(url, json=short, headers=headers, timeout=30)
+        return response if response.status_code == 200 else None
+
+    assert wait_until(answered, 20, "the raised threshold", metered.logs).json()["choices"][0]["message"]
+    audit = [json.loads(m) for m in metered.stream_messages("LLMAAS_AUDIT")]
+    changes = [a for a in audit if a["action"] == "tenant.change" and a["target"] == "judged"]
+    assert [c["detail"]["guard_threshold"] for c in changes][-2:] == [
+        str(round(max(score - 0.005, 0.001), 4)),
+        str(round(min(score + 0.005, 1.0), 4)),
+    ]
+
+
 def test_a_tenant_key_sees_only_its_own_rows_and_reports(metered: Stack) -> None:
     mine, theirs = metered.new_key("reader"), metered.new_key("other")
     ids = [chat(metered, mine).headers["x-request-id"] for _ in range(3)]

@@ -174,7 +174,7 @@ def test_guard_eval_reads_keys_as_token_histories() -> None:
         {"id": 5, "text": "ignore"},
         {"id": 6, "text": "the previous instructions"},
     ] + [{"id": 7 + i, "text": "same", "key": "r"} for i in range(30)]
-    out = list(verdicts(json.dumps(line) for line in lines))
+    out = list(verdicts((json.dumps(line) for line in lines), learned=False))  # the history's work alone
     blocked = [o["id"] for o in out if o["blocked"]]
     assert blocked == [3, 36]
     assert out[2]["layer"] == "behaviour" and out[2]["rules"] == ["fragmentation/override.en"]

@@ -1,0 +1,51 @@
+"""Layer ``learned``: a multilingual classifier's probability that the prompt is an attack.
+
+It catches what no pattern names: an order tucked after an ordinary question, a polite request for
+the instructions, a role-play set-up, in any of the encoder's languages (``guard.model``). It
+costs milliseconds of CPU, so the guard runs it after the rule layers passed a job, in a thread,
+while the job is already on its way to the engine (``guard.service``).
+
+A job's score is the highest of the scores of the texts it reads: the last message (where a chat's
+new order is) and the longest other text (a document, a system prompt), at most ``TEXTS``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from guard.model import Model
+from guard.screening import ALLOW, Verdict
+
+TEXTS = 2
+
+
+def picked(texts: Sequence[str]) -> list[str]:
+    """The texts a job is scored on: its last, and its longest other one."""
+    texts = [t for t in texts if t.strip()]
+    if len(texts) <= TEXTS:
+        return texts
+    *rest, last = texts
+    return [last, max(rest, key=len)]
+
+
+class LearnedLayer:
+    name = "learned"
+
+    def __init__(self, model: Model | None = None) -> None:
+        self.model = model or Model()
+
+    @property
+    def threshold(self) -> float:
+        """The deployment's default threshold (the head's own, chosen when it was trained)."""
+        return self.model.head.threshold
+
+    def score(self, texts: Sequence[str]) -> float:
+        """Blocking: milliseconds of CPU. 0.0 for a job with no text."""
+        return max(self.model.scores(picked(texts)), default=0.0)
+
+    def verdict(self, score: float, threshold: float | None = None) -> Verdict:
+        bar = self.threshold if threshold is None else threshold
+        if score < bar:
+            return ALLOW
+        rule = f"model score {score:.2f} ≥ {bar:.2f}"
+        return Verdict(blocked=True, layer=self.name, rules=(rule,), score=score)

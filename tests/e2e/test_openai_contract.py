@@ -210,7 +210,9 @@ def test_guard_eval_screens_a_file_offline(tmp_path) -> None:  # type: ignore[no
         check=True,
     )
     lines = [json.loads(line) for line in done.stdout.splitlines()]
+    scores = [line.pop("score") for line in lines]  # the learned layer's, on every line
     assert lines == [
         {"id": "a", "blocked": True, "layer": "patterns", "rules": ["override.en"]},
         {"id": "b", "blocked": False, "layer": None, "rules": []},
     ]
+    assert all(isinstance(s, float) and 0 <= s <= 1 for s in scores) and scores[0] > scores[1]

@@ -235,6 +235,11 @@ async def _speed() -> None:
             }
             learned = LearnedLayer()
             learned.score(["warm up"])  # its weights are read on first use
+            prose = [
+                json.loads(line)["text"]
+                for line in (HARD / "guard_hard.jsonl").read_text(encoding="utf-8").splitlines()
+                if json.loads(line)["truth"] == "benign"
+            ]
             for size in (200, 2000, 8000):
                 for name, screener in setups.items():
                     timings = []
@@ -258,6 +263,20 @@ async def _speed() -> None:
                     learned.score([text[:size]])
                     timings.append(time.perf_counter() - started)
                 _report(size, "learned layer (one thread)", timings)
+                # Ordinary work full of the rules' trigger words (the hard benign prompts: JSON with
+                # "role", HTML, "ignore the typos"…), cut to size: what word soup does not show.
+                stateless = Screener(layers=full.layers)
+                timings = []
+                for i in range(300):
+                    text = ""
+                    while len(text) < size:
+                        text += rng.choice(prose) + "\n"
+                    job = GenerateJob(request_id=str(i), model="-", kind="chat", created=0,
+                                      messages=[ChatMessage(role="user", content=text[:size])])  # fmt: skip
+                    started = time.perf_counter()
+                    await stateless.screen(job)
+                    timings.append(time.perf_counter() - started)
+                _report(size, "structure+patterns, hard prose", timings)
         finally:
             await nc.close()
             server.stop()

@@ -8,13 +8,17 @@ from __future__ import annotations
 
 import re
 import tomllib
+from collections.abc import Sequence, Set
 from dataclasses import dataclass
 from pathlib import Path
+
+from ahocorasick_rs import AhoCorasick
 
 from guard.normalize import RULES_DIR
 
 _FIELDS = {
     "id", "languages", "description", "pattern", "examples", "counter_examples", "across_prompts", "needs",
+    "gate",
 }  # fmt: skip
 
 
@@ -36,10 +40,36 @@ class Rule:
     """Words one of which every match holds: a text with none of them is not searched (a substring
     test costs microseconds where a many-branched pattern costs milliseconds on 8 000 characters)."""
 
-    def search(self, seen: str) -> re.Match[str] | None:
-        if self.needs and not any(word in seen for word in self.needs):
+    gate: re.Pattern[str] | None = None
+    """A cheap pattern (a character class) every match holds, for rules no word can gate: a text
+    without it is not searched (``[\u4e00-\u9fff]`` skips a CJK rule on Latin text)."""
+
+    def search(self, seen: str, present: Set[str] | None = None) -> re.Match[str] | None:
+        """The first match in ``seen``; ``present``: the ``needs`` words ``seen`` holds, when a
+        ``Triggers`` pass found them already (else each word is looked for here)."""
+        if self.needs:
+            if present is None:
+                if not any(word in seen for word in self.needs):
+                    return None
+            elif present.isdisjoint(self.needs):
+                return None
+        if self.gate is not None and self.gate.search(seen) is None:
             return None
         return self.regex.search(seen)
+
+
+class Triggers:
+    """The ``needs`` words of a set of rules found in a text in one Aho-Corasick pass: one scan of
+    ~10 µs for 2 000 characters where a substring test per word per rule cost ~0.5 ms."""
+
+    def __init__(self, rules: Sequence[Rule]) -> None:
+        words = sorted({word for rule in rules for word in rule.needs})
+        self._automaton = AhoCorasick(words) if words else None
+
+    def present(self, seen: str) -> frozenset[str]:
+        if self._automaton is None:
+            return frozenset()
+        return frozenset(self._automaton.find_matches_as_strings(seen, overlapping=True))
 
 
 def load(path: Path = RULES_DIR / "patterns.toml") -> tuple[Rule, ...]:
@@ -67,6 +97,10 @@ def load(path: Path = RULES_DIR / "patterns.toml") -> tuple[Rule, ...]:
             regex = re.compile(entry["pattern"])
         except re.error as exc:
             raise RuleError(f"{where}: the pattern does not compile: {exc}") from exc
+        try:
+            gate = re.compile(entry["gate"]) if "gate" in entry else None
+        except (re.error, TypeError) as exc:
+            raise RuleError(f"{where}: the gate does not compile: {exc}") from exc
         rules.append(
             Rule(
                 id=entry["id"],
@@ -77,6 +111,7 @@ def load(path: Path = RULES_DIR / "patterns.toml") -> tuple[Rule, ...]:
                 counter_examples=tuple(entry.get("counter_examples", ())),
                 across_prompts=entry.get("across_prompts", True),
                 needs=tuple(entry.get("needs", ())),
+                gate=gate,
             )
         )
     return tuple(rules)

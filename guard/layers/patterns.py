@@ -40,6 +40,7 @@ _HEX = re.compile(r"\b(?:[0-9a-fA-F]{2}){12,}\b")
 _ROT13_CUE = re.compile(r"\brot\s*-?\s*13\b|\bcaesar\b|\bc[eé]sar\b")
 _LEET_JOIN = re.compile(r"[a-z][0-9@$]|[0-9@$][a-z]")
 """A letter beside a digit: six of them in a text (1gn0r3 5y5t3m) and it is read as leetspeak."""
+_DIGITISH = re.compile(r"[0-9@$]")
 _LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s"})
 _MOST_DECODED = 8
 """Encoded runs screened per text: enough for any honest attack, bounded for a flood of them."""
@@ -60,8 +61,11 @@ def _printable(data: bytes) -> str | None:
 def decoded(text: str, seen: str) -> Iterator[tuple[str, str]]:
     """(encoding, skeleton of the decoded text) for each payload ``text`` hides; ``seen`` is the
     skeleton of ``text`` itself."""
+    # Cheap necessary conditions first: each pass below is a scan of the whole text.
+    has_digits = _DIGITISH.search(seen) is not None  # hex of text always has digits; leetspeak too
+    long_run = any(len(word) >= 20 for word in text.split())
     found = 0
-    for run in _BASE64.finditer(text):
+    for run in _BASE64.finditer(text) if long_run else ():
         blob = run.group()
         try:
             raw = base64.b64decode(blob + "=" * (-len(blob) % 4), validate=False)
@@ -72,15 +76,15 @@ def decoded(text: str, seen: str) -> Iterator[tuple[str, str]]:
             yield "base64", skeleton(plain)
         if found >= _MOST_DECODED:
             return
-    for run in _HEX.finditer(text):
+    for run in _HEX.finditer(text) if has_digits and long_run else ():
         if (plain := _printable(bytes.fromhex(run.group()))) is not None:
             found += 1
             yield "hex", skeleton(plain)
         if found >= _MOST_DECODED:
             return
-    if _ROT13_CUE.search(seen):
+    if ("rot" in seen or "sar" in seen) and _ROT13_CUE.search(seen):
         yield "rot13", codecs.encode(seen, "rot13")
-    if len(_LEET_JOIN.findall(seen)) >= 6:  # words written with digits for letters: 1gn0r3, 5y5t3m
+    if has_digits and len(_LEET_JOIN.findall(seen)) >= 6:  # digits for letters: 1gn0r3, 5y5t3m
         yield "leet", seen.translate(_LEET)
 
 
@@ -94,6 +98,7 @@ class PatternLayer:
 
     def __init__(self, rules: Sequence[rule_data.Rule] | None = None) -> None:
         self.rules = tuple(rules) if rules is not None else rule_data.load()
+        self.triggers = rule_data.Triggers(self.rules)
         translation()  # built now, at start, not on the first prompt
 
     def matches(self, text: str) -> list[str]:
@@ -110,8 +115,9 @@ class PatternLayer:
     def _matching(self, seen: str) -> list[str]:
         hits: list[str] = []
         quotations: list[tuple[int, int]] | None = None
+        present = self.triggers.present(seen)
         for rule in self.rules:
-            first = rule.search(seen)
+            first = rule.search(seen, present)
             if first is None:
                 continue
             if rule.id.startswith(_MENTIONABLE):

@@ -3,13 +3,16 @@ the structure layer's signals; and bounded time on adversarial input."""
 
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 
 import pytest
 
-from guard import rules
+from guard import rules, train
 from guard.layers.patterns import PatternLayer
 from guard.layers.structure import StructureLayer
+from guard.normalize import skeleton
 
 LAYER = PatternLayer()
 CASES = [(r.id, text, True) for r in LAYER.rules for text in r.examples] + [
@@ -24,6 +27,27 @@ def test_rule_examples(rule: str, text: str, matches: bool) -> None:
         assert rule in hits
     else:
         assert hits == [], f"{text!r} matched {hits}"
+
+
+def test_a_rules_needs_and_gate_never_hide_one_of_its_matches() -> None:
+    # ``needs`` and ``gate`` only skip texts the pattern cannot match: on every example of every
+    # rule and every prompt of the hard sets and the training data, a rule whose pattern matches
+    # is searched (the words and the gate are there).
+    data = Path(__file__).resolve().parents[2]
+    texts = [text for r in LAYER.rules for text in (*r.examples, *r.counter_examples)]
+    for name in ("guard_hard.jsonl", "guard_heldout.jsonl"):
+        lines = (data / "bench" / "data" / name).read_text(encoding="utf-8").splitlines()
+        texts += [json.loads(line)["text"] for line in lines]
+    texts += [example.text for example in train.corpus()]
+    hidden = []
+    for text in texts:
+        seen = skeleton(text)
+        present = LAYER.triggers.present(seen)
+        for rule in LAYER.rules:
+            if rule.regex.search(seen) and rule.search(seen, present) is None:
+                hidden.append((rule.id, text[:60]))
+    assert hidden == []
+    assert len(texts) > 2000
 
 
 def test_every_rule_has_examples_and_the_four_languages_are_covered() -> None:

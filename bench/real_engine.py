@@ -30,7 +30,10 @@ import aiohttp
 import httpx
 import uvloop
 
+from bench.overhead import BENCH_TIERS
+from llmaas import tenants
 from llmaas.nats_server import NatsServer
+from llmaas.operator import admin
 from llmaas.settings import DEFAULT_DATA_DIR
 from workers.engines.vllm_engine import CPU_ENV_DEFAULTS
 from workers.models import local
@@ -122,9 +125,18 @@ class PipelineStack:
                   "--metrics-port", self.metrics.rsplit(":", 1)[1].removesuffix("/metrics")]  # fmt: skip
         engine += ["--model-path", path] if args.model_path else ["--data-dir", args.data_dir]
         port = self.url.rsplit(":", 1)[1]
+        # As users reach it: an API key of a tenant whose tier counts nothing (bench.overhead's).
+        admin_token = tenants.mint_admin_token()
+        (root / "tiers.toml").write_text(BENCH_TIERS)
+        tiers = str(root / "tiers.toml")
+        edge_env = {**os.environ, "LLMAAS_ADMIN_TOKEN": admin_token, "LLMAAS_TIERS_FILE": tiers}
         self.procs = [
-            subprocess.Popen([sys.executable, "-m", "llmaas", *argv])
-            for argv in (["edge", *common, "--port", port], ["guard", *common], ["scheduler", *common])
+            subprocess.Popen([sys.executable, "-m", "llmaas", *argv], env=env)
+            for argv, env in (
+                (["edge", *common, "--port", port], edge_env),
+                (["guard", *common], None),
+                (["scheduler", *common], None),
+            )
         ]
         started = time.perf_counter()
         self.procs.append(subprocess.Popen([sys.executable, "-m", "llmaas", "worker", *common, *engine]))
@@ -133,6 +145,9 @@ class PipelineStack:
                 raise RuntimeError("the vLLM worker did not come up in 600 s")
             time.sleep(0.1)
         self.start_s = time.perf_counter() - started
+        client = admin.AdminClient(self.url, admin_token)
+        client.call("POST", "/tenants", {"name": "bench", "tier": "open"})
+        self.headers = {"authorization": f"Bearer {client.call('POST', '/keys', {'tenant': 'bench'})['key']}"}
 
     def close(self) -> None:
         for proc in self.procs:
@@ -145,7 +160,7 @@ class PipelineStack:
         self.nats.stop()
 
 
-async def pipeline(args: argparse.Namespace, url: str) -> dict[int, Streams]:
+async def pipeline(args: argparse.Namespace, url: str, headers: dict[str, str]) -> dict[int, Streams]:
     body = {"model": args.model, "prompt": PROMPT, "max_tokens": args.max_tokens, "temperature": 0,
             "stream": True}  # fmt: skip
     async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)) as session:
@@ -153,7 +168,7 @@ async def pipeline(args: argparse.Namespace, url: str) -> dict[int, Streams]:
         async def one(streams: Streams) -> None:
             stamps: list[float] = []
             start = time.perf_counter()
-            async with session.post(f"{url}/v1/completions", json=body) as response:
+            async with session.post(f"{url}/v1/completions", json=body, headers=headers) as response:
                 assert response.status == 200, await response.text()
                 async for line in response.content:
                     if line.startswith(b'data: {"id"') and b'"text":"' in line and b'"text":""' not in line:
@@ -171,7 +186,7 @@ def _engine_metric(url: str, name: str) -> float:
 
 
 async def abort_probe(
-    args: argparse.Namespace, url: str, metrics: str, tries: int = 5
+    args: argparse.Namespace, url: str, metrics: str, headers: dict[str, str], tries: int = 5
 ) -> list[tuple[int, float]]:
     """Client disconnects after 20 tokens of a long answer: (tokens the engine made after the last one
     the client got, seconds from disconnect until the engine runs nothing)."""
@@ -181,7 +196,7 @@ async def abort_probe(
         for _ in range(tries):
             before = _engine_metric(metrics, "llmaas_engine_generated_tokens_total")
             received = 0
-            async with session.post(f"{url}/v1/completions", json=body) as response:
+            async with session.post(f"{url}/v1/completions", json=body, headers=headers) as response:
                 async for line in response.content:
                     if line.startswith(b'data: {"id"') and b'"text":""' not in line:
                         received += 1
@@ -243,8 +258,8 @@ def main(args: argparse.Namespace) -> None:
         direct_run = uvloop.run(direct(args, path))
         stack = PipelineStack(args, root, path)
         try:
-            piped_run = stack.start_s, uvloop.run(pipeline(args, stack.url))
-            aborts = uvloop.run(abort_probe(args, stack.url, stack.metrics))
+            piped_run = stack.start_s, uvloop.run(pipeline(args, stack.url, stack.headers))
+            aborts = uvloop.run(abort_probe(args, stack.url, stack.metrics, stack.headers))
         finally:
             stack.close()
         report(args, direct_run, piped_run)

@@ -18,7 +18,6 @@ import asyncio
 import logging
 import secrets
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import msgspec
 from nats.aio.client import Client
@@ -29,6 +28,7 @@ from guard import events
 from guard.history import HistoryUnavailable, KvHistory
 from guard.layers.learned import LearnedLayer
 from guard.metrics import GuardMetrics
+from guard.scoring import BatchScorer
 from guard.screening import ALLOW, Screener, Verdict, user_texts
 from guard.settings import GuardSettings
 from guard.shares import TenantShares
@@ -58,8 +58,7 @@ class GuardService:
         self.settings = settings
         self.screener = screener
         self.learned = learned
-        # One thread: the encoder runs one text batch at a time, and leaves the other core to the rest.
-        self._scoring = ThreadPoolExecutor(max_workers=1, thread_name_prefix="guard-score")
+        self._scorer = BatchScorer(learned) if learned is not None else None
         self.metrics = metrics
         self.history = history
         self.guard_id = secrets.token_hex(4)
@@ -96,8 +95,9 @@ class GuardService:
         if self.history is not None:
             await self.history.attach(js)
         await self.directory.open(self.nc, streams.Policy.of(self.settings), keys=False)
-        if self.learned is not None:  # its weights (~1 s), read before the first job rather than on it
-            await asyncio.get_running_loop().run_in_executor(self._scoring, self.learned.score, ["ready"])
+        if self._scorer is not None:  # its weights (~1 s), read before the first job rather than on it
+            self._scorer.start()
+            await self._scorer.score(["ready"])
         await self.handlers.attach(self.nc)
         await self.nc.flush()
         expose(self.metrics.registry, self.settings.metrics_host, self.settings.metrics_port)
@@ -109,7 +109,8 @@ class GuardService:
             await asyncio.wait(self._tasks, timeout=5)
         await self.directory.close()
         await natsconn.close(self.nc)
-        self._scoring.shutdown(wait=False)
+        if self._scorer is not None:
+            await self._scorer.stop()
 
     async def _on_up(self) -> None:
         self.directory.resync()
@@ -209,16 +210,14 @@ class GuardService:
             log.warning("verdict not sent (%s)", type(exc).__name__)
 
     async def _score(self, job: Job, owner: str, size: int, threshold: float | None) -> Verdict:
-        """The learned layer's verdict, computed in the guard's one scoring thread, within the
-        tenant's share of this replica (a tenant's flood waits behind its own jobs)."""
-        learned = self.learned
-        assert learned is not None
+        """The learned layer's verdict, computed in the guard's scoring thread (``guard.scoring``),
+        within the tenant's share of this replica (a tenant's flood waits behind its own jobs)."""
+        learned, scorer = self.learned, self._scorer
+        assert learned is not None and scorer is not None
         started = time.perf_counter()
         try:
             async with self.shares.turn(owner, size):
-                score = await asyncio.get_running_loop().run_in_executor(
-                    self._scoring, learned.score, user_texts(job)
-                )
+                score = await scorer.score(user_texts(job))
         except RateLimited:
             # Its rules passed it and it is already on its way: a full share skips the model, said.
             self.metrics.errors.labels("learned_skipped").inc()

@@ -41,7 +41,19 @@ class LearnedLayer:
 
     def score(self, texts: Sequence[str]) -> float:
         """Blocking: milliseconds of CPU. 0.0 for a job with no text."""
-        return max(self.model.scores(picked(texts)), default=0.0)
+        return self.scores([texts])[0]
+
+    def scores(self, jobs: Sequence[Sequence[str]]) -> list[float]:
+        """Blocking: each job's score (the texts of one job each), in one encoder call: a batch of
+        16 costs ~2.4 ms a text where one alone costs ~5 ms."""
+        chosen = [picked(texts) for texts in jobs]
+        flat = self.model.scores([text for texts in chosen for text in texts])
+        out: list[float] = []
+        start = 0
+        for texts in chosen:
+            out.append(max(flat[start : start + len(texts)], default=0.0))
+            start += len(texts)
+        return out
 
     def verdict(self, score: float, threshold: float | None = None) -> Verdict:
         bar = self.threshold if threshold is None else threshold

@@ -133,10 +133,10 @@ def quality(data: Path, jsonl: Path | None) -> None:
 
 
 def _scores(layer: LearnedLayer, texts: list[str]) -> list[float]:
-    """The model's score of each text, as the layer computes it, in batches (one call is slower)."""
+    """The layer's score of each text (one text a job), in batches (one call at a time is slower)."""
     out: list[float] = []
     for start in range(0, len(texts), 64):
-        out.extend(layer.model.scores(texts[start : start + 64]))
+        out.extend(layer.scores([[text] for text in texts[start : start + 64]]))
     return out
 
 

@@ -150,22 +150,29 @@ class GuardService:
                 await self._clear(job, to)
             return
         owner = job.caller.tenant or ""
+        # The edge holds the answer until the verdict (``screening``): a long text, whose rules cost
+        # milliseconds, goes on to the engine at once and is screened while it prefills; a short
+        # one is screened first (a fraction of a millisecond), so that a blocked one never starts.
+        ahead = job.screening and sum(map(len, user_texts(job))) > self.settings.guard_series_chars
+        if ahead and not await self._forward(job, msg, to):
+            return
         try:
             async with self.shares.turn(owner, len(msg.data)):
                 verdict = await self._screen(job)
         except RateLimited as exc:
             self.metrics.errors.labels("tenant_share_full").inc()
-            await hops.fail(self.nc, to, exc)
+            await (self._publish(to, Screened(error=exc.to_wire())) if ahead else hops.fail(self.nc, to, exc))
             return
         if not verdict.blocked and self.learned is not None:
-            threshold = tenant.guard_threshold if tenant is not None else None
-            if job.screening:
-                # The edge holds the answer until the verdict: the engine starts while the model scores.
+            if job.screening and not ahead:  # the model's milliseconds go beside the engine too
                 if not await self._forward(job, msg, to):
                     return
-                await self._conclude(job, to, await self._score(job, owner, len(msg.data), threshold))
-                return
+                ahead = True
+            threshold = tenant.guard_threshold if tenant is not None else None
             verdict = await self._score(job, owner, len(msg.data), threshold)
+        if ahead:
+            await self._conclude(job, to, verdict)
+            return
         if verdict.blocked:
             await self._block(job, verdict, to)
             return

@@ -17,6 +17,10 @@ class GuardSettings(ServiceSettings):
     """The learned layer's score at which a prompt is blocked; unset: the trained head's own
     (chosen for at most 0.5 % false positives on the benign training prompts). An administrator sets
     one tenant's with `llmaas tenants set-guard-threshold NAME X`."""
+    guard_series_chars: int = Field(default=2048, ge=0)
+    """A job whose texts are longer than this (characters) goes on to the engine before its rules
+    run, when its edge holds the answer until the verdict (every edge of this version does): the
+    rules cost ~1 ms per 1 000 characters of wordy text, the engine's prefill hides them."""
     guard_history_ttl_s: float = Field(default=600.0, gt=0)
     """A token's prompt history is forgotten this long after its last prompt."""
     guard_history_prompts: int = Field(default=4, ge=2)

@@ -11,6 +11,7 @@ new order is) and the longest other text (a document, a system prompt), at most 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from guard.model import Model
@@ -19,9 +20,20 @@ from guard.screening import ALLOW, Verdict
 TEXTS = 2
 
 
+MIN_WEIGHT = 20
+"""A text lighter than this (``weight``) is not scored: a few words ("question 0", "hello world")
+carry too little for the encoder, whose scores on them are noise; the rules still screen them."""
+_CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")
+
+
+def weight(text: str) -> int:
+    """Characters, a CJK one counting three (a sentence of 8 in Japanese says what 24 do in English)."""
+    return len(text.strip()) + 2 * len(_CJK.findall(text))
+
+
 def picked(texts: Sequence[str]) -> list[str]:
-    """The texts a job is scored on: its last, and its longest other one."""
-    texts = [t for t in texts if t.strip()]
+    """The texts a job is scored on: its last, and its longest other one, of those heavy enough."""
+    texts = [t for t in texts if weight(t) >= MIN_WEIGHT]
     if len(texts) <= TEXTS:
         return texts
     *rest, last = texts

@@ -185,7 +185,7 @@ async def change_tenant(request: Request, name: str) -> Response:
         models += [m for m in req.reactivate if m not in models]
         return msgspec.structs.replace(tenant, **changes, reactivated=models)
 
-    detail = {k: str(v) for k, v in changes.items()}
+    detail = {k: "default" if v is None else str(v) for k, v in changes.items()}
     for field, models in (("reactivate", req.reactivate), ("deactivate", req.deactivate)):
         if models:
             detail[field] = ",".join(models)

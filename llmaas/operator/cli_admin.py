@@ -46,10 +46,16 @@ def cmd_tenants_create(args: argparse.Namespace) -> None:
 
 def cmd_tenants_list(args: argparse.Namespace) -> None:
     rows = [
-        [t["name"], t["tier"], "on" if t.get("guard_enabled", True) else "OFF", _when(t["created_at"])]
+        [
+            t["name"],
+            t["tier"],
+            "on" if t.get("guard_enabled", True) else "OFF",
+            f"{t['guard_threshold']:g}" if t.get("guard_threshold") is not None else "default",
+            _when(t["created_at"]),
+        ]
         for t in client(args).call("GET", "/tenants")["data"]
     ]
-    print_table(["TENANT", "TIER", "GUARD", "CREATED"], rows)
+    print_table(["TENANT", "TIER", "GUARD", "THRESHOLD", "CREATED"], rows)
 
 
 def cmd_tenants_set_tier(args: argparse.Namespace) -> None:

@@ -332,6 +332,23 @@ def test_only_an_administrator_switches_the_guard_off_for_one_tenant_and_it_is_a
         lambda: edges.chat(edges.b, lab, messages=ATTACK).status_code == 400, 5, "lab to be guarded again"
     )
 
+    # The learned layer's threshold, per tenant, from the CLI: shown, checked, reset, audited.
+    assert "scores 0.95 or more" in cli("tenants", "set-guard-threshold", "lab", "0.95", *where, env=env)
+    listed = [line.split() for line in cli("tenants", "list", *where, env=env).splitlines()]
+    assert ["lab", "unlimited", "on", "0.95"] in [row[:4] for row in listed]
+    bad = subprocess.run(
+        [sys.executable, "-m", "llmaas", "tenants", "set-guard-threshold", "lab", "1.5", *where],
+        capture_output=True,
+        text=True,
+        env={**os.environ, **env},
+        check=False,
+    )
+    assert bad.returncode != 0 and "guard_threshold" in bad.stderr
+    assert "deployment's" in cli("tenants", "set-guard-threshold", "lab", "default", *where, env=env)
+    changes = [audit.decoder.decode(e) for e in edges.stack.stream_messages(audit.STREAM)]
+    thresholds = [e.detail.get("guard_threshold") for e in changes if e.target == "lab"]
+    assert thresholds[-2:] == ["0.95", "default"]
+
 
 # --- audit trail ---------------------------------------------------------------------------------
 

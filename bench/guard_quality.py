@@ -234,7 +234,7 @@ async def _speed() -> None:
                 "+behaviour, history in NATS KV": default_screener(kv),
             }
             learned = LearnedLayer()
-            learned.score(["warm up"])  # its weights are read on first use
+            learned.model.encoder.warm()  # its weights are read on first use
             prose = [
                 json.loads(line)["text"]
                 for line in (HARD / "guard_hard.jsonl").read_text(encoding="utf-8").splitlines()

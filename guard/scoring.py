@@ -38,6 +38,10 @@ class BatchScorer:
                 await self._task
         self._thread.shutdown(wait=False)
 
+    async def warm(self) -> None:
+        """The encoder's weights (~1 s) read in the scoring thread, before the first job needs them."""
+        await asyncio.get_running_loop().run_in_executor(self._thread, self.layer.model.encoder.warm)
+
     async def score(self, texts: Sequence[str]) -> float:
         """The job's score (``texts``: its texts); raises what the encoder raised."""
         assert self._task is not None, "start() first"

@@ -97,7 +97,7 @@ class GuardService:
         await self.directory.open(self.nc, streams.Policy.of(self.settings), keys=False)
         if self._scorer is not None:  # its weights (~1 s), read before the first job rather than on it
             self._scorer.start()
-            await self._scorer.score(["ready"])
+            await self._scorer.warm()
         await self.handlers.attach(self.nc)
         await self.nc.flush()
         expose(self.metrics.registry, self.settings.metrics_host, self.settings.metrics_port)

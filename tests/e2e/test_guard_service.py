@@ -184,6 +184,8 @@ _ids = itertools.count()
 
 async def test_replicas_share_each_tokens_history(nats_url: str) -> None:
     async with Replicas(nats_url) as guards:
+        # Each replica read its model's weights before it took a job.
+        assert all(s.learned is not None and s.learned.model.encoder.loaded for s in guards.services)
         # 30 identical prompts from one token, delivered to whichever replica NATS picks.
         runs = [await guards.send("rep", "What is the capital of France?") for _ in range(31)]
         assert [blocked for blocked, _ in runs] == [False] * 29 + [True, True]

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import pytest
 
 from guard.layers.learned import LearnedLayer
+from guard.model import Model
 from guard.scoring import BatchScorer
 
 
@@ -76,6 +77,19 @@ async def test_a_job_that_stops_waiting_does_not_break_the_others() -> None:
         layer.gate.set()
         assert (await busy, await kept) == (1.0, 3.0)
         assert gone.cancelled()
+    finally:
+        await scorer.stop()
+
+
+async def test_warming_reads_the_weights_a_short_job_would_not() -> None:
+    layer = LearnedLayer(Model())  # its own encoder, not yet loaded
+    scorer = BatchScorer(layer)
+    scorer.start()
+    try:
+        assert await scorer.score(["ready"]) == 0.0  # a few words: not scored, nothing encoded
+        assert not layer.model.encoder.loaded
+        await scorer.warm()
+        assert layer.model.encoder.loaded
     finally:
         await scorer.stop()
 

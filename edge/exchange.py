@@ -16,14 +16,12 @@ from edge.context import EdgeContext
 from edge.errors import error_body
 from edge.gate import Principal
 from edge.metrics import EdgeMetrics
-from edge.pipeline import Stream
+from edge.pipeline import OUT_OF_ORDER, Stream
 from edge.rendering import DONE_EVENT, Collected, Renderer, event
 from edge.sse import EventStreamResponse
 from edge.usage import Tally
-from llmaas.errors import RemoteError, ServerError
+from llmaas.errors import RemoteError
 from llmaas.wire import Delta, Done, Failed, GenerateJob, Usage
-
-_UNEXPECTED = ServerError("A worker sent frames out of order.")
 
 
 async def answer(
@@ -109,7 +107,7 @@ async def collect(
             tally.generated += frames.dropped_tokens
             raise RemoteError(frame.error)
         else:
-            raise _UNEXPECTED
+            raise OUT_OF_ORDER
 
 
 async def _events(
@@ -148,7 +146,7 @@ async def _events(
                     yield b"".join(pending)
                     return
                 else:
-                    error = frame.error if isinstance(frame, Failed) else _UNEXPECTED.to_wire()
+                    error = frame.error if isinstance(frame, Failed) else OUT_OF_ORDER.to_wire()
                     tally.error = error
                     tally.generated += frames.dropped_tokens  # generated, never read: billed too
                     pending.append(event(error_body(error.message, error.type, error.param, error.code)))

@@ -49,7 +49,7 @@ _NO_RESPONDERS = Failed(
     ).to_wire()
 )
 _GARBLED = Failed(error=ServerError("A pipeline stage sent an unreadable frame.").to_wire())
-_UNEXPECTED = ServerError("A worker sent frames out of order.")
+OUT_OF_ORDER = ServerError("A worker sent frames out of order.")
 
 
 class Stream:
@@ -84,7 +84,7 @@ class Stream:
         answer leaves. Raises RemoteError with the stage's error (the guard's block among them)."""
         first = await self.next()
         if type(first) is not Accepted:
-            raise RemoteError(first.error) if isinstance(first, Failed) else _UNEXPECTED
+            raise RemoteError(first.error) if isinstance(first, Failed) else OUT_OF_ORDER
         error = await self.screened
         if error is not None:
             raise RemoteError(error)
@@ -232,10 +232,15 @@ class Pipeline:
         if stream is None:
             return
         self._fail(stream, ClientClosed("The client closed the connection."))
+        self._stop_engine(stream)
+
+    def _stop_engine(self, stream: Stream) -> None:
+        """Nobody will read the rest of ``stream``: its worker stops generating, now or once one
+        accepts it."""
         if stream.worker_id is not None:
-            self._send_cancel(stream.worker_id, request_id)
+            self._send_cancel(stream.worker_id, stream.request_id)
         else:
-            self._orphans[request_id] = time.monotonic() + self.settings.accept_timeout_s
+            self._orphans[stream.request_id] = time.monotonic() + self.settings.accept_timeout_s
 
     def _send_cancel(self, worker_id: str, request_id: str) -> None:
         nc = self._nc
@@ -284,15 +289,11 @@ class Pipeline:
     def _screened(self, stream: Stream, error: WireError | None) -> None:
         """The guard's verdict. A block ends the request with the guard's error and stops the engine
         that began on it: nothing it generated was let out, and nothing is billed."""
-        stream.settle(error)
         if error is None:
+            stream.settle(None)
             return
-        self._streams.pop(stream.request_id, None)
-        stream.queue.put_nowait(Failed(error=error))
-        if stream.worker_id is not None:
-            self._send_cancel(stream.worker_id, stream.request_id)
-        else:
-            self._orphans[stream.request_id] = time.monotonic() + self.settings.accept_timeout_s
+        self._end(stream, error)
+        self._stop_engine(stream)
 
     def _overflow(self, stream: Stream) -> None:
         """The client reads slower than the engine writes: its answer is cancelled in the engine, and
@@ -358,10 +359,13 @@ class Pipeline:
             del self._orphans[rid]
 
     def _fail(self, stream: Stream, error: LlmaasError) -> None:
+        self._end(stream, error.to_wire())
+
+    def _end(self, stream: Stream, error: WireError) -> None:
+        """``stream`` ends with ``error``: its reader, and a wait for the verdict, hear it."""
         self._streams.pop(stream.request_id, None)
-        wire = error.to_wire()
-        stream.settle(wire)
-        stream.queue.put_nowait(Failed(error=wire))
+        stream.settle(error)
+        stream.queue.put_nowait(Failed(error=error))
 
     def _fail_all(self, error: LlmaasError) -> None:
         for stream in list(self._streams.values()):

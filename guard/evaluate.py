@@ -52,9 +52,11 @@ def verdicts(
                 caller=Caller(token_id=str(key) if key is not None else ""),
             )
             verdict = loop.run_until_complete(screener.screen(job))
-            score = model.score(user_texts(job)) if model is not None else None
-            if model is not None and score is not None and not verdict.blocked:
-                verdict = model.verdict(score, threshold)
+            score = None
+            if model is not None:
+                score = model.score(user_texts(job))
+                if not verdict.blocked:
+                    verdict = model.verdict(score, threshold)
             yield {"id": item.get("id"), "blocked": verdict.blocked, "layer": verdict.layer or None,
                    "rules": list(verdict.rules),
                    "score": None if score is None else round(score, 4)}  # fmt: skip

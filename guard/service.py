@@ -226,7 +226,8 @@ class GuardService:
             async with self.shares.turn(owner, size):
                 score = await scorer.score(user_texts(job))
         except RateLimited:
-            # Its rules passed it and it is already on its way: a full share skips the model, said.
+            # Its rules passed it (and a screening job is already on its way): a full share skips
+            # the model rather than refuse work the rules let through; the metric says so.
             self.metrics.errors.labels("learned_skipped").inc()
             return ALLOW
         self.metrics.score_seconds.observe(time.perf_counter() - started)

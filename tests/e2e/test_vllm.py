@@ -406,6 +406,34 @@ def engine_core_pid(worker_pid: int) -> int:
     raise AssertionError(f"no EngineCore among the worker's children {children}")
 
 
+def _inventory() -> str:
+    """A prompt of a few hundred distinct tokens: long enough to fill whole cache blocks."""
+    colours = ["red", "green", "blue", "amber", "violet", "grey", "white", "black"]
+    things = ["apples", "chairs", "lamps", "books", "cables", "plates", "boots", "maps", "cups"]
+    lines = [f"Shelf {i}: {i * 7 % 31} {colours[i % 8]} {things[i % 9]}." for i in range(60)]
+    return "Here is our stock list.\n" + "\n".join(lines) + "\nHow many shelves are listed?"
+
+
+def test_the_prefix_cache_is_shared_within_a_tenant_and_never_across(real: Stack) -> None:
+    """A tenant's repeated prompt is served from the engine's prefix cache (cached_tokens); the
+    same prompt from another tenant is computed afresh (per-tenant cache salt), so no tenant can
+    time the cache to learn what another sent."""
+    messages = [{"role": "user", "content": _inventory()}]
+
+    def cached(key: str) -> int:
+        sdk = openai.OpenAI(base_url=f"{real.base_url}/v1", api_key=key, max_retries=0, timeout=60)
+        answer = sdk.chat.completions.create(model=CHAT, messages=messages, temperature=0, max_tokens=1)  # type: ignore[arg-type]
+        assert answer.usage is not None and answer.usage.prompt_tokens > 300
+        details = answer.usage.prompt_tokens_details
+        return details.cached_tokens or 0 if details is not None else 0
+
+    alpha, beta = real.new_key("alpha"), real.new_key("beta")
+    assert cached(alpha) == 0
+    assert cached(alpha) > 256
+    assert cached(beta) == 0
+    assert cached(beta) > 256
+
+
 def test_a_small_batch_runs_on_the_real_engine(client: openai.OpenAI) -> None:
     # Before the test that kills the engine.
     import json

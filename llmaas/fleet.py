@@ -8,14 +8,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from llmaas.wire import Heartbeat
+from llmaas.wire import Heartbeat, Perf
 
 MISSED_BEATS_BEFORE_DEAD = 3.0
 
 
 @dataclass(frozen=True, slots=True)
 class WorkerView:
-    """One worker in a fleet snapshot; ``assigned`` counts placements not yet in its heartbeat."""
+    """One worker in a fleet snapshot: its last heartbeat, plus what this process saw change since
+    (``assigned``: sequences placed less those ended; ``queued_prefill_tokens`` includes the prompt
+    tokens placed and not yet computed)."""
 
     worker_id: str
     engine: str
@@ -27,10 +29,12 @@ class WorkerView:
     leaving: bool
     assigned: int = 0
     kv_cache_usage: float = 0.0
+    queued_prefill_tokens: int = 0
+    perf: Perf | None = None
 
     @property
     def load(self) -> int:
-        return self.running + self.waiting + self.assigned
+        return max(0, self.running + self.waiting + self.assigned)
 
 
 @dataclass(slots=True)
@@ -39,6 +43,7 @@ class _Entry:
     seen_at: float
     models: frozenset[str]
     assigned: int = 0
+    prefill: int = 0
 
 
 @dataclass
@@ -54,10 +59,23 @@ class Fleet:
         self._entries[beat.worker_id] = _Entry(beat, now, frozenset(beat.models))
         self._ever.update(beat.models)
 
-    def note_assigned(self, worker_id: str) -> None:
+    def note_assigned(self, worker_id: str, prefill_tokens: int = 0) -> None:
+        """A sequence placed on the worker, with the prompt tokens it is expected to compute."""
         entry = self._entries.get(worker_id)
         if entry is not None:
             entry.assigned += 1
+            entry.prefill += prefill_tokens
+
+    def note_first_token(self, worker_id: str, prefill_tokens: int) -> None:
+        """A sequence's prompt is computed: it no longer waits for prefill."""
+        entry = self._entries.get(worker_id)
+        if entry is not None:
+            entry.prefill -= prefill_tokens
+
+    def note_ended(self, worker_id: str) -> None:
+        entry = self._entries.get(worker_id)
+        if entry is not None:
+            entry.assigned -= 1
 
     def _alive(self, entry: _Entry, now: float) -> bool:
         return now - entry.seen_at <= entry.beat.interval_s * MISSED_BEATS_BEFORE_DEAD
@@ -91,6 +109,8 @@ class Fleet:
                 leaving=e.beat.leaving,
                 assigned=e.assigned,
                 kv_cache_usage=e.beat.kv_cache_usage,
+                queued_prefill_tokens=max(0, e.beat.queued_prefill_tokens + e.prefill),
+                perf=e.beat.perf,
             )
             for wid, e in self._entries.items()
             if self._alive(e, now)

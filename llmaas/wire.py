@@ -182,6 +182,31 @@ Frame = Accepted | Delta | Done | Embeddings | Failed | Screened
 # --- control: fleet state and cancellation -------------------------------------------------------
 
 
+class Perf(_Wire, frozen=True, kw_only=True):
+    """What one engine step costs on a worker's hardware: a step that runs ``tokens`` tokens (prompt
+    chunks plus one per decoding sequence) over ``context`` tokens of running sequences takes
+    ``step_s + tokens * token_s + context * context_token_s`` seconds. Placement predicts first
+    tokens in seconds from it (workers.scheduler.placement.cost)."""
+
+    step_s: float
+    """Fixed cost of a step: reading the weights once (memory-bound)."""
+    token_s: float
+    """Compute per token in the step (prefill and decode tokens alike)."""
+    context_token_s: float
+    """Attention's reading of the KV cache, per token of context of the decoding sequences."""
+    token_budget: int
+    """Tokens one step may run (vLLM's ``max_num_batched_tokens``; longer prompts are chunked)."""
+    max_seqs: int
+    """Sequences one step may run (vLLM's ``max_num_seqs``); more wait."""
+    kv_tokens: int
+    """Tokens the KV cache holds."""
+    block_size: int = 16
+    """Tokens per KV-cache block, the unit of prefix caching."""
+
+    def step_seconds(self, tokens: int, context: int) -> float:
+        return self.step_s + tokens * self.token_s + context * self.context_token_s
+
+
 class Heartbeat(_Wire, frozen=True, kw_only=True):
     """A worker's state, published every ``interval_s``; missing beats mean the worker is gone."""
 
@@ -195,6 +220,10 @@ class Heartbeat(_Wire, frozen=True, kw_only=True):
     interval_s: float
     leaving: bool = False
     kv_cache_usage: float = 0.0
+    queued_prefill_tokens: int = 0
+    """Prompt tokens accepted but not yet computed (waiting and partly prefilled sequences)."""
+    perf: Perf | None = None
+    """The engine's step costs, where it knows them (the simulated engine's profile)."""
 
 
 class Cancel(_Wire, frozen=True, kw_only=True):

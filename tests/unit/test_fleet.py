@@ -47,6 +47,25 @@ def test_local_assignments_count_until_the_next_heartbeat() -> None:
     assert view.load == 3
 
 
+def test_prefill_and_ends_seen_between_heartbeats_adjust_the_last_one() -> None:
+    fleet = Fleet()
+    fleet.observe(beat("w1", ["a"], running=2), now=0.0)
+    fleet.note_assigned("w1", prefill_tokens=500)
+    fleet.note_assigned("w1", prefill_tokens=300)
+    (view,) = fleet.snapshot(0.1)
+    assert (view.load, view.queued_prefill_tokens) == (4, 800)
+    fleet.note_first_token("w1", 500)
+    fleet.note_ended("w1")
+    fleet.note_ended("w1")
+    fleet.note_ended("w1")  # one placed before the beat: the beat had counted it
+    (view,) = fleet.snapshot(0.2)
+    assert (view.load, view.queued_prefill_tokens) == (1, 300)
+    fleet.note_ended("w1")
+    fleet.note_ended("w1")  # more ends than the beat knew of (a stale beat): never below zero
+    (view,) = fleet.snapshot(0.3)
+    assert view.load == 0
+
+
 def test_a_model_is_unheard_of_only_once_workers_were_heard_and_none_ever_served_it() -> None:
     fleet = Fleet()
     assert not fleet.unheard_of("a")  # nothing heard yet: cannot tell

@@ -19,9 +19,10 @@ from llmaas.errors import Unavailable
 from llmaas.fleet import Fleet
 from llmaas.handlers import Handler, Handlers
 from llmaas.metrics_server import expose
-from llmaas.wire import Cancel, Heartbeat, Job
+from llmaas.wire import Cancel, GenerateJob, Heartbeat, Job
 from workers.scheduler.metrics import SchedulerMetrics
-from workers.scheduler.placement import pick
+from workers.scheduler.placement import POLICIES, Ask, Placer
+from workers.scheduler.prefixes import PrefixIndex
 from workers.scheduler.settings import SchedulerSettings
 
 log = logging.getLogger(__name__)
@@ -35,6 +36,9 @@ class SchedulerService:
         self.settings = settings
         self.metrics = metrics
         self.fleet = Fleet()
+        self.placer = Placer(POLICIES[settings.placement_policy])
+        self.prefixes = PrefixIndex()
+        """Which worker holds which prefix blocks, from the workers' cache events."""
         self._nc: Client | None = None
         self._ready_at = 0.0
         self._tasks: set[asyncio.Task[None]] = set()
@@ -67,7 +71,13 @@ class SchedulerService:
     async def _on_heartbeat(self, beat: Heartbeat, msg: Msg) -> None:
         now = time.monotonic()
         self.fleet.observe(beat, now)
-        self.fleet.expire(now)
+        for gone in self.fleet.expire(now):
+            self._forget(gone)
+
+    def _forget(self, worker_id: str) -> None:
+        self.fleet.forget(worker_id)
+        self.prefixes.forget(worker_id)
+        self.placer.placed.forget(worker_id)
 
     async def _on_job(self, job: Job, msg: Msg) -> None:
         if not msg.reply:
@@ -86,16 +96,17 @@ class SchedulerService:
     async def _place(self, job: Job, data: bytes) -> None:
         """On the chosen worker, which says it took the job; a worker that is gone (nobody took
         it) is forgotten and the next one chosen, at once."""
+        ask = _ask(job)
         for _ in range(_ATTEMPTS):
             started = time.perf_counter()
             now = time.monotonic()
-            worker = pick(job.model, self.fleet.snapshot(now))
-            if worker is None and now < self._ready_at:
+            chosen = self.placer.pick(ask, self.fleet.snapshot(now), self.prefixes)
+            if chosen is None and now < self._ready_at:
                 # Just started: heartbeats may not have arrived yet; answering "no worker" would be a lie.
                 await asyncio.sleep(self._ready_at - now)
-                worker = pick(job.model, self.fleet.snapshot(time.monotonic()))
+                chosen = self.placer.pick(ask, self.fleet.snapshot(time.monotonic()), self.prefixes)
             self.metrics.place_seconds.observe(time.perf_counter() - started)
-            if worker is None:
+            if chosen is None:
                 self.metrics.placements.labels("no_worker").inc()
                 error = Unavailable(
                     f"No worker is serving model '{job.model}' right now.",
@@ -105,8 +116,8 @@ class SchedulerService:
                 )
                 await hops.fail(self.nc, job.reply, error)
                 return
-            wid = worker.worker_id
-            self.fleet.note_assigned(wid)
+            wid = chosen.worker.worker_id
+            self.fleet.note_assigned(wid, chosen.uncached_tokens(ask))
             try:
                 await hops.hand_over(
                     self.nc, subjects.worker_jobs(wid), data, self.settings.hop_timeout_s, f"worker {wid}"
@@ -114,7 +125,7 @@ class SchedulerService:
             except hops.NobodyThere:
                 self.metrics.placements.labels("worker_gone").inc()
                 log.warning("worker %s is gone (nobody took a job sent to it); placing elsewhere", wid)
-                self.fleet.forget(wid)
+                self._forget(wid)
                 continue
             except hops.NotTaken as exc:
                 self.metrics.placements.labels("not_taken").inc()
@@ -128,3 +139,15 @@ class SchedulerService:
             return
         error = Unavailable("No worker took the request; retry shortly.", retry_after_s=1)
         await hops.fail(self.nc, job.reply, error)
+
+
+_CHARS_PER_TOKEN = 4
+"""A prompt's tokens as placement guesses them before any tokenizer ran (English text averages ~4)."""
+
+
+def _ask(job: Job) -> Ask:
+    if isinstance(job, GenerateJob):
+        chars = len(job.prompt) + sum(len(m.content) for m in job.messages)
+    else:
+        chars = sum(map(len, job.inputs))
+    return Ask(job.model, prompt_tokens=chars // _CHARS_PER_TOKEN)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field
 
 from llmaas.settings import ServiceSettings
@@ -13,4 +15,8 @@ class SchedulerSettings(ServiceSettings):
     )
     retry_after_s: float = Field(
         default=5.0, gt=0, description="Retry-After sent when no worker serves a model"
+    )
+    placement_policy: Literal["default", "least-loaded", "llm-d", "round-robin"] = Field(
+        default="default",
+        description="how a worker is chosen (workers.scheduler.placement.policy); the others are baselines",
     )

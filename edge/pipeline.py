@@ -312,7 +312,8 @@ class Pipeline:
             beat = codec.heartbeat_decoder.decode(msg.data)
         except codec.DecodeError:
             return
-        self.fleet.observe(beat, time.monotonic())
+        if beat.worker_id == subjects.worker_of(msg.subject):  # a worker speaks only for itself
+            self.fleet.observe(beat, time.monotonic())
 
     async def _on_down(self) -> None:
         # Frames published while we are cut off are lost for good: end those streams now, clearly.

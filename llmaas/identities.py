@@ -10,10 +10,10 @@ identity nothing connects. What each role may do:
   workers' heartbeats.
 - guard: take jobs, pass them to the scheduler, answer a refusal to the edge, record security events,
   keep its history bucket, read (never write) the tenants' switches; never sees a key's hash.
-- scheduler: take screened jobs, read heartbeats, hand jobs (and cancels) to workers, answer a
-  refusal, say "taken" to the guard.
-- worker <id>: take its own jobs and cancels, say "taken", publish its own heartbeat and the
-  answers. No stream,
+- scheduler: take screened jobs, read heartbeats, cache events and progress, hand jobs (and
+  cancels) to workers, answer a refusal, say "taken" to the guard.
+- worker <id>: take its own jobs and cancels, say "taken", publish its own heartbeat, cache events
+  and progress, and the answers. No stream,
   no bucket: it can neither bill nor read a tenant, nor read another worker's jobs.
 - metering: consume the usage, audit and security streams, answer the report queries it receives.
 - operator: everything (``llmaas up`` making the streams; tests reading them).
@@ -132,7 +132,7 @@ def role(name: str) -> Role:
     if name == "scheduler":
         return Role(
             publish=(_WORKERS_JOBS, _WORKERS_CANCELS, _ANSWERS),
-            subscribe=(subjects.SCHEDULER, subjects.HEARTBEATS),
+            subscribe=(subjects.SCHEDULER, subjects.HEARTBEATS, subjects.CACHE_EVENTS, subjects.PROGRESS),
             responses=True,  # "taken", to the guard that handed it a job
         )
     if name == "metering":
@@ -150,7 +150,13 @@ def role(name: str) -> Role:
         worker_id = subjects.check_token(name.removeprefix(_WORKER))
         return Role(
             # Its records of work done go to its own subject of LLMAAS_WORK (sealed by the edge).
-            publish=(subjects.heartbeat(worker_id), _ANSWERS, subjects.work(worker_id)),
+            publish=(
+                subjects.heartbeat(worker_id),
+                subjects.cache_events(worker_id),
+                subjects.progress(worker_id),
+                _ANSWERS,
+                subjects.work(worker_id),
+            ),
             subscribe=(subjects.worker_jobs(worker_id), subjects.worker_cancel(worker_id)),
             responses=True,  # "taken", to the scheduler that handed it a job
         )

@@ -17,6 +17,12 @@ SCHEDULER_QUEUE = "scheduler"
 HEARTBEATS = f"{ROOT}.fleet.heartbeat.*"
 """Wildcard for every worker's heartbeat."""
 
+CACHE_EVENTS = f"{ROOT}.fleet.cache.*"
+"""Every worker's prefix-cache events, for the schedulers' prefix index."""
+
+PROGRESS = f"{ROOT}.fleet.progress.*"
+"""Every worker's first tokens and ends, for the schedulers' count of what they placed."""
+
 AUDIT = f"{ROOT}.audit"
 """The hash-chained audit trail (JetStream stream LLMAAS_AUDIT)."""
 
@@ -88,6 +94,20 @@ def check_token(value: str) -> str:
 
 def heartbeat(worker_id: str) -> str:
     return f"{ROOT}.fleet.heartbeat.{worker_id}"
+
+
+def cache_events(worker_id: str) -> str:
+    return f"{ROOT}.fleet.cache.{worker_id}"
+
+
+def progress(worker_id: str) -> str:
+    return f"{ROOT}.fleet.progress.{worker_id}"
+
+
+def worker_of(subject: str) -> str:
+    """The worker a ``fleet.*.<worker id>`` subject belongs to: who may publish on it (its
+    identity's rights), whatever its payload says."""
+    return subject.rpartition(".")[2]
 
 
 def worker_jobs(worker_id: str) -> str:

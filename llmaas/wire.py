@@ -226,6 +226,23 @@ class Heartbeat(_Wire, frozen=True, kw_only=True):
     """The engine's step costs, where it knows them (the simulated engine's profile)."""
 
 
+class CacheEvents(_Wire, frozen=True, kw_only=True):
+    """What a worker's prefix cache gained and lost since its last report (ids of llmaas.blocks),
+    on the worker's own subject: the scheduler's prefix index follows it."""
+
+    model: str
+    stored: list[int] = []
+    removed: list[int] = []
+
+
+class Progress(_Wire, frozen=True, kw_only=True):
+    """Jobs of a worker that got their first token, and that ended, since its last report: the
+    schedulers count them against what they placed there, so load is fresh between heartbeats."""
+
+    started: list[str] = []
+    ended: list[str] = []
+
+
 class Cancel(_Wire, frozen=True, kw_only=True):
     """Stop generating for this request (its client went away)."""
 

@@ -310,9 +310,9 @@ class Stack:
         rows: list[dict[str, Any]] = json.loads(cli("sql", query, "--format", "json", env=env))
         return rows
 
-    def scheduler(self, *extra: str) -> None:
-        port = self.metrics_ports.setdefault("scheduler", free_port())
-        self.start("scheduler", "scheduler", "--metrics-port", str(port), *extra)
+    def scheduler(self, *extra: str, name: str = "scheduler") -> None:
+        port = self.metrics_ports.setdefault(name, free_port())
+        self.start(name, "scheduler", "--metrics-port", str(port), *extra)
 
     def worker(self, worker_id: str, *extra: str) -> subprocess.Popen[bytes]:
         port = self.metrics_ports.setdefault(worker_id, free_port())

@@ -96,7 +96,7 @@ def cmd_scheduler(args: argparse.Namespace) -> None:
     from workers.scheduler.app import create_service
     from workers.scheduler.settings import SchedulerSettings
 
-    settings = SchedulerSettings(**_explicit(args, *COMMON, "metrics_port"))
+    settings = SchedulerSettings(**_explicit(args, *COMMON, "metrics_port", "placement_policy"))
     logs.setup("scheduler", settings.log_level)
     runtime.run(create_service(settings))
 
@@ -106,7 +106,7 @@ WORKER_OPTIONS = (
     "completion_tokens", "capacity", "heartbeat_interval_s", "drain_timeout_s", "metrics_port",
     "model", "model_path", "task", "data_dir", "tensor_parallel_size", "gpu_memory_utilization",
     "max_model_len", "max_num_seqs", "dtype", "enforce_eager", "cpu_kv_cache_gb", "reasoning_parser",
-    "tool_parser", "batch_share",
+    "tool_parser", "batch_share", "simulated_model", "simulated_profile", "simulated_time_scale",
 )  # fmt: skip
 
 
@@ -259,6 +259,12 @@ def build_parser() -> argparse.ArgumentParser:
         _common(p)
         _metrics(p)
         p.set_defaults(func=func)
+        if name == "scheduler":
+            p.add_argument(
+                "--placement-policy",
+                choices=["default", "least-loaded", "llm-d", "round-robin"],
+                help="how workers are chosen (default: predicted first token; the others are baselines)",
+            )
         if name == "guard":
             actions = p.add_subparsers(dest="guard_command")
             evaluate = actions.add_parser(
@@ -312,7 +318,9 @@ def _worker_parser(worker: argparse.ArgumentParser) -> None:
     worker.add_argument("--worker-id", help="unique id in the fleet ([A-Za-z0-9_-], default host-pid-random)")
     worker.add_argument("--config", help="TOML file with worker settings (flags override it)")
     worker.add_argument(
-        "--engine", choices=["synthetic", "vllm"], help="inference engine (default synthetic)"
+        "--engine",
+        choices=["synthetic", "simulated", "vllm"],
+        help="inference engine (default synthetic; simulated: vLLM's timing and prefix cache, no GPU)",
     )
     worker.add_argument("--model", help="vllm: catalog name to serve (default smollm2:135m)")
     worker.add_argument("--model-path", help="vllm: Hugging Face folder of the weights")
@@ -343,6 +351,13 @@ def _worker_parser(worker: argparse.ArgumentParser) -> None:
     worker.add_argument("--ttft-ms", type=float, help="synthetic: time to first token")
     worker.add_argument("--completion-tokens", type=int, help="synthetic: answer length without max_tokens")
     worker.add_argument("--capacity", type=int, help="concurrent jobs reported to the scheduler")
+    worker.add_argument("--simulated-model", help="simulated: name the model is served under")
+    worker.add_argument(
+        "--simulated-profile", choices=["llama-8b-h100", "llama-70b-4xh100"], help="simulated: hardware"
+    )
+    worker.add_argument(
+        "--simulated-time-scale", type=float, help="simulated: real seconds per simulated second (default 1)"
+    )
     worker.add_argument(
         "--batch-share", type=float, help="share of the capacity batch lines may hold (default 0.5)"
     )

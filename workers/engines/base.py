@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from llmaas.wire import Delta, Done, Embeddings, EmbedJob, GenerateJob
+from llmaas.wire import Delta, Done, Embeddings, EmbedJob, GenerateJob, Perf
+
+CacheSink = Callable[[Sequence[int], Sequence[int]], None]
+"""Told (blocks stored, blocks removed) when an engine's prefix cache changes (ids of llmaas.blocks)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -18,6 +21,10 @@ class EngineLoad:
     """Share of the KV cache in use (0..1); 0 where the engine has none."""
     generated_tokens: int = 0
     """Tokens generated since start, as the engine counts them (aborted sequences included)."""
+    queued_prefill_tokens: int = 0
+    """Prompt tokens accepted and not yet computed; 0 where the engine cannot tell."""
+    perf: Perf | None = None
+    """What a step costs, where the engine knows it (for placement's predicted first token)."""
 
 
 class Engine(Protocol):
@@ -44,6 +51,10 @@ class Engine(Protocol):
     async def embed(self, job: EmbedJob) -> Embeddings: ...
 
     def load(self) -> EngineLoad: ...
+
+    def watch_cache(self, sink: CacheSink) -> None:
+        """Call ``sink`` as the prefix cache changes; an engine that cannot tell never calls it."""
+        ...
 
     def healthy(self) -> bool:
         """False once the engine has died; the worker then leaves the pool."""

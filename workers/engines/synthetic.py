@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from llmaas.errors import InvalidRequest
 from llmaas.wire import Delta, Done, Embeddings, EmbedJob, FinishReason, GenerateJob, Usage
-from workers.engines.base import EngineLoad
+from workers.engines.base import CacheSink, EngineLoad
 
 _VOCABULARY = (
     "the model streams tokens through a pipeline of small services that screen place and serve "
@@ -98,6 +98,9 @@ class SyntheticEngine:
 
     def healthy(self) -> bool:
         return True
+
+    def watch_cache(self, sink: CacheSink) -> None:
+        """No view of a prefix cache here (placement then goes by load alone)."""
 
     def load(self) -> EngineLoad:
         return EngineLoad(

@@ -31,7 +31,7 @@ from llmaas.wire import (
     ToolCall,
     Usage,
 )
-from workers.engines.base import EngineLoad
+from workers.engines.base import CacheSink, EngineLoad
 from workers.engines.reasoning import ReasoningSplitter, load_parser
 from workers.engines.tool_calls import ToolCallReader, call_id, load_parser_class, openai_tools
 
@@ -195,6 +195,9 @@ class VllmEngine:
 
     def healthy(self) -> bool:
         return self._llm is not None and not self._llm.errored
+
+    def watch_cache(self, sink: CacheSink) -> None:
+        """No view of a prefix cache here (placement then goes by load alone)."""
 
     def load(self) -> EngineLoad:
         load = self._load

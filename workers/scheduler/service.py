@@ -14,12 +14,12 @@ import msgspec
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
-from llmaas import codec, hops, natsconn, subjects
+from llmaas import blocks, codec, hops, natsconn, subjects
 from llmaas.errors import Unavailable
 from llmaas.fleet import Fleet
 from llmaas.handlers import Handler, Handlers
 from llmaas.metrics_server import expose
-from llmaas.wire import Cancel, GenerateJob, Heartbeat, Job
+from llmaas.wire import CacheEvents, Cancel, GenerateJob, Heartbeat, Job, Progress
 from workers.scheduler.metrics import SchedulerMetrics
 from workers.scheduler.placement import POLICIES, Ask, Placer
 from workers.scheduler.prefixes import PrefixIndex
@@ -30,6 +30,10 @@ log = logging.getLogger(__name__)
 _ATTEMPTS = 3
 """Workers tried for one job when the chosen ones turn out to be gone."""
 
+_PLACED_MAX = 100_000
+"""Jobs remembered until their worker says they ended; beyond, the oldest are let go (their ends
+were lost): heartbeats still carry the load."""
+
 
 class SchedulerService:
     def __init__(self, settings: SchedulerSettings, metrics: SchedulerMetrics) -> None:
@@ -39,6 +43,9 @@ class SchedulerService:
         self.placer = Placer(POLICIES[settings.placement_policy])
         self.prefixes = PrefixIndex()
         """Which worker holds which prefix blocks, from the workers' cache events."""
+        self._placed: dict[str, tuple[str, int]] = {}
+        """Request id -> (worker, prompt tokens expected to be computed) until its first token,
+        then (worker, 0) until it ends: this replica's own count between heartbeats."""
         self._nc: Client | None = None
         self._ready_at = 0.0
         self._tasks: set[asyncio.Task[None]] = set()
@@ -49,6 +56,10 @@ class SchedulerService:
         self.handlers.add(
             Handler("job", subjects.SCHEDULER, codec.job_decoder, self._on_job, subjects.SCHEDULER_QUEUE)
         )
+        self.handlers.add(
+            Handler("cache", subjects.CACHE_EVENTS, codec.cache_events_decoder, self._on_cache_events)
+        )
+        self.handlers.add(Handler("progress", subjects.PROGRESS, codec.progress_decoder, self._on_progress))
 
     @property
     def nc(self) -> Client:
@@ -69,6 +80,8 @@ class SchedulerService:
         await natsconn.close(self.nc)
 
     async def _on_heartbeat(self, beat: Heartbeat, msg: Msg) -> None:
+        if beat.worker_id != subjects.worker_of(msg.subject):
+            return  # a worker speaks only for itself (its identity may publish on its own subject only)
         now = time.monotonic()
         self.fleet.observe(beat, now)
         for gone in self.fleet.expire(now):
@@ -78,6 +91,37 @@ class SchedulerService:
         self.fleet.forget(worker_id)
         self.prefixes.forget(worker_id)
         self.placer.placed.forget(worker_id)
+        for request_id in [r for r, (w, _) in self._placed.items() if w == worker_id]:
+            del self._placed[request_id]
+
+    async def _on_cache_events(self, events: CacheEvents, msg: Msg) -> None:
+        worker = subjects.worker_of(msg.subject)
+        if events.removed:
+            self.prefixes.removed(worker, events.model, events.removed)
+        if events.stored and self.fleet.is_alive(worker, time.monotonic()):
+            self.prefixes.stored(worker, events.model, events.stored)
+
+    async def _on_progress(self, progress: Progress, msg: Msg) -> None:
+        """First tokens and ends of jobs; only those this replica placed count (each replica counts
+        its own placements, and every replica hears the same heartbeats)."""
+        worker = subjects.worker_of(msg.subject)
+        for request_id in progress.started:
+            placed = self._placed.get(request_id)
+            if placed is not None and placed[0] == worker:
+                self.fleet.note_first_token(worker, placed[1])
+                self._placed[request_id] = (worker, 0)
+        for request_id in progress.ended:
+            placed = self._placed.get(request_id)
+            if placed is not None and placed[0] == worker:
+                del self._placed[request_id]
+                self.fleet.note_first_token(worker, placed[1])  # an embedding has no first token
+                self.fleet.note_ended(worker)
+
+    def _count(self, request_id: str, worker: str, prefill_tokens: int) -> None:
+        self.fleet.note_assigned(worker, prefill_tokens)
+        self._placed[request_id] = (worker, prefill_tokens)
+        if len(self._placed) > _PLACED_MAX:
+            del self._placed[next(iter(self._placed))]
 
     async def _on_job(self, job: Job, msg: Msg) -> None:
         if not msg.reply:
@@ -96,7 +140,7 @@ class SchedulerService:
     async def _place(self, job: Job, data: bytes) -> None:
         """On the chosen worker, which says it took the job; a worker that is gone (nobody took
         it) is forgotten and the next one chosen, at once."""
-        ask = _ask(job)
+        ask = _ask(job, self.placer.policy.prefixes != "none")
         for _ in range(_ATTEMPTS):
             started = time.perf_counter()
             now = time.monotonic()
@@ -117,7 +161,7 @@ class SchedulerService:
                 await hops.fail(self.nc, job.reply, error)
                 return
             wid = chosen.worker.worker_id
-            self.fleet.note_assigned(wid, chosen.uncached_tokens(ask))
+            self._count(job.request_id, wid, chosen.uncached_tokens(ask))
             try:
                 await hops.hand_over(
                     self.nc, subjects.worker_jobs(wid), data, self.settings.hop_timeout_s, f"worker {wid}"
@@ -141,13 +185,12 @@ class SchedulerService:
         await hops.fail(self.nc, job.reply, error)
 
 
-_CHARS_PER_TOKEN = 4
-"""A prompt's tokens as placement guesses them before any tokenizer ran (English text averages ~4)."""
-
-
-def _ask(job: Job) -> Ask:
+def _ask(job: Job, with_blocks: bool) -> Ask:
+    """What placement knows of a job: its prompt's length and (for a policy that uses them) the
+    ids of its blocks, as the simulated engine and the index name them."""
     if isinstance(job, GenerateJob):
-        chars = len(job.prompt) + sum(len(m.content) for m in job.messages)
+        text = blocks.text_of(job).encode()
+        ids = blocks.of_job(job) if with_blocks else ()
     else:
-        chars = sum(map(len, job.inputs))
-    return Ask(job.model, prompt_tokens=chars // _CHARS_PER_TOKEN)
+        text, ids = "".join(job.inputs).encode(), ()
+    return Ask(job.model, blocks=ids, prompt_tokens=len(text) // blocks.CHARS_PER_TOKEN)

@@ -96,6 +96,30 @@ class EngineModel:
     def holds(self, block: int) -> bool:
         return block in self._table
 
+    def decoding(self) -> list[Seq]:
+        return [seq for _, _, seq in self._decoding]
+
+    def abort(self, request_id: str) -> None:
+        """Drop a sequence wherever it is (its client went away); its computed blocks stay cached."""
+        for seq in self.waiting:
+            if seq.request_id == request_id:
+                self.waiting.remove(seq)
+                return
+        for seq in self.prefilling:
+            if seq.request_id == request_id:
+                self.prefilling.remove(seq)
+                self._plan = [(s, c) for s, c in self._plan if s is not seq]
+                self._release(seq)
+                return
+        for i, (_, _, seq) in enumerate(self._decoding):
+            if seq.request_id == request_id:
+                self._decoding.pop(i)
+                heapq.heapify(self._decoding)
+                start = seq.finish_step - seq.output_tokens + 1
+                self._context_base -= seq.prompt_tokens + 1 - start
+                self._release(seq)
+                return
+
     # --- a step ----------------------------------------------------------------------------------
 
     def submit(self, seq: Seq) -> None:

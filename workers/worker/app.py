@@ -5,9 +5,11 @@ from __future__ import annotations
 import logging
 
 from workers.engines.base import Engine
+from workers.engines.simulated import SimulatedConfig, SimulatedEngine
 from workers.engines.synthetic import SyntheticConfig, SyntheticEngine
 from workers.engines.vllm_engine import VllmEngine, VllmSpec
 from workers.models import local
+from workers.simulation.profiles import PROFILES
 from workers.worker.metrics import WorkerMetrics
 from workers.worker.service import WorkerService
 from workers.worker.settings import WorkerSettings
@@ -51,6 +53,15 @@ def vllm_spec(settings: WorkerSettings) -> VllmSpec:
 def build_engine(settings: WorkerSettings) -> Engine:
     if settings.engine == "vllm":
         return VllmEngine(vllm_spec(settings))
+    if settings.engine == "simulated":
+        return SimulatedEngine(
+            SimulatedConfig(
+                model=settings.simulated_model,
+                perf=PROFILES[settings.simulated_profile],
+                completion_tokens=settings.completion_tokens,
+                time_scale=settings.simulated_time_scale,
+            )
+        )
     return SyntheticEngine(
         SyntheticConfig(
             chat_model=settings.chat_model,

@@ -35,6 +35,7 @@ from llmaas.wire import (
 from workers.engines.base import Engine
 from workers.worker.metrics import WorkerMetrics
 from workers.worker.settings import WorkerSettings
+from workers.worker.signals import Signals
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +75,7 @@ class WorkerService:
         self.handlers.add(
             Handler("cancel", subjects.worker_cancel(self.worker_id), codec.cancel_decoder, self._on_cancel)
         )
+        self._signals: Signals | None = None
         self._heartbeat_task: asyncio.Task[None] | None = None
         self._leaving = False
         self._started_at = time.time()
@@ -88,6 +90,9 @@ class WorkerService:
     async def start(self) -> None:
         await self.engine.start()
         self._nc = await natsconn.connect_as(self.settings, f"worker:{self.worker_id}")
+        self._signals = Signals(self.nc, self.worker_id, self.engine.models[0])
+        self._signals.start()
+        self.engine.watch_cache(self._signals.cache)
         await self.handlers.attach(self.nc)
         await self.nc.flush()
         self._heartbeat_task = asyncio.create_task(self._heartbeats())
@@ -109,6 +114,8 @@ class WorkerService:
             await asyncio.wait(list(self._jobs.values()), timeout=1)
         if self._records:
             await asyncio.wait(set(self._records), timeout=5)
+        if self._signals is not None:
+            await self._signals.stop()
         await natsconn.close(self.nc)
         await self.engine.stop()
 
@@ -201,6 +208,8 @@ class WorkerService:
                 del self._batch[job.request_id]
                 self.metrics.batch_running.set(len(self._batch))
             self._preempted.discard(job.request_id)
+            if self._signals is not None:
+                self._signals.ended(job.request_id)
             if job.seal and (done.usage is not None or done.generated):
                 self._record(job, done)
 
@@ -254,6 +263,8 @@ class WorkerService:
             if first:
                 self.metrics.ttft.labels(job.model).observe(time.perf_counter() - arrived)
                 first = False
+                if self._signals is not None:
+                    self._signals.started(job.request_id)
             if isinstance(frame, Done):
                 self.metrics.tokens.labels(job.model, "prompt").inc(frame.usage.prompt_tokens)
                 completion.inc(max(0, frame.usage.completion_tokens - counted))
@@ -282,6 +293,8 @@ class WorkerService:
             interval_s=self.settings.heartbeat_interval_s,
             leaving=self._leaving,
             kv_cache_usage=load.kv_cache_usage,
+            queued_prefill_tokens=load.queued_prefill_tokens,
+            perf=load.perf,
         )
         await self.nc.publish(subjects.heartbeat(self.worker_id), codec.encode(beat))
 

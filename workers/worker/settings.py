@@ -25,7 +25,7 @@ class WorkerSettings(ServiceSettings):
     """One worker serves one model with one engine. Flags, ``LLMAAS_*`` variables or a TOML file."""
 
     worker_id: str = Field(default_factory=default_worker_id)
-    engine: Literal["synthetic", "vllm"] = "synthetic"
+    engine: Literal["synthetic", "simulated", "vllm"] = "synthetic"
     heartbeat_interval_s: float = Field(default=1.0, gt=0)
     drain_timeout_s: float = Field(
         default=10.0, ge=0, description="how long a stopping worker lets streams end"
@@ -45,6 +45,13 @@ class WorkerSettings(ServiceSettings):
     ttft_ms: float = Field(default=0.0, ge=0)
     completion_tokens: int = Field(default=32, ge=1)
     capacity: int = Field(default=256, ge=1)
+
+    # simulated engine (workers.engines.simulated): a vLLM-like performance model in real time
+    simulated_model: str = "simulated-chat"
+    simulated_profile: Literal["llama-8b-h100", "llama-70b-4xh100"] = "llama-8b-h100"
+    simulated_time_scale: float = Field(
+        default=1.0, gt=0, description="real seconds per simulated second (0.1: ten times faster)"
+    )
 
     # vLLM engine: which model, from where, with which engine arguments
     model: str = Field(default="smollm2:135m", description="catalog name the model is served under")

@@ -101,7 +101,7 @@ class SimulatedEngine:
 
     @staticmethod
     def _prompt_tokens(job: GenerateJob) -> int:
-        return max(1, len(blocks.text_of(job).encode()) // blocks.CHARS_PER_TOKEN)
+        return blocks.prompt_tokens(job)  # as the scheduler counts them
 
     def _answer_tokens(self, job: GenerateJob) -> int:
         return job.sampling.max_tokens or self.config.completion_tokens

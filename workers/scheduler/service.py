@@ -19,7 +19,7 @@ from llmaas.errors import Unavailable
 from llmaas.fleet import Fleet
 from llmaas.handlers import Handler, Handlers
 from llmaas.metrics_server import expose
-from llmaas.wire import CacheEvents, Cancel, GenerateJob, Heartbeat, Job, Progress
+from llmaas.wire import CacheEvents, Cancel, EmbedJob, Heartbeat, Job, Progress
 from workers.scheduler.metrics import SchedulerMetrics
 from workers.scheduler.placement import POLICIES, Ask, Placer
 from workers.scheduler.prefixes import PrefixIndex
@@ -188,9 +188,7 @@ class SchedulerService:
 def _ask(job: Job, with_blocks: bool) -> Ask:
     """What placement knows of a job: its prompt's length and (for a policy that uses them) the
     ids of its blocks, as the simulated engine and the index name them."""
-    if isinstance(job, GenerateJob):
-        text = blocks.text_of(job).encode()
-        ids = blocks.of_job(job) if with_blocks else ()
-    else:
-        text, ids = "".join(job.inputs).encode(), ()
-    return Ask(job.model, blocks=ids, prompt_tokens=len(text) // blocks.CHARS_PER_TOKEN)
+    if isinstance(job, EmbedJob):
+        return Ask(job.model, prompt_tokens=sum(map(len, job.inputs)) // blocks.CHARS_PER_TOKEN)
+    ids = blocks.of_job(job) if with_blocks else ()
+    return Ask(job.model, blocks=ids, prompt_tokens=blocks.prompt_tokens(job))

@@ -485,3 +485,46 @@ def test_an_engine_that_dies_fails_its_streams_and_its_worker_leaves(real: Stack
     # The worker leaves the pool and exits non-zero, so that its supervisor restarts it.
     assert worker.wait(60) == 1
     wait_until(lambda: CHAT not in real.models(), 10, "the dead engine's model to leave the fleet", real.logs)
+
+
+# --- placement on two real engines (after the tests above: their chat engine is dead by now) -------
+
+
+@pytest.fixture
+def pair(tmp_path: Path, data_dir: Path) -> Iterator[Stack]:
+    s = Stack(tmp_path / "pair")
+    try:
+        s.guard()
+        s.scheduler()
+        vllm = ("--engine", "vllm", "--data-dir", str(data_dir), "--model", CHAT)
+        for name in ("left", "right"):
+            s.worker(name, *vllm, "--max-model-len", str(MAX_MODEL_LEN))
+        s.edge()
+        s.wait_for_model(CHAT, timeout_s=240)
+        wait_until(
+            lambda: all(s.metric(w, "llmaas_engine_waiting") == 0 for w in ("left", "right")), 240, "both"
+        )
+        yield s
+    finally:
+        s.close()
+
+
+def test_a_repeated_prompt_lands_on_the_vllm_worker_that_holds_its_prefix(pair: Stack) -> None:
+    """The worker's digest of vLLM's prefix cache reaches the scheduler, which sends the prompt
+    back where it is cached: vLLM reports the cached tokens each time (the other engine has never
+    seen the prompt: there it would be 0)."""
+    key = pair.new_key("repeat")
+    sdk = openai.OpenAI(base_url=f"{pair.base_url}/v1", api_key=key, max_retries=0, timeout=60)
+    messages = [{"role": "user", "content": _inventory()}]
+
+    def cached() -> int:
+        answer = sdk.chat.completions.create(model=CHAT, messages=messages, temperature=0, max_tokens=1)  # type: ignore[arg-type]
+        details = answer.usage.prompt_tokens_details if answer.usage else None
+        return (details.cached_tokens or 0) if details is not None else 0
+
+    assert cached() == 0
+    assert [cached() > 256 for _ in range(5)] == [True] * 5
+    served = sorted(
+        pair.metric(w, "llmaas_worker_requests_total", model=CHAT, outcome="ok") for w in ("left", "right")
+    )
+    assert served == [0, 6]

@@ -7,7 +7,7 @@ import random
 import pytest
 
 from llmaas.fleet import WorkerView
-from workers.scheduler.placement import POLICIES, Ask, Candidate, Placer
+from workers.scheduler.placement import POLICIES, Ask, Candidate, Placer, weighted
 from workers.scheduler.placement.cost import RECOMPUTE_WEIGHT, predicted_ttft
 from workers.scheduler.placement.filters import accepting, serves_model
 from workers.scheduler.placement.load import kv_headroom, least_loaded, queue
@@ -180,3 +180,14 @@ def test_default_does_not_use_prefixes_of_another_model() -> None:
     index.stored("warm", "other-model", ASK.blocks)
     fleet = (worker("cold"), worker("warm", prefill=3000))
     assert placer("default").pick(ASK, fleet, index).worker.worker_id == "cold"  # type: ignore[union-attr]
+
+
+def test_weights_from_settings_replace_a_policys_by_scorer_name() -> None:
+    heavier = weighted(POLICIES["llm-d"], {"prefix_affinity": 10.0})
+    assert [(w.scorer.__name__, w.weight) for w in heavier.scorers] == [
+        ("prefix_affinity", 10.0),
+        ("queue", 2.0),
+        ("kv_headroom", 2.0),
+    ]
+    with pytest.raises(ValueError, match="has no scorer nonsense"):
+        weighted(POLICIES["default"], {"nonsense": 1.0})

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from llmaas import blocks
 from llmaas.errors import InvalidRequest, UpstreamFailed
 from llmaas.wire import (
     ChatMessage,
@@ -32,6 +33,7 @@ from llmaas.wire import (
     Usage,
 )
 from workers.engines.base import CacheSink, EngineLoad
+from workers.engines.digest import CacheDigest
 from workers.engines.reasoning import ReasoningSplitter, load_parser
 from workers.engines.tool_calls import ToolCallReader, call_id, load_parser_class, openai_tools
 
@@ -135,6 +137,7 @@ class VllmEngine:
         self._prioritized = False
         self._prepared: dict[str, list[int]] = {}
         self._tool_parser: Any = None
+        self._digest = CacheDigest(1)
 
     @property
     def models(self) -> list[str]:
@@ -187,6 +190,10 @@ class VllmEngine:
         self._tool_parser = load_parser_class(spec.tool_parser) if spec.tool_parser else None
         self._max_model_len = self._llm.model_config.max_model_len
         self._capacity = self._llm.vllm_config.scheduler_config.max_num_seqs
+        cache = self._llm.vllm_config.cache_config
+        if spec.task == "generate" and cache.enable_prefix_caching and cache.num_gpu_blocks:
+            kv_tokens = cache.num_gpu_blocks * cache.block_size
+            self._digest.capacity = kv_tokens * blocks.CHARS_PER_TOKEN // blocks.BLOCK_CHARS
 
     async def stop(self) -> None:
         if self._llm is not None:
@@ -197,7 +204,8 @@ class VllmEngine:
         return self._llm is not None and not self._llm.errored
 
     def watch_cache(self, sink: CacheSink) -> None:
-        """No view of a prefix cache here (placement then goes by load alone)."""
+        """The digest of the prefix cache (workers.engines.digest), told as prompts are computed."""
+        self._digest.watch(sink)
 
     def load(self) -> EngineLoad:
         load = self._load
@@ -326,6 +334,8 @@ class VllmEngine:
                 piece = out.outputs[0]
                 generated += len(piece.token_ids)
                 pending += len(piece.token_ids)
+                if generated == len(piece.token_ids):  # the first output: the prompt is in the cache
+                    self._digest.computed(blocks.of_job(job))
                 cached = out.num_cached_tokens or 0
                 text, reasoning = answer.step(piece.text, piece.token_ids)
                 # A token may decode to no text yet (part of a character, or held back as the start

@@ -21,7 +21,7 @@ from llmaas.handlers import Handler, Handlers
 from llmaas.metrics_server import expose
 from llmaas.wire import CacheEvents, Cancel, EmbedJob, Heartbeat, Job, Progress
 from workers.scheduler.metrics import SchedulerMetrics
-from workers.scheduler.placement import POLICIES, Ask, Placer
+from workers.scheduler.placement import POLICIES, Ask, Placer, weighted
 from workers.scheduler.prefixes import PrefixIndex
 from workers.scheduler.settings import SchedulerSettings
 
@@ -40,7 +40,7 @@ class SchedulerService:
         self.settings = settings
         self.metrics = metrics
         self.fleet = Fleet()
-        self.placer = Placer(POLICIES[settings.placement_policy])
+        self.placer = Placer(weighted(POLICIES[settings.placement_policy], settings.placement_weights))
         self.prefixes = PrefixIndex()
         """Which worker holds which prefix blocks, from the workers' cache events."""
         self._placed: dict[str, tuple[str, int]] = {}

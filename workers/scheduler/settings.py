@@ -20,3 +20,7 @@ class SchedulerSettings(ServiceSettings):
         default="default",
         description="how a worker is chosen (workers.scheduler.placement.policy); the others are baselines",
     )
+    placement_weights: dict[str, float] = Field(
+        default_factory=dict,
+        description='scorer name -> weight, replacing the policy\'s (e.g. {"prefix_affinity": 4} for llm-d)',
+    )

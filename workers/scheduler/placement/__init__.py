@@ -5,7 +5,7 @@ workers, tested with a table of its own; ``Placer`` holds the little state a pol
 round-robin turn, llm-d's table of where prefixes were sent).
 """
 
-from workers.scheduler.placement.policy import POLICIES, Placer, Policy, Weighted
+from workers.scheduler.placement.policy import POLICIES, Placer, Policy, Weighted, weighted
 from workers.scheduler.placement.request import Ask, Candidate
 
-__all__ = ["POLICIES", "Ask", "Candidate", "Placer", "Policy", "Weighted"]
+__all__ = ["POLICIES", "Ask", "Candidate", "Placer", "Policy", "Weighted", "weighted"]

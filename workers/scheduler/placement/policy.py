@@ -59,6 +59,18 @@ POLICIES: dict[str, Policy] = {
 }
 
 
+def weighted(policy: Policy, weights: dict[str, float]) -> Policy:
+    """``policy`` with some scorers' weights replaced, by scorer name (e.g. ``prefix_affinity``);
+    ValueError names the policy's scorers when one is not among them."""
+    names = {w.scorer.__name__ for w in policy.scorers}
+    unknown = sorted(set(weights) - names)
+    if unknown:
+        known = ", ".join(sorted(names)) or "none"
+        raise ValueError(f"policy {policy.name!r} has no scorer {', '.join(unknown)} (it has: {known})")
+    scorers = tuple(Weighted(w.scorer, weights.get(w.scorer.__name__, w.weight)) for w in policy.scorers)
+    return Policy(policy.name, scorers, policy.prefixes, policy.round_robin)
+
+
 @dataclass
 class Placer:
     """One scheduler's placement: the policy and the state it keeps between requests."""

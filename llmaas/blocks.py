@@ -16,7 +16,9 @@ from llmaas.wire import GenerateJob
 
 CHARS_PER_TOKEN = 4
 """Tokens of a text as guessed without its model's tokenizer (English averages ~4 characters)."""
-BLOCK_CHARS = 16 * CHARS_PER_TOKEN
+BLOCK_TOKENS = 16
+"""Tokens a piece stands for: vLLM's KV block on GPUs."""
+BLOCK_CHARS = BLOCK_TOKENS * CHARS_PER_TOKEN
 MAX_BLOCKS = 1024
 """Blocks named per prompt (its first ~16 000 tokens): enough to tell which worker holds a prompt's
 beginning, and a bounded cost on the scheduler's path (~1.5 ms at most) however long the prompt."""

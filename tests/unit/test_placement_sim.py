@@ -44,12 +44,16 @@ def test_on_random_prompts_the_default_is_no_worse_than_least_loaded() -> None:
 
 
 def hot_burst(count: int) -> list[Request]:
-    """One long system prompt, computed once, then ``count`` questions on it within 50 ms."""
-    system = tuple(range(1, 8192 // PERF.block_size + 1))
+    """One long system prompt, computed once, then ``count`` long documents after it within 50 ms:
+    together far more prefill than one worker does in a second."""
+    size = PERF.block_size
+    system = tuple(range(1, 8192 // size + 1))
     first = Request("warm-up", 0.0, system, 8192 + 20, 5)
-    return [first] + [
-        Request(f"q{i}", 1.0 + 0.05 * i / count, (*system, 10_000 + i), 8192 + 100, 50) for i in range(count)
-    ]
+    burst = []
+    for i in range(count):
+        document = tuple(100_000 * (i + 1) + b for b in range(4096 // size))
+        burst.append(Request(f"q{i}", 1.0 + 0.05 * i / count, (*system, *document), 8192 + 4096, 50))
+    return [first, *burst]
 
 
 @pytest.mark.parametrize("accounting", [True, False])

@@ -137,7 +137,9 @@ class VllmEngine:
         self._prioritized = False
         self._prepared: dict[str, list[int]] = {}
         self._tool_parser: Any = None
-        self._digest = CacheDigest(1)
+        self._digest: CacheDigest | None = None
+        """Only where the engine has a prefix cache: without one there is nothing to tell."""
+        self._cache_sink: CacheSink | None = None
 
     @property
     def models(self) -> list[str]:
@@ -192,8 +194,9 @@ class VllmEngine:
         self._capacity = self._llm.vllm_config.scheduler_config.max_num_seqs
         cache = self._llm.vllm_config.cache_config
         if spec.task == "generate" and cache.enable_prefix_caching and cache.num_gpu_blocks:
-            kv_tokens = cache.num_gpu_blocks * cache.block_size
-            self._digest.capacity = kv_tokens * blocks.CHARS_PER_TOKEN // blocks.BLOCK_CHARS
+            self._digest = CacheDigest(cache.num_gpu_blocks * cache.block_size // blocks.BLOCK_TOKENS)
+            if self._cache_sink is not None:
+                self._digest.watch(self._cache_sink)
 
     async def stop(self) -> None:
         if self._llm is not None:
@@ -205,7 +208,9 @@ class VllmEngine:
 
     def watch_cache(self, sink: CacheSink) -> None:
         """The digest of the prefix cache (workers.engines.digest), told as prompts are computed."""
-        self._digest.watch(sink)
+        self._cache_sink = sink
+        if self._digest is not None:
+            self._digest.watch(sink)
 
     def load(self) -> EngineLoad:
         load = self._load
@@ -334,8 +339,8 @@ class VllmEngine:
                 piece = out.outputs[0]
                 generated += len(piece.token_ids)
                 pending += len(piece.token_ids)
-                if generated == len(piece.token_ids):  # the first output: the prompt is in the cache
-                    self._digest.computed(blocks.of_job(job))
+                if self._digest is not None and generated == len(piece.token_ids):
+                    self._digest.computed(blocks.of_job(job))  # the first output: the prompt is cached
                 cached = out.num_cached_tokens or 0
                 text, reasoning = answer.step(piece.text, piece.token_ids)
                 # A token may decode to no text yet (part of a character, or held back as the start

@@ -44,7 +44,8 @@ class PrefixIndex:
             return
         for block in blocks:
             key = (model, block)
-            if held.pop(key, 0) is None:
+            if key in held:
+                del held[key]
                 self._drop(worker, key)
 
     def remember(self, worker: str, model: str, blocks: Sequence[int]) -> None:

@@ -82,6 +82,11 @@ class EngineModel:
     def busy(self) -> bool:
         return bool(self.waiting or self.prefilling or self._decoding)
 
+    @property
+    def sequences(self) -> int:
+        """Sequences in the engine, running or waiting."""
+        return len(self.waiting) + len(self.prefilling) + len(self._decoding)
+
     def load(self) -> Load:
         used = self._private + len(self._table) - len(self._lru)
         queued = sum(s.prompt_tokens for s in self.waiting)

@@ -99,10 +99,9 @@ class Simulation:
             self.fleet.append(_Worker(wid, engine))
         self._heap: list[tuple[float, int, int, object]] = []
         self._order = 0
-        self._open: dict[str, tuple[Request, int, int, float]] = {}
-        """Request id -> (request, worker index, scheduler index, first-token time or -1)."""
-        self._predicted: dict[str, int] = {}
-        """Request id -> the prompt tokens its scheduler expected the worker to compute."""
+        self._open: dict[str, tuple[Request, int, int, int, float]] = {}
+        """Request id -> (request, worker index, scheduler index, the prompt tokens its scheduler
+        expected the worker to compute, first-token time or -1)."""
         self._pending = 0
         self.outcomes: list[Outcome] = []
         self.now = 0.0
@@ -172,14 +171,15 @@ class Simulation:
     def _arrive(self, request: Request) -> None:
         s = self._rng.randrange(len(self.placers))
         prompt_blocks = request.blocks[: request.prompt_tokens // self.perf.block_size]
-        ask = Ask(MODEL, blocks=prompt_blocks, prompt_tokens=request.prompt_tokens)
+        ask = Ask(
+            MODEL, blocks=prompt_blocks, prompt_tokens=request.prompt_tokens, block_size=self.perf.block_size
+        )
         chosen = self.placers[s].pick(ask, self.views[s].snapshot(self.now), self.index)
         assert chosen is not None, "every simulated worker serves the model"
         i = int(chosen.worker.worker_id[1:])
         if self.knobs.own_accounting:
             self.views[s].note_assigned(chosen.worker.worker_id, chosen.uncached_tokens(ask))
-        self._open[request.request_id] = (request, i, s, -1.0)
-        self._predicted[request.request_id] = chosen.uncached_tokens(ask)
+        self._open[request.request_id] = (request, i, s, chosen.uncached_tokens(ask), -1.0)
         seq = Seq(request.request_id, request.prompt_tokens, request.output_tokens, request.blocks)
         self.fleet[i].engine.submit(seq)
         self._kick(i)
@@ -192,8 +192,7 @@ class Simulation:
         if duration is None:
             return
         worker.stepping = True
-        load = worker.engine.load()
-        worker.seq_seconds += (load.running + load.waiting) * duration
+        worker.seq_seconds += worker.engine.sequences * duration
         self._at(self.now + duration, self._STEP, i)
 
     def _step_end(self, i: int) -> None:
@@ -201,13 +200,12 @@ class Simulation:
         worker.stepping = False
         first, ended = worker.engine.end()
         for seq in first:
-            request, wi, s, _ = self._open[seq.request_id]
-            self._open[seq.request_id] = (request, wi, s, self.now)
+            request, wi, s, predicted, _ = self._open[seq.request_id]
+            self._open[seq.request_id] = (request, wi, s, predicted, self.now)
             if self.knobs.own_accounting and self.knobs.progress:
-                self.views[s].note_first_token(worker.worker_id, self._predicted[seq.request_id])
+                self.views[s].note_first_token(worker.worker_id, predicted)
         for seq in ended:
-            request, _, s, first_at = self._open.pop(seq.request_id)
-            self._predicted.pop(seq.request_id, None)
+            request, _, s, _, first_at = self._open.pop(seq.request_id)
             if self.knobs.own_accounting and self.knobs.progress:
                 self.views[s].note_ended(worker.worker_id)
             self.outcomes.append(Outcome(request, worker.worker_id, first_at, self.now, seq.cached_tokens))

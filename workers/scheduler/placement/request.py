@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from llmaas import blocks as prompt_blocks
 from llmaas.fleet import WorkerView
 
 
@@ -14,7 +15,8 @@ class Ask:
     """Ids of the prompt's full blocks, in order: its prefix identity, salted with the tenant (two
     tenants' equal prompts have different ids, as in the engines' caches)."""
     prompt_tokens: int = 0
-    block_size: int = 16
+    block_size: int = prompt_blocks.BLOCK_TOKENS
+    """Tokens per block of ``blocks`` (the simulated fleet's engines may use others)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -265,6 +265,7 @@ class WorkerService:
                 first = False
                 if self._signals is not None:
                     self._signals.started(job.request_id)
+                    await self._signals.publish_cache()
             if isinstance(frame, Done):
                 self.metrics.tokens.labels(job.model, "prompt").inc(frame.usage.prompt_tokens)
                 completion.inc(max(0, frame.usage.completion_tokens - counted))

@@ -70,6 +70,11 @@ class Signals:
             progress = Progress(started=self._started, ended=self._ended)
             self._started, self._ended = [], []
             await self._nc.publish(self._progress_subject, codec.encode(progress))
+        await self.publish_cache()
+
+    async def publish_cache(self) -> None:
+        """Send the cache's changes now: called before a job's first frame goes out, so that the
+        schedulers know where its prompt is cached before its client can send the next turn."""
         if self._stored or self._removed:
             events = CacheEvents(model=self._model, stored=self._stored, removed=self._removed)
             self._stored, self._removed = [], []

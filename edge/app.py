@@ -29,7 +29,7 @@ from edge.routes.docs import REF, response_schemas
 from edge.schemas import REQUEST_MODELS
 from edge.settings import EdgeSettings
 from edge.uploads import FileDesk
-from llmaas.usage import Outbox
+from llmaas import usage as usage_events
 
 RESPONSE_TYPES: list[type[msgspec.Struct]] = [
     responses.ChatCompletion,
@@ -51,7 +51,7 @@ def create_app(settings: EdgeSettings) -> FastAPI:
     async def on_reconnect() -> None:
         gate.directory.resync()
 
-    outbox = Outbox(on_lost=metrics.usage_lost.inc)
+    outbox = usage_events.outbox(on_lost=metrics.usage_lost.inc)
     metrics.usage_queued.set_function(lambda: outbox.queued)
 
     desk = FileDesk(settings)

@@ -13,7 +13,7 @@ from edge.pipeline import Pipeline
 from edge.settings import EdgeSettings
 from edge.uploads import FileDesk
 from edge.usage import Tally
-from llmaas.usage import Outbox
+from llmaas.usage import UsageOutbox
 from llmaas.wire import Job
 
 if TYPE_CHECKING:  # the engine runs requests as the routes do (edge.exchange): it imports this
@@ -26,7 +26,7 @@ class EdgeContext:
     metrics: EdgeMetrics
     pipeline: Pipeline
     gate: Gate
-    outbox: Outbox
+    outbox: UsageOutbox
     files: FileDesk
     batches: BatchEngine
 

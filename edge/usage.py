@@ -18,7 +18,7 @@ from starlette.requests import Request
 from edge.limits import Grant, Limiter
 from edge.sse import wait_disconnect
 from llmaas.errors import LlmaasError
-from llmaas.usage import Outbox
+from llmaas.usage import UsageOutbox
 from llmaas.wire import GenerateJob, Job, Usage, UsageEvent, UsageStatus, WireError
 
 Endpoint = Literal["chat", "completion", "embedding"]
@@ -34,7 +34,7 @@ class Tally:
     )  # fmt: skip
 
     def __init__(
-        self, outbox: Outbox | None, limiter: Limiter, edge_id: str, job: Job, batch_id: str = ""
+        self, outbox: UsageOutbox | None, limiter: Limiter, edge_id: str, job: Job, batch_id: str = ""
     ) -> None:
         """``outbox``: where the usage event goes when the request ends; None for a batch line, whose
         event is stored with its result and published from there (``event``)."""

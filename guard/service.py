@@ -37,12 +37,13 @@ from llmaas.directory import Directory
 from llmaas.errors import InvalidRequest, RateLimited
 from llmaas.handlers import Handler, Handlers
 from llmaas.metrics_server import expose
-from llmaas.wire import Job, Screened
+from llmaas.outbox import Outbox
+from llmaas.wire import Job, Screened, SecurityEvent
 
 log = logging.getLogger(__name__)
 
-_EVENT_ATTEMPTS = 4
 _CLEARED = Screened()
+_EVENTS_QUEUED = 10_000  # blocked prompts held while the stream is away: bounded memory
 
 
 class GuardService:
@@ -71,6 +72,14 @@ class GuardService:
             max_bytes=settings.guard_tenant_max_bytes,
         )
         self._tasks: set[asyncio.Task[None]] = set()
+        # A blocked prompt's event waits here, not in its job's slot, through a stream election.
+        self.events: Outbox[SecurityEvent] = Outbox(
+            streams.SECURITY,
+            events.publish,
+            "security event",
+            max_queued=_EVENTS_QUEUED,
+            on_lost=metrics.errors.labels("event_not_recorded").inc,
+        )
         self.handlers = Handlers("guard", metrics.registry)
         self.handlers.add(
             Handler(
@@ -91,7 +100,7 @@ class GuardService:
     async def start(self) -> None:
         self._nc = await natsconn.connect_as(self.settings, "guard", on_up=self._on_up)
         js = self.nc.jetstream()
-        await streams.ensure(js, streams.SECURITY, streams.Policy.of(self.settings))
+        await self.events.open(self.nc, streams.Policy.of(self.settings))
         if self.history is not None:
             await self.history.attach(js)
         await self.directory.open(self.nc, streams.Policy.of(self.settings), keys=False)
@@ -107,6 +116,7 @@ class GuardService:
     async def stop(self) -> None:
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=5)
+        await self.events.close()
         await self.directory.close()
         await natsconn.close(self.nc)
         if self._scorer is not None:
@@ -204,7 +214,7 @@ class GuardService:
             await self._publish(to, Screened(error=error.to_wire()))
         else:
             await hops.fail(self.nc, to, error)
-        await self._record(job, verdict)
+        self._record(job, verdict)
 
     async def _clear(self, job: Job, to: str) -> None:
         if job.screening:
@@ -259,14 +269,5 @@ class GuardService:
         self.metrics.screen_seconds.observe(time.perf_counter() - started)
         return verdict
 
-    async def _record(self, job: Job, verdict: Verdict) -> None:
-        event = events.event_of(job, user_texts(job), verdict, self.guard_id)
-        for attempt in range(_EVENT_ATTEMPTS):
-            try:
-                await events.publish(self.nc.jetstream(), event)
-                return
-            except (NatsError, TimeoutError) as exc:
-                problem = type(exc).__name__
-            await asyncio.sleep(0.5 * (attempt + 1))  # the message id makes a retry safe
-        self.metrics.errors.labels("event_not_recorded").inc()
-        log.error("security event of request %s not recorded (%s)", job.request_id, problem)
+    def _record(self, job: Job, verdict: Verdict) -> None:
+        self.events.record(events.event_of(job, user_texts(job), verdict, self.guard_id))

@@ -4,7 +4,9 @@ A batch is acknowledged only after its rows are stored (and, for usage, its roll
 a consumer stopped or killed at any point leaves the batch unacknowledged, and JetStream delivers
 it again after ``ack_wait``. Delivered again, its ids already stored are skipped, and the rollups
 of everything it touches are recomputed, so every event counts once. An event that cannot be
-decoded is terminated (never redelivered) and counted: it would block the stream forever.
+decoded is terminated (never redelivered) and counted: it would block the stream forever. One whose
+row our code fails to make (a bug) is set aside: counted, logged, and tried again every few minutes,
+never deleted and never in the way of the others. Only the store's failures hold a batch back.
 
 The workers' records of sealed jobs (LLMAAS_WORK) go into the usage table too, as ``orphaned``
 rows, but only ``metering_orphan_grace_s`` after the work ended (JetStream redelivers a record
@@ -39,8 +41,14 @@ from metering.settings import MeteringSettings
 from metering.store import Store
 
 log = logging.getLogger(__name__)
+_SET_ASIDE_S = 300.0
+"""How long an event whose row we could not make waits before it is tried again (a fix deployed)."""
 _security_decoder = msgspec.json.Decoder(SecurityEvent)
 _work_decoder = msgspec.json.Decoder(WorkRecord)
+
+
+class Unbillable(Exception):
+    """An event that decodes but must never be stored (a work record no edge sealed)."""
 
 
 @dataclass(frozen=True)
@@ -82,7 +90,7 @@ def sinks(pricer: Pricer, settings: MeteringSettings) -> list[Sink]:
     def work_record(msg: Msg) -> Decoded:
         r = _work_decoder.decode(msg.data)
         if key is None or not seals.intact(key, r.seal, seals.Claim.of_record(r)):
-            raise ValueError(f"the record of {r.request_id} from {r.worker} is not sealed by an edge")
+            raise Unbillable(f"the record of {r.request_id} from {r.worker} is not sealed by an edge")
         model = pricer.catalog.get(r.model)
         context = model.context_length if model is not None and model.context_length else None
         # Within what the seal vouches for: a worker cannot bill more than the job allowed.
@@ -174,10 +182,14 @@ class Consumer:
             messages = await self._due(messages, self.sink.wait)
             if not messages:
                 return failures
+        readable = await self._decode(messages)
+        if not readable:
+            return failures
+        messages = [msg for msg, _ in readable]
         keepalive = asyncio.create_task(self._in_progress(messages))
         try:
             try:
-                await self._store(messages)
+                await self._store([event for _, event in readable])
             finally:
                 keepalive.cancel()
         except Exception as exc:  # ClickHouse down or refusing: keep the events, retry later
@@ -237,19 +249,28 @@ class Consumer:
             out += got
         return out
 
-    async def _store(self, messages: list[Msg]) -> None:
-        started = time.perf_counter()
-        decoded: dict[Any, Decoded] = {}
-        readable = 0
+    async def _decode(self, messages: list[Msg]) -> list[tuple[Msg, Decoded]]:
+        """The messages whose rows could be made, with them; the others dealt with one by one, so
+        that neither an unreadable event nor a bug of ours in making one event's row stalls the
+        stream (only the store's failures hold a batch back)."""
+        readable: list[tuple[Msg, Decoded]] = []
         for msg in messages:
             try:
-                d = self.sink.decode(msg)
-            except (msgspec.DecodeError, ValueError) as exc:
+                readable.append((msg, self.sink.decode(msg)))
+            except (msgspec.DecodeError, Unbillable) as exc:  # the event's fault: never storable
                 log.error("%s: unreadable event terminated (%s)", self.sink.name, exc)
                 self.metrics.unreadable.labels(self.sink.name).inc()
                 await msg.term()
-                continue
-            readable += 1
+            except Exception:  # ours: kept in the stream, and tried again (slowly) until fixed
+                log.exception("%s: event not stored: its row could not be made", self.sink.name)
+                self.metrics.set_aside.labels(self.sink.name).inc()
+                await msg.nak(delay=_SET_ASIDE_S)
+        return readable
+
+    async def _store(self, events: list[Decoded]) -> None:
+        started = time.perf_counter()
+        decoded: dict[Any, Decoded] = {}
+        for d in events:
             decoded.setdefault(d.id, d)  # the same event twice in one batch: once
         store, sink = self.store, self.sink
         rows = {key: d.row for key, d in decoded.items()}
@@ -262,6 +283,6 @@ class Consumer:
         if touched:
             await store.run(store.recompute_rollups, touched)
         self.metrics.stored.labels(sink.name).inc(len(fresh))
-        self.metrics.duplicates.labels(sink.name).inc(readable - len(fresh))
+        self.metrics.duplicates.labels(sink.name).inc(len(events) - len(fresh))
         self.metrics.batch_seconds.labels(sink.name).observe(time.perf_counter() - started)
         log.debug("%s: %d stored, %d already there", sink.name, len(fresh), len(known))

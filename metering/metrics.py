@@ -28,6 +28,12 @@ class MeteringMetrics:
             ["sink"],
             registry=r,
         )
+        self.set_aside = Counter(
+            "llmaas_metering_events_set_aside",
+            "Events whose row could not be made (a bug; retried every few minutes, the rest go on)",
+            ["sink"],
+            registry=r,
+        )
         self.store_failures = Counter(
             "llmaas_metering_store_failures",
             "Batches ClickHouse did not take (retried)",

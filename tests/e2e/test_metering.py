@@ -300,6 +300,34 @@ def test_an_unreadable_event_is_set_aside_and_the_stream_goes_on(metered: Stack)
     assert unreadable == 1
 
 
+def test_an_event_whose_row_our_code_cannot_make_is_kept_and_does_not_stall_the_stream(
+    metered: Stack,
+) -> None:
+    # A well-formed event our row making fails on (a date past datetime's range, standing for a
+    # bug): neither deleted (it is a bill) nor retried in front of everything after it.
+    odd = usage.UsageEvent(
+        request_id="odd-1", at=1e20, tenant="odd", token_id="k", model=CHAT, endpoint="chat",
+        status="ok", http_status=200,
+    )  # fmt: skip
+
+    async def publish_odd() -> None:
+        nc = await metered.connect()
+        await usage.publish(nc.jetstream(), odd)
+        await nc.close()
+
+    unreadable = metered.metric("metering", "llmaas_metering_unreadable_events_total", sink="usage")
+    asyncio.run(publish_odd())
+    key = metered.new_key("after-odd")
+    rows_of(metered, [chat(metered, key).headers["x-request-id"]])
+    wait_until(
+        lambda: metered.metric("metering", "llmaas_metering_events_set_aside_total", sink="usage") >= 1,
+        10,
+        "the odd event set aside",
+    )
+    assert metered.sql("SELECT count() AS n FROM usage WHERE request_id = 'odd-1'")[0]["n"] == 0
+    assert metered.metric("metering", "llmaas_metering_unreadable_events_total", sink="usage") == unreadable
+
+
 class Traffic:
     """Chat requests from one tenant in a loop (a thread), until stopped; the ids it got answers for."""
 

@@ -1,4 +1,4 @@
-"""One generation request through the pipeline: submit, wait for a worker, then stream or collect.
+"""One request through the pipeline: admit, submit, wait for a worker, then stream or collect.
 
 The HTTP status is decided before any byte is sent: the edge waits for the worker's ``Accepted``
 and the guard's verdict (or a stage's ``Failed``), so a rejected or unplaceable request gets a real
@@ -7,6 +7,7 @@ and the guard's verdict (or a stage's ``Failed``), so a rejected or unplaceable 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 from starlette.requests import Request
@@ -21,7 +22,52 @@ from edge.rendering import DONE_EVENT, Collected, Renderer, event
 from edge.sse import EventStreamResponse
 from edge.usage import Tally
 from llmaas.errors import RemoteError
-from llmaas.wire import Delta, Done, Failed, GenerateJob, Usage
+from llmaas.wire import Delta, Done, Failed, GenerateJob, Job, Usage
+
+
+class Exchange:
+    """One request through the pipeline, with the one accounting context that owns it: admitted
+    under the caller's limits, submitted, watched for a client that leaves, and metered into one
+    tally that is recorded and settled once, however the request ends."""
+
+    def __init__(self, request: Request, edge: EdgeContext, job: Job, principal: Principal) -> None:
+        self.request = request
+        self.edge = edge
+        self.job = job
+        self.principal = principal
+        self.tally = edge.tally(job)
+        self.watcher: asyncio.Task[None] | None = None
+
+    async def start(self, reserve: int) -> Stream:
+        """The frames after the worker's ``Accepted`` (and the guard's verdict), with ``reserve``
+        output tokens admitted; raises what refused or failed the request, the tally settled."""
+        edge, tally = self.edge, self.tally
+        try:
+            tally.grant = await edge.gate.admit(self.request, self.principal, reserve)
+            frames = await edge.pipeline.submit(self.job)
+            self.watcher = tally.watch_client(self.request, edge.pipeline.cancel)
+            tally.worker = (await frames.started()).worker_id
+        except BaseException as exc:
+            self.end(exc)
+            raise
+        return frames
+
+    def end(self, error: BaseException | None = None) -> asyncio.Task[None] | None:
+        """Stop watching the client, let go of the frames, record the usage and settle the grant
+        (once; later calls do nothing). The settling task, if any, may be awaited."""
+        if self.watcher is not None:
+            self.watcher.cancel()
+        self.edge.pipeline.finish(self.job.request_id)
+        if error is not None:
+            self.tally.failed(error)
+        return self.tally.close()
+
+    async def settle(self) -> None:
+        """``end`` for a request answered whole: the answer goes out once its usage is in the
+        limits, so that the client's next request sees it there."""
+        settling = self.end()
+        if settling is not None:
+            await settling
 
 
 async def answer(
@@ -34,48 +80,22 @@ async def answer(
     stream: bool,
     include_usage: bool,
 ) -> Response:
-    """The answer to one generation request: admitted under the caller's limits, then metered and
-    settled with the real usage however it ends."""
-    pipeline = edge.pipeline
+    """The answer to one generation request, streamed or whole."""
     job = edge.gate.bounded(job)
-    rid = job.request_id
-    tally = edge.tally(job)
-    try:
-        reserve = job.sampling.max_tokens
-        assert reserve is not None  # bounded() gave every job one
-        tally.grant = await edge.gate.admit(request, principal, reserve)
-        frames = await pipeline.submit(job)
-    except BaseException as exc:
-        tally.failed(exc)
-        tally.close()
-        raise
-    watcher = tally.watch_client(request, pipeline.cancel)
-    try:
-        first = await frames.started()
-    except RemoteError as error:
-        watcher.cancel()
-        pipeline.finish(rid)
-        tally.failed(error)
-        tally.close()
-        raise
-    tally.worker = first.worker_id
+    exchange = Exchange(request, edge, job, principal)
+    reserve = job.sampling.max_tokens
+    assert reserve is not None  # bounded() gave every job one
+    frames = await exchange.start(reserve)
     if stream:
-        events = _events(
-            edge=edge, job=job, frames=frames, renderer=renderer, include_usage=include_usage, tally=tally
-        )
-
-        return EventStreamResponse(events, watcher)
+        assert exchange.watcher is not None
+        events = _events(exchange, frames, renderer, include_usage)
+        return EventStreamResponse(events, exchange.watcher)
     try:
-        collected, done = await collect(edge.metrics, job, frames, tally)
+        collected, done = await collect(edge.metrics, job, frames, exchange.tally)
     except BaseException as exc:
-        tally.failed(exc)
+        exchange.end(exc)
         raise
-    finally:
-        watcher.cancel()
-        pipeline.finish(rid)
-        settling = tally.close()
-    if settling is not None:
-        await settling  # a client that waits for this answer then sees its usage in the limits
+    await exchange.settle()
     return Response(renderer.whole(collected, done.finish_reason, done.usage), media_type="application/json")
 
 
@@ -111,15 +131,10 @@ async def collect(
 
 
 async def _events(
-    *,
-    edge: EdgeContext,
-    job: GenerateJob,
-    frames: Stream,
-    renderer: Renderer,
-    include_usage: bool,
-    tally: Tally,
+    exchange: Exchange, frames: Stream, renderer: Renderer, include_usage: bool
 ) -> AsyncIterator[bytes]:
     """SSE events; frames already queued are sent together, so a busy edge makes fewer writes."""
+    metrics, model, tally = exchange.edge.metrics, exchange.job.model, exchange.tally
     first_text = True
     try:
         pending = [renderer.opening()]
@@ -130,13 +145,13 @@ async def _events(
                 if kind is Delta:
                     assert isinstance(frame, Delta)
                     if first_text:
-                        edge.metrics.ttft.labels(job.model).observe(tally.first_token())
+                        metrics.ttft.labels(model).observe(tally.first_token())
                         first_text = False
                     pending.append(renderer.delta(frame))
                     tally.generated += frame.tokens
                 elif kind is Done:
                     assert isinstance(frame, Done)
-                    _count(edge.metrics, job.model, frame.usage)
+                    _count(metrics, model, frame.usage)
                     tally.usage = frame.usage
                     tally.finish_reason = frame.finish_reason
                     pending.append(renderer.closing(frame.finish_reason))
@@ -158,5 +173,4 @@ async def _events(
             yield b"".join(pending)
             pending = []
     finally:
-        edge.pipeline.finish(job.request_id)
-        tally.close()
+        exchange.end()

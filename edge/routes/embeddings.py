@@ -9,11 +9,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from edge import body, context, rendering
+from edge.exchange import Exchange
 from edge.gate import caller
 from edge.jobs import embed_job
 from edge.routes.docs import json_body, reply
 from edge.schemas import EmbeddingRequest
-from llmaas.wire import Embeddings
 
 router = APIRouter()
 
@@ -32,24 +32,15 @@ async def create_embeddings(request: Request) -> Response:
     model = edge.gate.check_model(request, principal, req.model)
     rid = context.request_id(request)
     job = embed_job(req, model, rid, int(time.time()), caller(principal))
-    tally = edge.tally(job)
-    result: Embeddings | None = None
+    exchange = Exchange(request, edge, job, principal)
+    frames = await exchange.start(0)
     try:
-        tally.grant = await edge.gate.admit(request, principal, 0)
-        frames = await edge.pipeline.submit(job)
-        watcher = tally.watch_client(request, edge.pipeline.cancel)
-        try:
-            tally.worker = (await frames.started()).worker_id
-            result = rendering.embeddings_of(await frames.next())
-            tally.usage = result.usage
-        finally:
-            watcher.cancel()
-            edge.pipeline.finish(rid)
+        result = rendering.embeddings_of(await frames.next())
     except BaseException as exc:
-        tally.failed(exc)
+        exchange.end(exc)
         raise
-    finally:
-        tally.close()
+    exchange.tally.usage = result.usage
+    await exchange.settle()
     edge.metrics.tokens.labels(model, "prompt").inc(result.usage.prompt_tokens)
     return Response(
         rendering.embedding_list(result, model, req.encoding_format), media_type="application/json"

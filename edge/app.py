@@ -18,6 +18,8 @@ from pydantic.json_schema import models_json_schema
 import llmaas
 from edge import errors, lifecycle, responses
 from edge.batches import BatchEngine
+from edge.console import routes as console
+from edge.console.sessions import Sessions
 from edge.context import EdgeContext
 from edge.door import Door
 from edge.gate import Gate
@@ -55,11 +57,18 @@ def create_app(settings: EdgeSettings) -> FastAPI:
     metrics.usage_queued.set_function(lambda: outbox.queued)
 
     desk = FileDesk(settings)
+    sessions = Sessions(settings.console_session_s)
     engine: BatchEngine | None = None
 
     async def attach(nc: Client) -> None:
         assert engine is not None
-        await asyncio.gather(gate.open(nc), outbox.open(nc, gate.streams), desk.open(nc), engine.open(nc))
+        await asyncio.gather(
+            gate.open(nc),
+            outbox.open(nc, gate.streams),
+            desk.open(nc),
+            engine.open(nc),
+            sessions.open(nc, gate.streams),
+        )
 
     pipeline = Pipeline(settings, metrics, edge_id=edge_id, attach=attach, on_up=on_reconnect)
     gate.fleet = pipeline.fleet
@@ -79,6 +88,7 @@ def create_app(settings: EdgeSettings) -> FastAPI:
         outbox=outbox,
         files=desk,
         batches=engine,
+        sessions=sessions,
     )
 
     @asynccontextmanager
@@ -110,7 +120,7 @@ def create_app(settings: EdgeSettings) -> FastAPI:
         redirect_slashes=False,
     )
     app.state.edge = edge
-    for module in (generation, embeddings, models, keys, ops, admin, usage, files, batches):
+    for module in (generation, embeddings, models, keys, ops, admin, usage, files, batches, console):
         app.include_router(module.router)
     errors.install(app)
     app.add_middleware(Envelope, metrics=metrics)

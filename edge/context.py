@@ -1,4 +1,5 @@
-"""What every route needs from the running edge: its settings, metrics, pipeline, gate, files, batches."""
+"""What every route needs from the running edge: settings, metrics, pipeline, gate, files, batches,
+console sessions."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 
+from edge.console.sessions import Sessions
 from edge.gate import Gate
 from edge.metrics import EdgeMetrics
 from edge.pipeline import Pipeline
@@ -29,6 +31,7 @@ class EdgeContext:
     outbox: UsageOutbox
     files: FileDesk
     batches: BatchEngine
+    sessions: Sessions
 
     def tally(self, job: Job) -> Tally:
         """Meter ``job`` from now on (its caller is authenticated and its model known)."""

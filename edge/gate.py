@@ -258,20 +258,27 @@ class Gate:
         """The audit actor of the admin token's holder: ``admin``, from the token, never from what
         the caller says (the operator's name it sends is a detail of the event). Raises
         Unauthenticated for a wrong admin token, RateLimited after too many from one address."""
+        return self.admin(bearer(request), source_of(request), request.url.path)
+
+    def admin(self, presented: str | None, source: str, where: str) -> str:
+        """As ``check_admin``, for the token ``presented`` from ``source`` to ``where``."""
         if self._admin_digest is None:
             raise PermissionDenied(
                 "The admin API is disabled on this edge: start it with LLMAAS_ADMIN_TOKEN set.",
                 code="admin_disabled",
             )
-        self.failures.check(source_of(request))
-        presented = bearer(request)
+        self.failures.check(source)
         if presented is None or not hmac.compare_digest(tenants.digest(presented), self._admin_digest):
             self.failures.failed(
-                audit.event(
-                    "anonymous", "admin.auth_failure", request.url.path, "denied", source=source_of(request)
-                )
+                audit.event("anonymous", "admin.auth_failure", where, "denied", source=source)
             )
             raise Unauthenticated("Incorrect or missing admin token.", code="invalid_admin_token")
         if not self.ready:
             raise Unavailable("The tenant directory is still loading; retry shortly.", retry_after_s=1)
         return "admin"
+
+    def is_admin_token(self, presented: str) -> bool:
+        """Whether ``presented`` is the admin token (no failure recorded either way)."""
+        return self._admin_digest is not None and hmac.compare_digest(
+            tenants.digest(presented), self._admin_digest
+        )

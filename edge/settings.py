@@ -48,6 +48,9 @@ class EdgeSettings(ServiceSettings):
     batch_line_attempts: int = Field(
         default=5, ge=1, description="runs of a line the platform could not serve (503) before it fails"
     )
+    console_session_s: float = Field(
+        default=8 * 3600.0, gt=0, le=86400.0, description="a console session ends this long after sign-in"
+    )
     max_connections: int = Field(
         default=4096, ge=1, description="open client connections; those beyond are closed at once"
     )

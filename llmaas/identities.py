@@ -112,6 +112,7 @@ def role(name: str) -> Role:
                 f"$JS.API.STREAM.PURGE.{streams.BATCH_INTAKE.name}",
                 *_bucket(streams.BATCHES, write=True),
                 *_bucket(streams.BATCH_RESULTS, write=True),
+                *_bucket(streams.CONSOLE_SESSIONS, write=True),
             ),
             subscribe=(_ANSWERS, subjects.HEARTBEATS),
             # The files' chunks of a deleted (or aborted) upload are purged by subject; no other purge.

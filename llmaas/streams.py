@@ -182,7 +182,9 @@ FILE_INDEX = BucketSpec("llmaas_file_index", history=1, ttl_s=7 * DAY_S)
 # Batches: their records (kept 30 days, as a tenant's list shows them) and their lines' results.
 BATCHES = BucketSpec("llmaas_batches", history=1, ttl_s=30 * DAY_S)
 BATCH_RESULTS = BucketSpec("llmaas_batch_results", history=1, ttl_s=7 * DAY_S)
-BUCKETS = (TENANTS, KEYS, GUARD_HISTORY, FILE_INDEX, BATCHES, BATCH_RESULTS)
+# The console's sessions, by the SHA-256 of their ids (never the ids, never a key): a day at most.
+CONSOLE_SESSIONS = BucketSpec("llmaas_console_sessions", history=1, ttl_s=DAY_S)
+BUCKETS = (TENANTS, KEYS, GUARD_HISTORY, FILE_INDEX, BATCHES, BATCH_RESULTS, CONSOLE_SESSIONS)
 OBJECT_STORES = (FILES,)
 
 

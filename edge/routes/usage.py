@@ -18,13 +18,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 from starlette.responses import Response
 
-from edge import body, context
-from llmaas import codec, durations, subjects
-from llmaas.errors import InvalidRequest, RemoteError
-from llmaas.wire import Failed, Query, SqlQuery, UsageQuery
+from edge import body, context, reports
+from llmaas import durations
+from llmaas.errors import InvalidRequest
+from llmaas.wire import Query, SqlQuery, UsageQuery
 
 router = APIRouter()
-_QUERY_TIMEOUT_S = 30.0
 
 
 class SqlBody(BaseModel):
@@ -60,11 +59,7 @@ _LATEST_AHEAD_S = 86_400.0
 
 
 async def _ask(request: Request, query: Query) -> Response:
-    edge = context.of(request)
-    raw = await edge.pipeline.ask(subjects.METERING_QUERY, codec.encode(query), _QUERY_TIMEOUT_S, "metering")
-    answer = codec.rows_decoder.decode(raw)
-    if isinstance(answer, Failed):
-        raise RemoteError(answer.error)
+    answer = await reports.rows(context.of(request).pipeline, query)
     return Response(msgspec.json.encode(answer), media_type="application/json")
 
 

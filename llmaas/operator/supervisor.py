@@ -112,10 +112,12 @@ class Supervisor:
         while not self._stopping and time.monotonic() - started < self.ready_timeout_s:
             served = self._served()
             if served and self.models <= served:
+                base = self.health_url.removesuffix("/health")
                 log.info(
-                    "ready: %s (models: %s)",
-                    self.health_url.removesuffix("/health") + "/v1",
+                    "ready: %s (models: %s; console: %s/console)",
+                    base + "/v1",
                     ", ".join(sorted(served)),
+                    base,
                 )
                 log.info("API keys: `llmaas tenants create NAME`, then `llmaas keys create --tenant NAME`")
                 if self.ca is not None:

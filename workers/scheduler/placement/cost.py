@@ -10,7 +10,7 @@ from llmaas.wire import Perf
 from workers.scheduler.placement.request import Ask, Candidate
 from workers.simulation.profiles import DEFAULT_PROFILE, PROFILES
 
-RECOMPUTE_WEIGHT = 20.0
+RECOMPUTE_WEIGHT = 5.0
 """Uncached prompt tokens count this much more again: work the fleet spends that a worker holding
 the prefix would not have (it slows everyone else placed there later), so a chat stays where its
 history is unless that worker is really slower."""

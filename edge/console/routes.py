@@ -1,0 +1,259 @@
+"""The console's routes: sign-in and out, the pages, and their vendored assets.
+
+Safe by construction rather than by care: templates autoescape; a strict Content-Security-Policy
+allows only this origin's scripts and styles (no inline script: chart data travels as a JSON block
+that ``console.js`` reads); the session cookie is HttpOnly, SameSite=Strict and holds an opaque id
+(``edge.console.sessions``), never a key; every state-changing form carries a CSRF token (the
+sign-in form's, before a session exists, is matched against a cookie of its own); sign-in failures
+go to the audit trail and the per-address failure limit like any other authentication failure.
+"""
+
+from __future__ import annotations
+
+import functools
+import hmac
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import jinja2
+from fastapi import APIRouter
+from nats.errors import Error as NatsError
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, RedirectResponse, Response
+
+from edge import context
+from edge.console import views
+from edge.console.sessions import Session
+from edge.console.views import Filters
+from edge.context import EdgeContext
+from edge.gate import source_of
+from llmaas import audit
+from llmaas.errors import LlmaasError, Unavailable
+
+router = APIRouter(prefix="/console", include_in_schema=False)
+
+COOKIE = "llmaas_console"
+LOGIN_COOKIE = "llmaas_console_login"
+CSRF_FIELD = "csrf_token"
+_FORM_LIMIT = 16 * 1024
+_HERE = Path(__file__).parent
+SECURITY_HEADERS = {
+    "content-security-policy": (
+        "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+    ),
+    "x-content-type-options": "nosniff",
+    "x-frame-options": "DENY",
+    "referrer-policy": "no-referrer",
+}
+_ASSETS = {
+    "console.css": "text/css",
+    "console.js": "text/javascript",
+    "uPlot.iife.min.js": "text/javascript",
+    "uPlot.min.css": "text/css",
+}
+
+
+@functools.cache
+def _templates() -> jinja2.Environment:
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(_HERE / "templates"), autoescape=True, undefined=jinja2.StrictUndefined
+    )
+
+
+def _html(template: str, status: int = 200, **values: Any) -> HTMLResponse:
+    body = _templates().get_template(template).render(**values)
+    return HTMLResponse(body, status, headers={**SECURITY_HEADERS, "cache-control": "no-store"})
+
+
+def _secure(request: Request) -> bool:
+    return request.url.scheme == "https"
+
+
+# --- signing in and out ------------------------------------------------------------------------
+
+
+def _login_page(request: Request, status: int = 200, error: str | None = None) -> HTMLResponse:
+    token = secrets.token_urlsafe(32)
+    response = _html("login.html", status, csrf=token, error=error, session=None)
+    response.set_cookie(
+        LOGIN_COOKIE,
+        token,
+        max_age=3600,
+        path="/console",
+        httponly=True,
+        samesite="strict",
+        secure=_secure(request),
+    )
+    return response
+
+
+@router.get("")
+async def console(request: Request) -> Response:
+    edge = context.of(request)
+    if await _session(edge, request) is not None:
+        return RedirectResponse("/console/overview", 303)
+    return _login_page(request)
+
+
+async def _form(request: Request) -> dict[str, str]:
+    if int(request.headers.get("content-length") or 0) > _FORM_LIMIT:
+        return {}
+    form = await request.form(max_files=0, max_fields=8)
+    return {k: v for k, v in form.items() if isinstance(v, str)}
+
+
+@router.post("/login")
+async def login(request: Request) -> Response:
+    edge = context.of(request)
+    form = await _form(request)
+    expected = request.cookies.get(LOGIN_COOKIE) or ""
+    if not expected or not hmac.compare_digest(form.get(CSRF_FIELD, ""), expected):
+        return _login_page(request, 403, "The sign-in form expired; try again.")
+    gate, source, presented = edge.gate, source_of(request), form.get("key", "").strip() or None
+    try:
+        if presented is not None and gate.is_admin_token(presented):
+            actor = gate.admin(presented, source, request.url.path)
+            sid, session = await edge.sessions.create("operator", None, actor)
+        else:
+            principal = await gate.identify(presented, source, request.url.path)
+            actor = f"key:{principal.key.id}"
+            sid, session = await edge.sessions.create("tenant", principal.tenant.name, principal.key.id)
+    except LlmaasError as exc:
+        return _login_page(request, exc.status, exc.message)
+    except (NatsError, TimeoutError):
+        return _login_page(request, 503, "Sessions cannot be stored right now; retry shortly.")
+    gate.audit.record(audit.event(actor, "console.login", session.tenant or "*", "ok", source=source))
+    response = RedirectResponse("/console/overview", 303)
+    response.delete_cookie(LOGIN_COOKIE, path="/console")
+    response.set_cookie(
+        COOKIE,
+        sid,
+        max_age=int(edge.sessions.lifetime_s),
+        path="/console",
+        httponly=True,
+        samesite="strict",
+        secure=_secure(request),
+    )
+    return response
+
+
+@router.post("/logout")
+async def logout(request: Request) -> Response:
+    edge = context.of(request)
+    sid = request.cookies.get(COOKIE)
+    session = await _session(edge, request)
+    form = await _form(request)
+    if session is not None and sid is not None:
+        if not hmac.compare_digest(form.get(CSRF_FIELD, ""), session.csrf):
+            return _html("error.html", 403, message="This form expired; reload the page.", session=None)
+        await edge.sessions.revoke(sid)
+        actor = "admin" if session.role == "operator" else f"key:{session.key_id}"
+        edge.gate.audit.record(
+            audit.event(actor, "console.logout", session.tenant or "*", "ok", source=source_of(request))
+        )
+    response = RedirectResponse("/console", 303)
+    response.delete_cookie(COOKIE, path="/console")
+    return response
+
+
+async def _session(edge: EdgeContext, request: Request) -> Session | None:
+    try:
+        return await edge.sessions.get(request.cookies.get(COOKIE))
+    except (NatsError, TimeoutError):
+        raise Unavailable("Sessions cannot be read right now; retry shortly.", retry_after_s=1) from None
+
+
+# --- pages -------------------------------------------------------------------------------------
+
+Build = Callable[[EdgeContext, str | None, Filters], Awaitable[dict[str, Any]]]
+
+
+async def _show(request: Request, page: str, build: Build) -> Response:
+    """``page`` for the signed-in session, with what ``build`` found for its tenant and filters."""
+    edge = context.of(request)
+    try:
+        session = await _session(edge, request)
+    except Unavailable as exc:
+        return _html("error.html", exc.status, message=exc.message, session=None)
+    if session is None:
+        return RedirectResponse("/console", 303)
+    operator = session.role == "operator"
+    base: dict[str, Any] = {
+        "session": session,
+        "operator": operator,
+        "page": page,
+        "query": "",
+        "tenant": None,
+    }
+    try:
+        filters = Filters.of(dict(request.query_params), operator)
+        tenant = filters.tenant if operator else session.tenant
+        found = await build(edge, tenant, filters)
+    except LlmaasError as exc:
+        return _html("error.html", exc.status, message=exc.message, **base)
+    query = urlencode(filters.query())
+    base |= {"query": f"?{query}" if query else "", "tenant": tenant}
+    return _html(f"{page}.html", filters=filters, **base, **found)
+
+
+async def _overview(edge: EdgeContext, tenant: str | None, filters: Filters) -> dict[str, Any]:
+    totals = await views.overview(edge.pipeline, tenant, filters)
+    record = edge.gate.directory.tenant(tenant) if tenant else None
+    tier = edge.gate.tiers.get(record.tier) if record is not None else None
+    budget = tier.monthly_budget_eur if tier is not None else None
+    used = totals["month"]["cost_eur"] / budget if budget else None
+    return {"totals": totals, "tier": tier, "budget": budget, "budget_used": used}
+
+
+async def _usage(edge: EdgeContext, tenant: str | None, filters: Filters) -> dict[str, Any]:
+    found = await views.usage_by_day(edge.pipeline, tenant, filters)
+    return {"rows": found, "chart": views.chart(found, "completion_tokens")}
+
+
+async def _keys(edge: EdgeContext, tenant: str | None, filters: Filters) -> dict[str, Any]:
+    everything = list(edge.gate.directory.keys_copy.records.values())
+    return {"keys": views.keys(everything, tenant, time.time())}
+
+
+async def _models(edge: EdgeContext, tenant: str | None, filters: Filters) -> dict[str, Any]:
+    return {"models": views.models(edge.gate.catalog)}
+
+
+@router.get("/overview")
+async def overview(request: Request) -> Response:
+    return await _show(request, "overview", _overview)
+
+
+@router.get("/usage")
+async def usage(request: Request) -> Response:
+    return await _show(request, "usage", _usage)
+
+
+@router.get("/keys")
+async def keys(request: Request) -> Response:
+    return await _show(request, "keys", _keys)
+
+
+@router.get("/models")
+async def models(request: Request) -> Response:
+    return await _show(request, "models", _models)
+
+
+@router.get("/static/{name}")
+async def asset(name: str) -> Response:
+    """The vendored assets: served from the package, nothing fetched from elsewhere."""
+    media_type = _ASSETS.get(name)
+    if media_type is None:
+        return Response("Not found", 404, media_type="text/plain")
+    headers = {**SECURITY_HEADERS, "cache-control": "public, max-age=3600"}
+    return Response(_asset(name), media_type=media_type, headers=headers)
+
+
+@functools.cache
+def _asset(name: str) -> bytes:
+    return (_HERE / "static" / name).read_bytes()

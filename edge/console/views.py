@@ -1,0 +1,171 @@
+"""What the console's pages show, from the metering rollups (never raw rows for totals or charts)
+and the edge's own copies of the directory and the catalog.
+
+Every query goes to metering as a ``SqlQuery`` with the session's tenant, so that a tenant's page
+reads its rows only by the same database-level filter as tenant SQL; the operator's carries the
+tenant chosen in the URL, or none (every tenant). URL values reach SQL only after validation
+against a strict pattern (``Filters.of``): a page never splices free text into a query.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from edge.pipeline import Pipeline
+from edge.reports import rows
+from llmaas import catalog
+from llmaas.catalog import Catalog
+from llmaas.errors import InvalidRequest
+from llmaas.tenants import ApiKey
+from llmaas.wire import SqlQuery
+
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}")
+MAX_DAYS = 400
+
+
+@dataclass(frozen=True)
+class Filters:
+    """The filters in a page's URL, carried from page to page."""
+
+    days: int = 30
+    model: str | None = None
+    tenant: str | None = None
+    """The operator's choice of tenant (a tenant's session has its own, whatever the URL says)."""
+
+    @classmethod
+    def of(cls, params: dict[str, str], operator: bool) -> Filters:
+        raw_days = params.get("days") or "30"
+        if not raw_days.isdigit() or not 1 <= int(raw_days) <= MAX_DAYS:
+            raise InvalidRequest(f"'days' must be a whole number from 1 to {MAX_DAYS}.", param="days")
+        model = params.get("model") or None
+        tenant = (params.get("tenant") or None) if operator else None
+        for name, value in (("model", model), ("tenant", tenant)):
+            if value is not None and not _NAME.fullmatch(value):
+                raise InvalidRequest(f"'{name}' is not a valid name.", param=name)
+        return cls(days=int(raw_days), model=model, tenant=tenant)
+
+    def query(self) -> dict[str, str]:
+        """The URL parameters that say these filters (defaults left out)."""
+        out = {"days": str(self.days)} if self.days != 30 else {}
+        if self.model:
+            out["model"] = self.model
+        if self.tenant:
+            out["tenant"] = self.tenant
+        return out
+
+
+async def _rows(pipeline: Pipeline, sql: str, tenant: str | None) -> list[dict[str, Any]]:
+    answer = await rows(pipeline, SqlQuery(sql=sql, tenant=tenant))
+    return [dict(zip(answer.columns, row, strict=True)) for row in answer.rows]
+
+
+_TOTALS = """
+SELECT
+    sum(requests) AS requests, sum(prompt_tokens) AS prompt_tokens,
+    sum(completion_tokens) AS completion_tokens, sum(reasoning_tokens) AS reasoning_tokens,
+    sum(cost_nano) AS cost_nano, sum(energy_kwh) AS energy_kwh,
+    sum(errors) AS errors, sum(blocked) AS blocked, sum(rejected) AS rejected
+FROM usage_day FINAL
+WHERE day >= {since}{model}
+"""
+
+
+def _model_clause(model: str | None) -> str:
+    return f" AND model = '{model}'" if model else ""  # validated against _NAME: no quote inside
+
+
+async def overview(pipeline: Pipeline, tenant: str | None, filters: Filters) -> dict[str, dict[str, Any]]:
+    """Today's and this month's totals."""
+    model = _model_clause(filters.model)
+    today = await _rows(pipeline, _TOTALS.format(since="today()", model=model), tenant)
+    month = await _rows(pipeline, _TOTALS.format(since="toStartOfMonth(today())", model=model), tenant)
+    return {"today": _totals(today), "month": _totals(month)}
+
+
+_COUNTS = (
+    "requests", "prompt_tokens", "completion_tokens", "reasoning_tokens", "errors", "blocked", "rejected",
+)  # fmt: skip
+
+
+def _totals(found: list[dict[str, Any]]) -> dict[str, Any]:
+    row = found[0] if found else {}
+    out: dict[str, Any] = {k: int(row.get(k) or 0) for k in _COUNTS}
+    out["cost_eur"] = int(row.get("cost_nano") or 0) / 1e9
+    out["energy_kwh"] = float(row.get("energy_kwh") or 0.0)
+    return out
+
+
+_BY_DAY = """
+SELECT
+    day, model, sum(requests) AS requests, sum(prompt_tokens) AS prompt_tokens,
+    sum(completion_tokens) AS completion_tokens, sum(cost_nano) AS cost_nano,
+    sum(energy_kwh) AS energy_kwh, sum(errors) AS errors
+FROM usage_day FINAL
+WHERE day >= today() - {days}{model}
+GROUP BY day, model
+ORDER BY day, model
+"""
+
+
+async def usage_by_day(pipeline: Pipeline, tenant: str | None, filters: Filters) -> list[dict[str, Any]]:
+    sql = _BY_DAY.format(days=filters.days - 1, model=_model_clause(filters.model))
+    found = await _rows(pipeline, sql, tenant)
+    for row in found:
+        row["cost_eur"] = int(row.pop("cost_nano") or 0) / 1e9
+    return found
+
+
+def chart(found: list[dict[str, Any]], field: str) -> dict[str, Any]:
+    """Series for uPlot: x = each day (epoch seconds), one series per model (0 where it had none)."""
+    days = sorted({str(r["day"]) for r in found})
+    models = sorted({str(r["model"]) for r in found})
+    values = {(str(r["day"]), str(r["model"])): r[field] for r in found}
+    xs = [int(dt.datetime.fromisoformat(d).replace(tzinfo=dt.UTC).timestamp()) for d in days]
+    return {
+        "field": field,
+        "x": xs,
+        "series": [{"label": m, "values": [values.get((d, m), 0) for d in days]} for m in models],
+    }
+
+
+def keys(all_keys: list[ApiKey], tenant: str | None, now: float) -> list[dict[str, Any]]:
+    """A tenant's keys (the operator's choice, or all), newest first; never a secret or its hash."""
+    shown = [k for k in all_keys if tenant in (None, k.tenant)]
+    shown.sort(key=lambda k: (k.tenant, -k.created_at))
+    return [
+        {
+            "id": k.id,
+            "tenant": k.tenant,
+            "name": k.name,
+            "state": k.state if k.usable_at(now) or k.state != "active" else "expired",
+            "created": _day(k.created_at),
+            "expires": _day(k.expires_at) if k.expires_at else "",
+            "models": ", ".join(k.models) or "all",
+            "successor": k.successor or "",
+        }
+        for k in shown
+    ]
+
+
+def models(models_: Catalog) -> list[dict[str, Any]]:
+    today = catalog.today()
+    return [
+        {
+            "name": m.name,
+            "publisher": m.publisher,
+            "kind": m.kind or "",
+            "state": m.state(today),
+            "dsp": m.dsp.isoformat() if m.dsp else "",
+            "sunset": m.sunset.isoformat() if m.sunset else "",
+            "successor": m.successor or "",
+            "context": m.context_length or "",
+        }
+        for m in sorted(models_.models.values(), key=lambda m: m.name)
+    ]
+
+
+def _day(epoch: float) -> str:
+    return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%d %H:%M")

@@ -1,0 +1,164 @@
+"""The console in a real browser (Debian's chromium driven by Playwright) against the whole stack:
+a tenant signs in with a key and sees its own usage only, whatever the URL says; the browser holds
+an opaque HttpOnly, SameSite=Strict session, never the key; scripts run under a strict CSP (the
+chart draws); names are escaped; signing out revokes the session on the server; wrong keys and
+forms without their CSRF token are refused, and failures are audited; the operator sees every
+tenant, or one."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.stack import Stack, wait_until
+
+CHAT = "synthetic-chat"
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+playwright = pytest.importorskip("playwright.sync_api")
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    s = Stack(tmp_path_factory.mktemp("console"))
+    try:
+        s.guard()
+        s.scheduler()
+        s.worker("w1", "--tokens-per-s", "0")
+        s.metering()
+        s.edge()
+        s.wait_for_model(CHAT)
+        keys = {"alpha": s.new_key("alpha", tier="tier1"), "beta": s.new_key("beta", tier="tier1")}
+        for tenant, count in (("alpha", 3), ("beta", 2)):
+            for n in range(count):
+                body = {
+                    "model": CHAT,
+                    "messages": [{"role": "user", "content": f"{tenant} {n}"}],
+                    "max_tokens": 4,
+                }
+                headers = {"authorization": f"Bearer {keys[tenant]}"}
+                answer = httpx.post(
+                    f"{s.base_url}/v1/chat/completions", json=body, headers=headers, timeout=30
+                )
+                assert answer.status_code == 200, answer.text
+
+        def rolled_up() -> bool:
+            rows = s.sql("SELECT tenant, sum(requests) AS n FROM usage_day FINAL GROUP BY tenant")
+            return {r["tenant"]: int(r["n"]) for r in rows} == {"alpha": 3, "beta": 2}
+
+        wait_until(rolled_up, 60, "the day rollups of both tenants", s.logs)
+        yield {"stack": s, "keys": keys}
+    finally:
+        s.close()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    assert CHROMIUM is not None, "chromium is installed by `make install` (Debian's package)"
+    with playwright.sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield launched
+        launched.close()
+
+
+def sign_in(browser: Any, base_url: str, key: str) -> Any:
+    page = browser.new_context().new_page()
+    page.goto(f"{base_url}/console")
+    page.fill("input[name=key]", key)
+    page.click("button[type=submit]")
+    return page
+
+
+def test_a_tenant_sees_its_own_usage_only_and_the_browser_never_holds_its_key(
+    stack: dict[str, Any], browser: Any
+) -> None:
+    s, key = stack["stack"], stack["keys"]["alpha"]
+    # A hostile name among the tenant's keys: shown as text, never run.
+    s.admin("POST", "/keys", {"tenant": "alpha", "name": "<img src=x onerror=alert(1)>"})
+    page = sign_in(browser, s.base_url, key)
+    assert page.url.endswith("/console/overview")
+    assert page.inner_text("[data-field=today-requests]") == "3"
+    assert page.inner_text("[data-field=month-requests]") == "3"
+    assert "of €1000.00" in page.inner_text("[data-field=budget]")
+
+    cookies = page.context.cookies()
+    session = next(c for c in cookies if c["name"] == "llmaas_console")
+    assert session["httpOnly"] and session["sameSite"] == "Strict"
+    assert all(key not in c["value"] and key.split("_")[-1] not in c["value"] for c in cookies)
+    assert page.evaluate("document.cookie") == ""  # HttpOnly: no script of the page can read it
+
+    # Another tenant named in the URL changes nothing for a tenant's session.
+    page.goto(f"{s.base_url}/console/overview?tenant=beta")
+    assert page.inner_text("[data-field=today-requests]") == "3"
+
+    response = page.goto(f"{s.base_url}/console/usage?days=7")
+    assert response is not None
+    csp = response.headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "unsafe-inline" not in csp
+    page.wait_for_selector("#chart[data-drawn=true] canvas", timeout=10_000)  # console.js ran under it
+    cells = page.locator("table.rows tbody tr").all_inner_texts()
+    assert len(cells) == 1 and CHAT in cells[0] and "\t3\t" in cells[0]
+    # The filters travel with the navigation.
+    assert page.get_attribute("nav a[href^='/console/keys']", "href") == "/console/keys?days=7"
+
+    page.click("nav a[href^='/console/keys']")
+    listed = page.inner_text("table.rows")
+    assert "<img src=x onerror=alert(1)>" in listed
+    assert page.locator("table.rows img").count() == 0
+    beta_ids = [k["id"] for k in s.admin("GET", "/keys?tenant=beta")["data"]]
+    assert beta_ids and not any(i in listed for i in beta_ids)
+
+    # Signing out ends the session on the server: the old cookie opens nothing any more.
+    page.click("form.logout button")
+    assert page.url.endswith("/console")
+    replay = httpx.get(
+        f"{s.base_url}/console/overview", cookies={"llmaas_console": session["value"]}, follow_redirects=False
+    )
+    assert replay.status_code == 303 and replay.headers["location"] == "/console"
+
+
+def test_wrong_keys_and_forms_without_their_csrf_token_are_refused(
+    stack: dict[str, Any], browser: Any
+) -> None:
+    s = stack["stack"]
+    page = sign_in(browser, s.base_url, "sk-llmaas-0123456789abcdef_wrongsecret")
+    assert "Incorrect API key" in page.inner_text(".error")
+    assert not any(c["name"] == "llmaas_console" for c in page.context.cookies())
+
+    def audited() -> bool:
+        rows = s.sql(
+            "SELECT count() AS n FROM audit WHERE action = 'auth.failure' AND target = '/console/login'"
+        )
+        return int(rows[0]["n"]) >= 1
+
+    wait_until(audited, 30, "the failed sign-in in the audit trail", s.logs)
+
+    # A sign-in posted from elsewhere (no form token cookie): refused before the key is looked at.
+    forged = httpx.post(f"{s.base_url}/console/login", data={"key": stack["keys"]["beta"], "csrf_token": "x"})
+    assert forged.status_code == 403 and "llmaas_console=" not in forged.headers.get("set-cookie", "")
+
+    # Signed in, a sign-out without the session's token does not end it.
+    with httpx.Client(base_url=s.base_url) as client:
+        form = client.get("/console")
+        token = form.text.split('name="csrf_token" value="')[1].split('"')[0]
+        signed = client.post("/console/login", data={"key": stack["keys"]["beta"], "csrf_token": token})
+        assert signed.status_code == 303
+        assert client.post("/console/logout", data={"csrf_token": "wrong"}).status_code == 403
+        assert client.get("/console/overview").status_code == 200
+
+
+def test_the_operator_sees_every_tenant_or_the_one_chosen(stack: dict[str, Any], browser: Any) -> None:
+    s = stack["stack"]
+    page = sign_in(browser, s.base_url, s.admin_token)
+    assert page.url.endswith("/console/overview")
+    assert page.inner_text("[data-field=today-requests]") == "5"
+    page.fill("input[name=tenant]", "beta")
+    page.click("form.filters button")
+    assert "tenant=beta" in page.url
+    assert page.inner_text("[data-field=today-requests]") == "2"
+    page.click("nav a[href^='/console/usage']")
+    assert "tenant=beta" in page.url
+    assert "\t2\t" in page.locator("table.rows tbody tr").all_inner_texts()[0]

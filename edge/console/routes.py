@@ -25,14 +25,15 @@ from nats.errors import Error as NatsError
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
-from edge import context
+from edge import context, keyring
 from edge.console import views
 from edge.console.sessions import Session
 from edge.console.views import Filters
 from edge.context import EdgeContext
 from edge.gate import source_of
 from llmaas import audit
-from llmaas.errors import LlmaasError, Unavailable
+from llmaas.errors import InvalidRequest, LlmaasError, PermissionDenied, Unavailable
+from llmaas.tenants import ApiKey
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 
@@ -144,26 +145,35 @@ async def login(request: Request) -> Response:
 
 @router.post("/logout")
 async def logout(request: Request) -> Response:
-    edge = context.of(request)
-    sid = request.cookies.get(COOKIE)
-    session = await _session(edge, request)
-    form = await _form(request)
-    if session is not None and sid is not None:
-        if not hmac.compare_digest(form.get(CSRF_FIELD, ""), session.csrf):
-            return _html("error.html", 403, message="This form expired; reload the page.", session=None)
-        await edge.sessions.revoke(sid)
-        actor = "admin" if session.role == "operator" else f"key:{session.key_id}"
-        edge.gate.audit.record(
-            audit.event(actor, "console.logout", session.tenant or "*", "ok", source=source_of(request))
-        )
     response = RedirectResponse("/console", 303)
     response.delete_cookie(COOKIE, path="/console")
+    try:
+        edge, session, _ = await _posted(request)
+    except _SignedOut:
+        return response
+    except LlmaasError as exc:
+        return _html("error.html", exc.status, message=exc.message, session=None)
+    await edge.sessions.revoke(request.cookies[COOKIE])
+    actor = _acting(request, session)
+    edge.gate.audit.record(
+        audit.event(actor.name, "console.logout", session.tenant or "*", "ok", source=actor.source)
+    )
     return response
 
 
 async def _session(edge: EdgeContext, request: Request) -> Session | None:
+    """The request's live session; a tenant's ends with the key that opened it (revoked, expired)."""
+    sid = request.cookies.get(COOKIE)
     try:
-        return await edge.sessions.get(request.cookies.get(COOKIE))
+        session = await edge.sessions.get(sid)
+        if session is None or session.role == "operator":
+            return session
+        key = edge.gate.directory.key(session.key_id)
+        if key is not None and key.usable_at(time.time()):
+            return session
+        if sid is not None:
+            await edge.sessions.revoke(sid)
+        return None
     except (NatsError, TimeoutError):
         raise Unavailable("Sessions cannot be read right now; retry shortly.", retry_after_s=1) from None
 
@@ -182,6 +192,12 @@ async def _show(request: Request, page: str, build: Build) -> Response:
         return _html("error.html", exc.status, message=exc.message, session=None)
     if session is None:
         return RedirectResponse("/console", 303)
+    return await _render(request, edge, session, page, build)
+
+
+async def _render(
+    request: Request, edge: EdgeContext, session: Session, page: str, build: Build, **extra: Any
+) -> Response:
     operator = session.role == "operator"
     base: dict[str, Any] = {
         "session": session,
@@ -198,7 +214,7 @@ async def _show(request: Request, page: str, build: Build) -> Response:
         return _html("error.html", exc.status, message=exc.message, **base)
     query = urlencode(filters.query())
     base |= {"query": f"?{query}" if query else "", "tenant": tenant}
-    return _html(f"{page}.html", filters=filters, **base, **found)
+    return _html(f"{page}.html", filters=filters, **base, **found, **extra)
 
 
 async def _overview(edge: EdgeContext, tenant: str | None, filters: Filters) -> dict[str, Any]:
@@ -242,6 +258,97 @@ async def keys(request: Request) -> Response:
 @router.get("/models")
 async def models(request: Request) -> Response:
     return await _show(request, "models", _models)
+
+
+# --- acting on keys ----------------------------------------------------------------------------
+
+_NAME_LIMIT = 64
+
+
+class _SignedOut(Exception):
+    pass
+
+
+async def _posted(request: Request) -> tuple[EdgeContext, Session, dict[str, str]]:
+    """The session of a state-changing form, once its CSRF token matched; raises _SignedOut."""
+    edge = context.of(request)
+    session = await _session(edge, request)
+    if session is None:
+        raise _SignedOut
+    form = await _form(request)
+    if not hmac.compare_digest(form.get(CSRF_FIELD, ""), session.csrf):
+        raise PermissionDenied("This form expired; reload the page and try again.", code="csrf_mismatch")
+    return edge, session, form
+
+
+def _acting(request: Request, session: Session) -> keyring.Actor:
+    name = "admin" if session.role == "operator" else f"key:{session.key_id}"
+    return keyring.Actor(name, source_of(request), {"via": "console"})
+
+
+def _own_key(edge: EdgeContext, session: Session, key_id: str) -> ApiKey:
+    """A key the session may act on: its tenant's (any, for the operator); others do not exist."""
+    key = edge.gate.directory.key(key_id)
+    if key is None or (session.role == "tenant" and key.tenant != session.tenant):
+        raise keyring.missing("key", key_id)
+    return key
+
+
+async def _key_action(
+    request: Request, act: Callable[[EdgeContext, Session, dict[str, str]], Awaitable[Any]]
+) -> Response:
+    """Runs ``act`` for a posted form; its result (a new secret, shown once) goes on the keys page."""
+    try:
+        edge, session, form = await _posted(request)
+        shown = await act(edge, session, form)
+    except _SignedOut:
+        return RedirectResponse("/console", 303)
+    except LlmaasError as exc:
+        return _html("error.html", exc.status, message=exc.message, session=None)
+    if shown is None:
+        return RedirectResponse(f"/console/keys{'?' + request.url.query if request.url.query else ''}", 303)
+    return await _render(request, edge, session, "keys", _keys, created=shown)
+
+
+@router.post("/keys")
+async def create_key(request: Request) -> Response:
+    async def act(edge: EdgeContext, session: Session, form: dict[str, str]) -> dict[str, str]:
+        name = form.get("name", "").strip() or "console"
+        if len(name) > _NAME_LIMIT:
+            raise InvalidRequest(f"A key's name has at most {_NAME_LIMIT} characters.", param="name")
+        if session.role == "operator":
+            tenant, models = form.get("tenant", "").strip(), []
+            if not tenant:
+                raise InvalidRequest("Say which tenant the key is for.", param="tenant")
+        else:
+            # A key cannot make a key with more rights than its own: the models of the one signed in.
+            assert session.tenant is not None
+            tenant, models = session.tenant, _own_key(edge, session, session.key_id).models
+        key, secret = await keyring.create(
+            edge.gate, _acting(request, session), tenant=tenant, name=name, models=models
+        )
+        return {"id": key.id, "secret": secret, "what": "created"}
+
+    return await _key_action(request, act)
+
+
+@router.post("/keys/{key_id}/rotate")
+async def rotate_key(request: Request, key_id: str) -> Response:
+    async def act(edge: EdgeContext, session: Session, form: dict[str, str]) -> dict[str, str]:
+        _own_key(edge, session, key_id)
+        new, secret = await keyring.rotate(edge.gate, _acting(request, session), key_id)
+        return {"id": new.id, "secret": secret, "what": f"the successor of {key_id}"}
+
+    return await _key_action(request, act)
+
+
+@router.post("/keys/{key_id}/revoke")
+async def revoke_key(request: Request, key_id: str) -> Response:
+    async def act(edge: EdgeContext, session: Session, form: dict[str, str]) -> None:
+        _own_key(edge, session, key_id)
+        await keyring.revoke(edge.gate, _acting(request, session), key_id)
+
+    return await _key_action(request, act)
 
 
 @router.get("/static/{name}")

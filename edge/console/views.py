@@ -14,6 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from edge.keyring import shown_state
 from edge.pipeline import Pipeline
 from edge.reports import rows
 from llmaas import catalog
@@ -140,7 +141,8 @@ def keys(all_keys: list[ApiKey], tenant: str | None, now: float) -> list[dict[st
             "id": k.id,
             "tenant": k.tenant,
             "name": k.name,
-            "state": k.state if k.usable_at(now) or k.state != "active" else "expired",
+            "state": shown_state(k, now),
+            "active": k.state == "active" and k.usable_at(now),
             "created": _day(k.created_at),
             "expires": _day(k.expires_at) if k.expires_at else "",
             "models": ", ".join(k.models) or "all",

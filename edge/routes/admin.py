@@ -12,16 +12,15 @@ from typing import Annotated, Literal
 
 import msgspec
 from fastapi import APIRouter
-from nats.errors import Error as NatsError
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 from starlette.responses import Response
 
-from edge import body, context
+from edge import body, context, keyring
 from edge.context import EdgeContext
 from edge.gate import source_of
 from llmaas import audit, directory, tenants
-from llmaas.errors import Conflict, InvalidRequest, NotFound, Unavailable
+from llmaas.errors import Conflict, InvalidRequest
 from llmaas.tenants import DEFAULT_GRACE_S, ApiKey, Tenant
 
 router = APIRouter(prefix="/admin/v1", include_in_schema=False)
@@ -78,16 +77,11 @@ class KeyView(msgspec.Struct, kw_only=True):
 
 
 def _view(key: ApiKey, now: float, secret: str | None = None) -> KeyView:
-    state: str = key.state
-    if state == "active" and not key.usable_at(now):
-        state = "expired"
-    elif state == "active" and key.successor:
-        state = "rotating"  # still valid, until the end of its grace period
     return KeyView(
         id=key.id,
         tenant=key.tenant,
         name=key.name,
-        state=state,
+        state=keyring.shown_state(key, now),
         models=key.models,
         created_at=key.created_at,
         expires_at=key.expires_at,
@@ -102,30 +96,11 @@ def _json(value: object, status: int = 200) -> Response:
     return Response(msgspec.json.encode(value), status_code=status, media_type="application/json")
 
 
-def _said(request: Request, detail: dict[str, str]) -> dict[str, str]:
-    """``detail`` and the operator name the caller gave (``llmaas`` sends the login name): a claim
-    of the token's holder, recorded as such, not the actor."""
+def _actor(request: Request, name: str) -> keyring.Actor:
+    """The token's holder, and the operator name the caller gave (``llmaas`` sends the login name):
+    a claim of the holder, recorded as such, not the actor."""
     operator = request.headers.get("x-llmaas-operator", "")[:64]
-    return {**detail, "operator": operator} if operator else detail
-
-
-async def _audited(
-    request: Request, edge: EdgeContext, actor: str, action: str, *, target: str, detail: dict[str, str]
-) -> None:
-    try:
-        await edge.gate.audit.append(
-            audit.event(actor, action, target, "ok", source=source_of(request), detail=_said(request, detail))
-        )
-    except (NatsError, TimeoutError) as exc:
-        raise Unavailable("The audit trail is unreachable; the action was applied but not audited.") from exc
-
-
-def _missing(kind: str, name: str) -> NotFound:
-    return NotFound(f"No {kind} named '{name}'.", code=f"{kind}_not_found")
-
-
-def _unreachable() -> Unavailable:
-    return Unavailable("The tenant directory is unreachable; retry shortly.", retry_after_s=1)
+    return keyring.Actor(name, source_of(request), {"operator": operator} if operator else {})
 
 
 @router.post("/tenants")
@@ -144,8 +119,10 @@ async def create_tenant(request: Request) -> Response:
     except directory.Conflict:
         raise Conflict(f"A tenant named '{req.name}' already exists.", param="name") from None
     except directory.StoreUnavailable:
-        raise _unreachable() from None
-    await _audited(request, edge, actor, "tenant.create", target=req.name, detail={"tier": req.tier})
+        raise keyring.unreachable() from None
+    await keyring.audited(
+        edge.gate, _actor(request, actor), "tenant.create", target=req.name, detail={"tier": req.tier}
+    )
     return _json(tenant, 201)
 
 
@@ -192,10 +169,10 @@ async def change_tenant(request: Request, name: str) -> Response:
     try:
         tenant = await edge.gate.directory.change_tenant(name, change)
     except KeyError:
-        raise _missing("tenant", name) from None
+        raise keyring.missing("tenant", name) from None
     except (directory.StoreUnavailable, directory.Conflict):
-        raise _unreachable() from None
-    await _audited(request, edge, actor, "tenant.change", target=name, detail=detail)
+        raise keyring.unreachable() from None
+    await keyring.audited(edge.gate, _actor(request, actor), "tenant.change", target=name, detail=detail)
     return _json(tenant)
 
 
@@ -204,22 +181,17 @@ async def create_key(request: Request) -> Response:
     edge = context.of(request)
     actor = edge.gate.check_admin(request)
     req = await body.parse(request, KeyCreate, 64 * 1024)
-    if edge.gate.directory.tenant(req.tenant) is None:
-        raise _missing("tenant", req.tenant)
     now = time.time()
-    try:
-        key, secret = await edge.gate.directory.issue_key(
-            tenant=req.tenant,
-            name=req.name,
-            models=req.models,
-            expires_at=now + req.expires_in_s if req.expires_in_s else None,
-            rotate_every_s=req.rotate_every_s,
-            grace_s=req.grace_s,
-        )
-    except (directory.StoreUnavailable, directory.Conflict):
-        raise _unreachable() from None
-    detail = {"key": key.id, "models": ",".join(key.models) or "*"}
-    await _audited(request, edge, actor, "key.create", target=req.tenant, detail=detail)
+    key, secret = await keyring.create(
+        edge.gate,
+        _actor(request, actor),
+        tenant=req.tenant,
+        name=req.name,
+        models=req.models,
+        expires_at=now + req.expires_in_s if req.expires_in_s else None,
+        rotate_every_s=req.rotate_every_s,
+        grace_s=req.grace_s,
+    )
     return _json(_view(key, now, secret), 201)
 
 
@@ -240,18 +212,7 @@ async def rotate_key(request: Request, key_id: str) -> Response:
     edge = context.of(request)
     actor = edge.gate.check_admin(request)
     req = await body.parse(request, KeyRotate, 64 * 1024)
-    try:
-        new, secret = await edge.gate.directory.rotate_key(key_id, grace_s=req.grace_s)
-    except KeyError:
-        raise _missing("key", key_id) from None
-    except directory.Conflict:
-        raise Conflict(
-            f"The key {key_id} is revoked, expired or already rotated; rotate its successor."
-        ) from None
-    except directory.StoreUnavailable:
-        raise _unreachable() from None
-    detail = {"successor": new.id, "grace_s": f"{req.grace_s:g}"}
-    await _audited(request, edge, actor, "key.rotate", target=key_id, detail=detail)
+    new, secret = await keyring.rotate(edge.gate, _actor(request, actor), key_id, req.grace_s)
     return _json(_view(new, time.time(), secret), 201)
 
 
@@ -259,15 +220,7 @@ async def rotate_key(request: Request, key_id: str) -> Response:
 async def revoke_key(request: Request, key_id: str) -> Response:
     edge = context.of(request)
     actor = edge.gate.check_admin(request)
-    try:
-        key = await edge.gate.directory.change_key(
-            key_id, lambda k: msgspec.structs.replace(k, state="revoked")
-        )
-    except KeyError:
-        raise _missing("key", key_id) from None
-    except (directory.StoreUnavailable, directory.Conflict):
-        raise _unreachable() from None
-    await _audited(request, edge, actor, "key.revoke", target=key_id, detail={"tenant": key.tenant})
+    key = await keyring.revoke(edge.gate, _actor(request, actor), key_id)
     return _json(_view(key, time.time()))
 
 

@@ -150,6 +150,68 @@ def test_wrong_keys_and_forms_without_their_csrf_token_are_refused(
         assert client.get("/console/overview").status_code == 200
 
 
+def test_a_tenant_creates_rotates_and_revokes_its_keys_and_only_its_own(
+    stack: dict[str, Any], browser: Any
+) -> None:
+    s = stack["stack"]
+    signing = s.admin("POST", "/keys", {"tenant": "alpha", "name": "chat only", "models": [CHAT]})
+    page = sign_in(browser, s.base_url, signing["key"])
+    page.goto(f"{s.base_url}/console/keys")
+    page.fill("form.create input[name=name]", "made in the console")
+    page.click("form.create button")
+    secret = page.inner_text("[data-field=secret]")
+
+    def works(key: str) -> int:
+        return httpx.get(f"{s.base_url}/v1/models", headers={"authorization": f"Bearer {key}"}).status_code
+
+    assert works(secret) == 200
+    made = next(k for k in s.admin("GET", "/keys?tenant=alpha")["data"] if k["name"] == "made in the console")
+    assert made["models"] == [CHAT]  # no more than the key that made it
+    page.goto(f"{s.base_url}/console/keys")
+    assert page.locator("[data-field=secret]").count() == 0  # shown once
+
+    page.click(f"tr[data-key='{made['id']}'] button[name=rotate]")
+    successor = page.inner_text("[data-field=secret]")
+    assert successor != secret and works(successor) == 200
+    page.click(f"tr[data-key='{made['id']}'] button[name=revoke]")
+    assert page.url.endswith("/console/keys")
+    assert works(secret) == 401
+
+    def audited() -> set[str]:
+        rows = s.sql(f"SELECT action FROM audit WHERE actor = 'key:{signing['id']}'")
+        return {r["action"] for r in rows}
+
+    wait_until(lambda: {"key.create", "key.rotate", "key.revoke"} <= audited(), 30, "the key actions audited")
+
+    # Another tenant's key, named in the URL by a signed-in tenant with a valid form token: not found.
+    beta = s.admin("GET", "/keys?tenant=beta")["data"][0]
+    token = page.get_attribute("form.create input[name=csrf_token]", "value")
+    cookie = next(c["value"] for c in page.context.cookies() if c["name"] == "llmaas_console")
+    foreign = httpx.post(
+        f"{s.base_url}/console/keys/{beta['id']}/revoke",
+        data={"csrf_token": token},
+        cookies={"llmaas_console": cookie},
+    )
+    assert foreign.status_code == 404
+    assert (
+        next(k for k in s.admin("GET", "/keys?tenant=beta")["data"] if k["id"] == beta["id"])["state"]
+        == "active"
+    )
+
+
+def test_revoking_the_key_ends_its_console_sessions(stack: dict[str, Any], browser: Any) -> None:
+    s = stack["stack"]
+    made = s.admin("POST", "/keys", {"tenant": "beta", "name": "short-lived"})
+    page = sign_in(browser, s.base_url, made["key"])
+    assert page.url.endswith("/console/overview")
+    s.admin("POST", f"/keys/{made['id']}/revoke")
+    wait_until(
+        lambda: page.goto(f"{s.base_url}/console/overview") and page.url.endswith("/console"),
+        10,
+        "the session to end with its key",
+    )
+
+
 def test_the_operator_sees_every_tenant_or_the_one_chosen(stack: dict[str, Any], browser: Any) -> None:
     s = stack["stack"]
     page = sign_in(browser, s.base_url, s.admin_token)

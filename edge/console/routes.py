@@ -250,6 +250,19 @@ async def usage(request: Request) -> Response:
     return await _show(request, "usage", _usage)
 
 
+@router.get("/history")
+async def history(request: Request) -> Response:
+    cursor = request.query_params.get("cursor") or None
+
+    async def build(edge: EdgeContext, tenant: str | None, filters: Filters) -> dict[str, Any]:
+        page, following = await views.history(edge.pipeline, tenant, filters, cursor)
+        query = filters.query()
+        after = f"/console/history?{urlencode({**query, 'cursor': following})}" if following else None
+        return {"requests": page, "next_page": after, "first_page": cursor is not None}
+
+    return await _show(request, "history", build)
+
+
 @router.get("/keys")
 async def keys(request: Request) -> Response:
     return await _show(request, "keys", _keys)

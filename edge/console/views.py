@@ -11,20 +11,26 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args
 
 from edge.keyring import shown_state
 from edge.pipeline import Pipeline
-from edge.reports import rows
+from edge.reports import rows, since_epoch
 from llmaas import catalog
 from llmaas.catalog import Catalog
 from llmaas.errors import InvalidRequest
 from llmaas.tenants import ApiKey
-from llmaas.wire import SqlQuery
+from llmaas.wire import SqlQuery, UsageStatus
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}")
+_CURSOR = re.compile(r"(\d{1,16})\.([A-Za-z0-9_-]{1,64})")
 MAX_DAYS = 400
+MAX_HISTORY_S = 31 * 86_400.0
+"""The longest time range one history page spans (the query reads that range of raw rows)."""
+PAGE_ROWS = 50
+STATUSES = get_args(UsageStatus)
 
 
 @dataclass(frozen=True)
@@ -35,6 +41,12 @@ class Filters:
     model: str | None = None
     tenant: str | None = None
     """The operator's choice of tenant (a tenant's session has its own, whatever the URL says)."""
+    since: str = "24h"
+    """Request history: from (a duration back from now, or an ISO 8601 time) ..."""
+    until: str | None = None
+    """... to (now if None)."""
+    status: str | None = None
+    key: str | None = None
 
     @classmethod
     def of(cls, params: dict[str, str], operator: bool) -> Filters:
@@ -43,19 +55,39 @@ class Filters:
             raise InvalidRequest(f"'days' must be a whole number from 1 to {MAX_DAYS}.", param="days")
         model = params.get("model") or None
         tenant = (params.get("tenant") or None) if operator else None
-        for name, value in (("model", model), ("tenant", tenant)):
+        key = params.get("key") or None
+        for name, value in (("model", model), ("tenant", tenant), ("key", key)):
             if value is not None and not _NAME.fullmatch(value):
                 raise InvalidRequest(f"'{name}' is not a valid name.", param=name)
-        return cls(days=int(raw_days), model=model, tenant=tenant)
+        status = params.get("status") or None
+        if status is not None and status not in STATUSES:
+            raise InvalidRequest(f"'status' must be one of {', '.join(STATUSES)}.", param="status")
+        since, until = params.get("since") or "24h", params.get("until") or None
+        for name, moment in (("since", since), ("until", until)):
+            if moment is not None:
+                since_epoch(moment, time.time(), name)  # a bad time is a 400 on any page
+        return cls(
+            days=int(raw_days), model=model, tenant=tenant, since=since, until=until, status=status, key=key
+        )
 
     def query(self) -> dict[str, str]:
         """The URL parameters that say these filters (defaults left out)."""
         out = {"days": str(self.days)} if self.days != 30 else {}
-        if self.model:
-            out["model"] = self.model
-        if self.tenant:
-            out["tenant"] = self.tenant
+        if self.since != "24h":
+            out["since"] = self.since
+        for name in ("until", "model", "status", "key", "tenant"):
+            value = getattr(self, name)
+            if value:
+                out[name] = value
         return out
+
+    def window(self, now: float) -> tuple[float, float]:
+        """The history's time range, at most ``MAX_HISTORY_S`` long (ending at ``until``)."""
+        end = since_epoch(self.until, now, "until") if self.until else now
+        start = max(since_epoch(self.since, now, "since"), end - MAX_HISTORY_S)
+        if start >= end:
+            raise InvalidRequest("'since' must come before 'until'.", param="since")
+        return start, end
 
 
 async def _rows(pipeline: Pipeline, sql: str, tenant: str | None) -> list[dict[str, Any]]:
@@ -171,3 +203,40 @@ def models(models_: Catalog) -> list[dict[str, Any]]:
 
 def _day(epoch: float) -> str:
     return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%d %H:%M")
+
+
+_HISTORY = """
+SELECT
+    toUnixTimestamp64Milli(at) AS at_ms, at, request_id, tenant, token_id, model, endpoint, status,
+    http_status, error_code, prompt_tokens, completion_tokens, ttft_ms, duration_ms, cost_nano
+FROM usage
+WHERE at >= fromUnixTimestamp64Milli(toInt64({start})) AND at < fromUnixTimestamp64Milli(toInt64({end})){more}
+ORDER BY at DESC, request_id DESC
+LIMIT {limit}
+"""
+
+
+async def history(
+    pipeline: Pipeline, tenant: str | None, filters: Filters, cursor: str | None
+) -> tuple[list[dict[str, Any]], str | None]:
+    """One page of requests, newest first, after ``cursor`` (the last row of the page before, as
+    ``<at ms>.<request id>``), and the next page's cursor: keyset pagination, one query a page."""
+    start, end = filters.window(time.time())
+    more = _model_clause(filters.model)
+    if filters.status:
+        more += f" AND status = '{filters.status}'"  # one of STATUSES
+    if filters.key:
+        more += f" AND token_id = '{filters.key}'"  # validated against _NAME
+    if cursor:
+        found = _CURSOR.fullmatch(cursor)
+        if found is None:
+            raise InvalidRequest("'cursor' is not one this page gave.", param="cursor")
+        at_ms, request_id = found.groups()
+        more += f" AND (at, request_id) < (fromUnixTimestamp64Milli(toInt64({at_ms})), '{request_id}')"
+    sql = _HISTORY.format(start=int(start * 1000), end=int(end * 1000), more=more, limit=PAGE_ROWS + 1)
+    found_rows = await _rows(pipeline, sql, tenant)
+    page, rest = found_rows[:PAGE_ROWS], found_rows[PAGE_ROWS:]
+    for row in page:
+        row["cost_eur"] = int(row.pop("cost_nano") or 0) / 1e9
+    last = page[-1] if rest else None
+    return page, f"{last['at_ms']}.{last['request_id']}" if last else None

@@ -8,7 +8,6 @@ service, which owns the ClickHouse data; the edge only authenticates and forward
 
 from __future__ import annotations
 
-import datetime as dt
 import time
 from typing import Literal
 
@@ -19,7 +18,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from edge import body, context, reports
-from llmaas import durations
 from llmaas.errors import InvalidRequest
 from llmaas.wire import Query, SqlQuery, UsageQuery
 
@@ -30,32 +28,6 @@ class SqlBody(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
     query: str = Field(min_length=1, max_length=100_000)
-
-
-def since_epoch(text: str, now: float, param: str = "since") -> float:
-    """``7d``/``24h``/``30m`` before ``now``, or an ISO 8601 date or time (UTC unless it says);
-    a bad one is a 400 naming ``param``."""
-    shown = text if len(text) <= 40 else text[:40] + "…"
-    try:
-        epoch = now - durations.seconds(text)
-    except ValueError:
-        try:
-            parsed = dt.datetime.fromisoformat(text)
-        except ValueError:
-            raise InvalidRequest(
-                f"Invalid time {shown!r}: use a duration (7d, 24h, 30m) or an ISO 8601 date (2026-11-01).",
-                param=param,
-            ) from None
-        epoch = (parsed if parsed.tzinfo else parsed.replace(tzinfo=dt.UTC)).timestamp()
-    if not _EARLIEST <= epoch <= now + _LATEST_AHEAD_S:
-        raise InvalidRequest(
-            f"Invalid time {shown!r}: out of range (from 1970 to a day from now).", param=param
-        )
-    return epoch
-
-
-_EARLIEST = 0.0
-_LATEST_AHEAD_S = 86_400.0
 
 
 async def _ask(request: Request, query: Query) -> Response:
@@ -75,8 +47,8 @@ def _usage_query(request: Request, tenant: str | None) -> UsageQuery:
     until = params.get("until")
     return UsageQuery(
         tenant=tenant,
-        since=since_epoch(params.get("since", "30d"), now),
-        until=since_epoch(until, now, "until") if until else None,
+        since=reports.since_epoch(params.get("since", "30d"), now),
+        until=reports.since_epoch(until, now, "until") if until else None,
         by=by,
     )
 

@@ -228,7 +228,16 @@ async def _overview(edge: EdgeContext, tenant: str | None, filters: Filters) -> 
 
 async def _usage(edge: EdgeContext, tenant: str | None, filters: Filters) -> dict[str, Any]:
     found = await views.usage_by_day(edge.pipeline, tenant, filters)
-    return {"rows": found, "chart": views.chart(found, "completion_tokens")}
+    return {"rows": found, "chart": views.chart(found, "day", "completion_tokens", "tokens", missing=0)}
+
+
+async def _latency(edge: EdgeContext, tenant: str | None, filters: Filters) -> dict[str, Any]:
+    found = await views.latency(edge.pipeline, tenant, filters)
+    return {
+        "rows": found,
+        "ttft": views.chart(found, "hour", "ttft_p95_ms", "ms"),
+        "speed": views.chart(found, "hour", "tokens_per_s", "tokens/s"),
+    }
 
 
 async def _keys(edge: EdgeContext, tenant: str | None, filters: Filters) -> dict[str, Any]:
@@ -248,6 +257,11 @@ async def overview(request: Request) -> Response:
 @router.get("/usage")
 async def usage(request: Request) -> Response:
     return await _show(request, "usage", _usage)
+
+
+@router.get("/latency")
+async def latency(request: Request) -> Response:
+    return await _show(request, "latency", _latency)
 
 
 @router.get("/history")

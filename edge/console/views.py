@@ -151,17 +151,45 @@ async def usage_by_day(pipeline: Pipeline, tenant: str | None, filters: Filters)
     return found
 
 
-def chart(found: list[dict[str, Any]], field: str) -> dict[str, Any]:
-    """Series for uPlot: x = each day (epoch seconds), one series per model (0 where it had none)."""
-    days = sorted({str(r["day"]) for r in found})
-    models = sorted({str(r["model"]) for r in found})
-    values = {(str(r["day"]), str(r["model"])): r[field] for r in found}
-    xs = [int(dt.datetime.fromisoformat(d).replace(tzinfo=dt.UTC).timestamp()) for d in days]
+def chart(
+    found: list[dict[str, Any]], x: str, field: str, unit: str = "", missing: float | None = None
+) -> dict[str, Any]:
+    """Series for uPlot: x = each value of column ``x`` (a day or an hour, as epoch seconds), one
+    series per model, ``missing`` where a model has no row (0 for counts; None, a gap, for rates)."""
+    points = sorted({str(r[x]) for r in found})
+    names = sorted({str(r["model"]) for r in found})
+    values = {(str(r[x]), str(r["model"])): r[field] for r in found}
     return {
-        "field": field,
-        "x": xs,
-        "series": [{"label": m, "values": [values.get((d, m), 0) for d in days]} for m in models],
+        "unit": unit,
+        "x": [int(_utc(p).timestamp()) for p in points],
+        "series": [{"label": m, "values": [values.get((p, m), missing) for p in points]} for m in names],
     }
+
+
+def _utc(text: str) -> dt.datetime:
+    """A date or time as metering sends them (ISO 8601, UTC)."""
+    return dt.datetime.fromisoformat(text.removesuffix("Z")).replace(tzinfo=dt.UTC)
+
+
+_LATENCY = """
+SELECT
+    hour, model, sum(answered) AS answers,
+    round(sum(ttft_p50_ms * answered) / sum(answered), 1) AS ttft_p50_ms,
+    round(sum(ttft_p95_ms * answered) / sum(answered), 1) AS ttft_p95_ms,
+    round(sum(decode_tokens) / greatest(sum(decode_s), 0.001), 1) AS tokens_per_s
+FROM usage_hour FINAL
+WHERE hour >= toStartOfHour(now()) - INTERVAL {days} DAY AND answered > 0{model}
+GROUP BY hour, model
+ORDER BY hour, model
+"""
+
+
+async def latency(pipeline: Pipeline, tenant: str | None, filters: Filters) -> list[dict[str, Any]]:
+    """First-token latency (p50, p95) and decode speed per model and hour, from the hour rollup.
+    One tenant's hours are exact; across tenants (the operator's view) the percentiles are the
+    tenants' averaged by their answered requests (percentiles do not add up)."""
+    sql = _LATENCY.format(days=filters.days, model=_model_clause(filters.model))
+    return await _rows(pipeline, sql, tenant)
 
 
 def keys(all_keys: list[ApiKey], tenant: str | None, now: float) -> list[dict[str, Any]]:

@@ -98,9 +98,19 @@ def test_a_tenant_sees_its_own_usage_only_and_the_browser_never_holds_its_key(
     assert response is not None
     csp = response.headers["content-security-policy"]
     assert "script-src 'self'" in csp and "unsafe-inline" not in csp
-    page.wait_for_selector("#chart[data-drawn=true] canvas", timeout=10_000)  # console.js ran under it
+    page.wait_for_selector(
+        "[data-chart=tokens][data-drawn=true] canvas", timeout=10_000
+    )  # console.js ran under it
     cells = page.locator("table.rows tbody tr").all_inner_texts()
     assert len(cells) == 1 and CHAT in cells[0] and "\t3\t" in cells[0]
+    page.goto(f"{s.base_url}/console/latency")
+    page.wait_for_selector("[data-chart=speed][data-drawn=true] canvas", timeout=10_000)
+    hours = page.locator("#latency tbody tr").all_inner_texts()
+    assert len(hours) == 1 and CHAT in hours[0] and "\t3\t" in hours[0]  # alpha's 3 answers
+    p95 = float(hours[0].split("\t")[4])
+    assert 0 < p95 < 10_000
+
+    page.goto(f"{s.base_url}/console/usage?days=7")
     # The filters travel with the navigation.
     assert page.get_attribute("nav a[href^='/console/keys']", "href") == "/console/keys?days=7"
 
@@ -235,7 +245,9 @@ def test_request_history_pages_with_a_cursor_one_query_a_page(stack: dict[str, A
     page.goto(f"{s.base_url}/console/history?status=error")
     assert page.locator("#history tbody tr[data-request]").count() == 0
     bad = page.goto(f"{s.base_url}/console/history?since=yesterday-ish")
-    assert bad is not None and bad.status == 400 and "Invalid time 'yesterday-ish'" in page.inner_text(".error")
+    assert (
+        bad is not None and bad.status == 400 and "Invalid time 'yesterday-ish'" in page.inner_text(".error")
+    )
 
 
 def test_revoking_the_key_ends_its_console_sessions(stack: dict[str, Any], browser: Any) -> None:

@@ -137,6 +137,28 @@ def test_duplicates_are_counted_once_in_raw_rows_and_rollups(store: Store, price
         assert totals.rows == [[6, 12_000, 6 * 8_900_000]]
 
 
+def test_latency_rollups_count_answered_requests_only(store: Store, pricer: Pricer) -> None:
+    # 20 answered requests with first tokens 10, 20, ..., 200 ms, each 101 tokens in 1 s after it;
+    # an error and an answer without a first token count as requests, not in the latency.
+    answered = [
+        event(f"l{i}", tenant="lat", at=DAY1 + i / 10, completion_tokens=101, ttft_ms=10.0 * (i + 1),
+              duration_ms=10.0 * (i + 1) + 1000.0)
+        for i in range(20)
+    ]  # fmt: skip
+    others = [
+        event("l-error", tenant="lat", at=DAY1 + 3, status="error", http_status=500, ttft_ms=5000.0),
+        event("l-none", tenant="lat", at=DAY1 + 4, ttft_ms=None, completion_tokens=0),
+    ]
+    store_events(store, pricer, answered + others)
+    for table in ("usage_minute", "usage_hour"):
+        found = store.query(
+            f"SELECT requests, answered, ttft_p50_ms, ttft_p95_ms, decode_tokens, round(decode_s, 3) "
+            f"FROM {table} FINAL WHERE tenant = 'lat'"
+        ).rows
+        # ClickHouse's exact quantiles take the value at rank floor(q * n): the 11th and the 20th.
+        assert found == [[22, 20, 110.0, 200.0, 20 * 100, 20.0]], table
+
+
 def test_a_new_price_list_does_not_change_stored_rows(store: Store, pricer: Pricer, tmp_path: Path) -> None:
     store_events(store, pricer, [event("bill-1", tenant="billed", at=DAY1)])
     raised = tmp_path / "prices.toml"

@@ -95,14 +95,14 @@ async def _rows(pipeline: Pipeline, sql: str, tenant: str | None) -> list[dict[s
     return [dict(zip(answer.columns, row, strict=True)) for row in answer.rows]
 
 
+_SUMS = (
+    "requests", "prompt_tokens", "completion_tokens", "reasoning_tokens", "cost_nano", "energy_kwh",
+    "errors", "blocked", "rejected",
+)  # fmt: skip
 _TOTALS = """
-SELECT
-    sum(requests) AS requests, sum(prompt_tokens) AS prompt_tokens,
-    sum(completion_tokens) AS completion_tokens, sum(reasoning_tokens) AS reasoning_tokens,
-    sum(cost_nano) AS cost_nano, sum(energy_kwh) AS energy_kwh,
-    sum(errors) AS errors, sum(blocked) AS blocked, sum(rejected) AS rejected
+SELECT {columns}
 FROM usage_day FINAL
-WHERE day >= {since}{model}
+WHERE day >= toStartOfMonth(today()){model}
 """
 
 
@@ -111,21 +111,15 @@ def _model_clause(model: str | None) -> str:
 
 
 async def overview(pipeline: Pipeline, tenant: str | None, filters: Filters) -> dict[str, dict[str, Any]]:
-    """Today's and this month's totals."""
-    model = _model_clause(filters.model)
-    today = await _rows(pipeline, _TOTALS.format(since="today()", model=model), tenant)
-    month = await _rows(pipeline, _TOTALS.format(since="toStartOfMonth(today())", model=model), tenant)
-    return {"today": _totals(today), "month": _totals(month)}
-
-
-_COUNTS = (
-    "requests", "prompt_tokens", "completion_tokens", "reasoning_tokens", "errors", "blocked", "rejected",
-)  # fmt: skip
-
-
-def _totals(found: list[dict[str, Any]]) -> dict[str, Any]:
+    """Today's and this month's totals, in one query."""
+    columns = ", ".join(f"sumIf({c}, day = today()) AS today_{c}, sum({c}) AS month_{c}" for c in _SUMS)
+    found = await _rows(pipeline, _TOTALS.format(columns=columns, model=_model_clause(filters.model)), tenant)
     row = found[0] if found else {}
-    out: dict[str, Any] = {k: int(row.get(k) or 0) for k in _COUNTS}
+    return {when: _totals({c: row.get(f"{when}_{c}") for c in _SUMS}) for when in ("today", "month")}
+
+
+def _totals(row: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {k: int(row.get(k) or 0) for k in _SUMS if k not in ("cost_nano", "energy_kwh")}
     out["cost_eur"] = int(row.get("cost_nano") or 0) / 1e9
     out["energy_kwh"] = float(row.get("energy_kwh") or 0.0)
     return out

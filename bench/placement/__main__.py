@@ -20,7 +20,7 @@ from pathlib import Path
 import msgspec
 
 from bench.placement.runs import Make, run, saturation
-from bench.placement.workloads import WORKLOADS, read_trace, scaled
+from bench.placement.workloads import WORKLOADS, TraceError, read_trace, scaled
 from workers.scheduler.placement import POLICIES, Policy
 from workers.simulation.fleet import Knobs
 from workers.simulation.profiles import DEFAULT_PROFILE, PROFILES
@@ -80,7 +80,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         perf = msgspec.structs.replace(perf, block_size=args.block_size)
     knobs = Knobs(heartbeat_s=args.heartbeat, schedulers=args.schedulers)
     block = perf.block_size
-    trace = read_trace(args.trace, block) if args.trace is not None else None
+    try:
+        trace = read_trace(args.trace, block) if args.trace is not None else None
+    except (OSError, TraceError) as exc:
+        _log(f"error: {exc}")
+        return 2
     names = ["trace"] if trace is not None else args.workload or list(WORKLOADS)
     seeds = args.seed or ([0] if trace is not None else [0, 1, 2])
     loads = args.load or ([0.7] if trace is not None else [0.3, 0.5, 0.7, 0.9, 1.2])

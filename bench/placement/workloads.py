@@ -144,6 +144,10 @@ WORKLOADS: dict[str, Maker] = {
 }
 
 
+class TraceError(ValueError):
+    """A trace file that is not in Mooncake's format (the line that is not, and why)."""
+
+
 def read_trace(path: Path, size: int) -> list[Request]:
     """A trace in Mooncake's format (FAST'25): JSON lines ``{"timestamp": ms, "input_length",
     "output_length", "hash_ids": [one id per 512-token block]}``; each 512-token block becomes
@@ -154,13 +158,20 @@ def read_trace(path: Path, size: int) -> list[Request]:
         for n, line in enumerate(lines):
             if not line.strip():
                 continue
-            row = json.loads(line)
-            prompt, answer = int(row["input_length"]), max(1, int(row["output_length"]))
-            hashes = [int(h) for h in row.get("hash_ids", [])]
+            try:
+                row = json.loads(line)
+                prompt, answer = int(row["input_length"]), max(1, int(row["output_length"]))
+                hashes = [int(h) for h in row.get("hash_ids", [])]
+                arrival = float(row["timestamp"]) / 1000
+            except (ValueError, KeyError, TypeError, AttributeError) as exc:
+                what = f"no {exc}" if isinstance(exc, KeyError) else str(exc)
+                raise TraceError(f"{path}:{n + 1}: not a Mooncake trace line ({what})") from None
             blocks = tuple(
                 (hashes[b // per] + 1) * per + b % per for b in range(min(prompt // size, len(hashes) * per))
             )
-            requests.append(Request(f"t{n}", float(row["timestamp"]) / 1000, blocks, prompt, answer))
+            requests.append(Request(f"t{n}", arrival, blocks, prompt, answer))
+    if not requests:
+        raise TraceError(f"{path}: no request in the trace")
     requests.sort(key=lambda r: r.arrival)
     return requests
 

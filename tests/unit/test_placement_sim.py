@@ -109,3 +109,13 @@ def test_the_bench_replays_a_trace_with_the_cli_that_other_tools_drive(tmp_path:
         assert isinstance(result[field], float) and result[field] >= 0
     assert 0 < result["ttft_p50_s"] <= result["ttft_p99_s"]
     assert result["prefix_hit_rate"] > 0.3  # the trace's shared system prompts are found again
+
+
+def test_a_line_that_is_not_a_trace_line_is_named_not_a_traceback(tmp_path: Path) -> None:
+    trace = tmp_path / "trace.jsonl"
+    trace.write_text('{"timestamp": 0, "input_length": 900, "output_length": 9}\n{"timestamp": 5}\n')
+    command = [sys.executable, "-m", "bench.placement", "--trace", str(trace), "--policy", "default"]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 2
+    assert f"{trace}:2: not a Mooncake trace line (no 'input_length')" in done.stderr
+    assert "Traceback" not in done.stderr

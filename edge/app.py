@@ -19,6 +19,7 @@ import llmaas
 from edge import errors, lifecycle, responses
 from edge.batches import BatchEngine
 from edge.console import routes as console
+from edge.console.alerting import AlertBook
 from edge.console.sessions import Sessions
 from edge.context import EdgeContext
 from edge.door import Door
@@ -58,6 +59,7 @@ def create_app(settings: EdgeSettings) -> FastAPI:
 
     desk = FileDesk(settings)
     sessions = Sessions(settings.console_session_s)
+    alert_book = AlertBook()
     engine: BatchEngine | None = None
 
     async def attach(nc: Client) -> None:
@@ -68,6 +70,7 @@ def create_app(settings: EdgeSettings) -> FastAPI:
             desk.open(nc),
             engine.open(nc),
             sessions.open(nc, gate.streams),
+            alert_book.open(nc, gate.streams),
         )
 
     pipeline = Pipeline(settings, metrics, edge_id=edge_id, attach=attach, on_up=on_reconnect)
@@ -89,6 +92,7 @@ def create_app(settings: EdgeSettings) -> FastAPI:
         files=desk,
         batches=engine,
         sessions=sessions,
+        alerts=alert_book,
     )
 
     @asynccontextmanager

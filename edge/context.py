@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 
+from edge.console.alerting import AlertBook
 from edge.console.sessions import Sessions
 from edge.gate import Gate
 from edge.metrics import EdgeMetrics
@@ -32,6 +33,7 @@ class EdgeContext:
     files: FileDesk
     batches: BatchEngine
     sessions: Sessions
+    alerts: AlertBook
 
     def tally(self, job: Job) -> Tally:
         """Meter ``job`` from now on (its caller is authenticated and its model known)."""

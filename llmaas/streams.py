@@ -132,6 +132,7 @@ SECURITY = StreamSpec(
     max_age_s=90 * DAY_S,  # ClickHouse keeps its own copy as long as it is told
     deny_delete=True,
 )
+ALERTS = StreamSpec(name="LLMAAS_ALERTS", subjects=(subjects.ALERTS,), max_age_s=90 * DAY_S)
 LIMITS = StreamSpec(
     name="LLMAAS_LIMITS",
     subjects=(subjects.LIMITS,),
@@ -171,7 +172,7 @@ BATCH_INTAKE = StreamSpec(
     max_age_s=2 * DAY_S,
     duplicate_window_s=600.0,  # a chunk sent again (its acknowledgement lost) is kept once
 )
-STREAMS = (USAGE, AUDIT, SECURITY, LIMITS, LEASES, WORK, BATCH_LINES, BATCH_INTAKE)
+STREAMS = (USAGE, AUDIT, SECURITY, ALERTS, LIMITS, LEASES, WORK, BATCH_LINES, BATCH_INTAKE)
 
 TENANTS = BucketSpec("llmaas_tenants", history=5)  # the last versions: what a record was before a change
 KEYS = BucketSpec("llmaas_keys", history=5)
@@ -184,7 +185,13 @@ BATCHES = BucketSpec("llmaas_batches", history=1, ttl_s=30 * DAY_S)
 BATCH_RESULTS = BucketSpec("llmaas_batch_results", history=1, ttl_s=7 * DAY_S)
 # The console's sessions, by the SHA-256 of their ids (never the ids, never a key): a day at most.
 CONSOLE_SESSIONS = BucketSpec("llmaas_console_sessions", history=1, ttl_s=DAY_S)
-BUCKETS = (TENANTS, KEYS, GUARD_HISTORY, FILE_INDEX, BATCHES, BATCH_RESULTS, CONSOLE_SESSIONS)
+# Tenants' alert rules (written by the edges) and each rule's state (by the evaluating metering).
+ALERT_RULES = BucketSpec("llmaas_alert_rules", history=1)
+ALERT_STATE = BucketSpec("llmaas_alert_state", history=1)
+BUCKETS = (
+    TENANTS, KEYS, GUARD_HISTORY, FILE_INDEX, BATCHES, BATCH_RESULTS,
+    CONSOLE_SESSIONS, ALERT_RULES, ALERT_STATE,
+)  # fmt: skip
 OBJECT_STORES = (FILES,)
 
 

@@ -29,6 +29,15 @@ AUDIT = f"{ROOT}.audit"
 SECURITY = f"{ROOT}.security"
 """Prompts the guard blocked (JetStream stream LLMAAS_SECURITY)."""
 
+ALERTS = f"{ROOT}.alerts.*"
+"""Alerts firing and resolving, one subject per tenant (JetStream stream LLMAAS_ALERTS): what a
+webhook or mail sender subscribes to."""
+
+
+def alerts(tenant: str) -> str:
+    return f"{ROOT}.alerts.{check_token(tenant)}"
+
+
 USAGE = f"{ROOT}.usage"
 """One event per finished request (JetStream stream LLMAAS_USAGE), copied into ClickHouse by metering."""
 

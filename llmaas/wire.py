@@ -252,6 +252,24 @@ class Cancel(_Wire, frozen=True, kw_only=True):
 # --- events: what happened, for metering, billing and security reports ---------------------------
 
 
+AlertKind = Literal["ttft_p95_ms", "error_rate_pct", "budget_used_pct", "tokens_per_hour"]
+
+
+class AlertEvent(_Wire, frozen=True, kw_only=True):
+    """An alert rule starting or ending to fire (stream LLMAAS_ALERTS, subject per tenant, JSON)."""
+
+    rule_id: str
+    tenant: str
+    kind: AlertKind
+    state: Literal["firing", "resolved"]
+    value: float
+    """What was measured (in the kind's unit), when the state changed."""
+    threshold: float
+    at: float
+    model: str | None = None
+    window_s: float = 0.0
+
+
 class SecurityEvent(_Wire, frozen=True, kw_only=True):
     """A prompt the guard blocked (stream LLMAAS_SECURITY). Never the prompt itself: its hash."""
 

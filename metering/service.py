@@ -25,6 +25,7 @@ from llmaas.handlers import Handler, Handlers
 from llmaas.metrics_server import expose
 from llmaas.pricing import PriceList
 from llmaas.wire import Failed, Query
+from metering.alerts import Evaluator
 from metering.consumer import Consumer, sinks
 from metering.metrics import MeteringMetrics
 from metering.reports import Reports
@@ -106,6 +107,9 @@ class MeteringService:
         for sink in metered:
             consumer = Consumer(js, store, sink, s, self.metrics)
             self._tasks.append(asyncio.create_task(consumer.run(), name=f"metering-{sink.name}"))
+        evaluator = Evaluator(store, s.metering_alerts_every_s, streams.Policy.of(s))
+        await evaluator.open(nc)
+        self._tasks.append(asyncio.create_task(evaluator.run(), name="metering-alerts"))
         await self.handlers.attach(nc)
         await nc.flush()
         expose(self.metrics.registry, s.metrics_host, s.metrics_port)

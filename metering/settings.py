@@ -25,6 +25,9 @@ class MeteringSettings(ServiceSettings):
     billing_key: SecretStr | None = Field(
         default=None, description="the edges' seal key: workers' records of sealed jobs billed if no edge did"
     )
+    metering_alerts_every_s: float = Field(
+        default=30.0, gt=0, description="how often tenants' alert rules are evaluated"
+    )
     metering_orphan_grace_s: float = Field(
         default=120.0,
         gt=0,

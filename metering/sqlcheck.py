@@ -31,7 +31,7 @@ from clickhouse_connect.driver.client import Client
 
 from llmaas.errors import InvalidRequest
 
-TENANT_TABLES = frozenset({"usage", "usage_minute", "usage_hour", "usage_day"})
+TENANT_TABLES = frozenset({"usage", "usage_minute", "usage_hour", "usage_day", "alert_events"})
 """What a tenant's SQL may read, each under its tenant filter; a new table joins only by name here."""
 
 TABLE_FUNCTIONS = frozenset(

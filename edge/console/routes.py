@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import functools
 import hmac
+import math
+import re
 import secrets
 import time
 from collections.abc import Awaitable, Callable
@@ -32,8 +34,8 @@ from edge.console.sessions import Session
 from edge.console.views import Filters
 from edge.context import EdgeContext
 from edge.gate import source_of
-from llmaas import audit
-from llmaas.errors import InvalidRequest, LlmaasError, PermissionDenied, Unavailable
+from llmaas import alerts, audit
+from llmaas.errors import InvalidRequest, LlmaasError, NotFound, PermissionDenied, Unavailable
 from llmaas.tenants import ApiKey
 
 router = APIRouter(prefix="/console", include_in_schema=False)
@@ -253,6 +255,12 @@ async def _models(edge: EdgeContext, tenant: str | None, filters: Filters) -> di
     return {"models": views.models(edge.gate.catalog)}
 
 
+async def _alerts(edge: EdgeContext, tenant: str | None, filters: Filters) -> dict[str, Any]:
+    rules = [(r, st, views.day(st.since) if st else "") for r, st in await edge.alerts.rules(tenant)]
+    history = await views.alert_history(edge.pipeline, tenant, filters)
+    return {"rules": rules, "history": history, "kinds": alerts.KINDS, "units": alerts.UNITS}
+
+
 def _page(page: str, build: Build) -> Callable[[Request], Awaitable[Response]]:
     async def show(request: Request) -> Response:
         return await _show(request, page, build)
@@ -266,6 +274,7 @@ for _name, _build in {
     "latency": _latency,
     "keys": _keys,
     "models": _models,
+    "alerts": _alerts,
 }.items():
     router.add_api_route(f"/{_name}", _page(_name, _build), methods=["GET"], name=f"console_{_name}")
 
@@ -372,6 +381,97 @@ async def revoke_key(request: Request, key_id: str) -> Response:
         await keyring.revoke(edge.gate, _acting(request, session), key_id)
 
     return await _key_action(request, act)
+
+
+# --- alert rules -------------------------------------------------------------------------------
+
+_RULE_ID = re.compile(r"[0-9a-f]{12}")
+
+
+def _number(form: dict[str, str], name: str, low: float, high: float) -> float:
+    try:
+        value = float(form.get(name, ""))
+    except ValueError:
+        value = math.nan
+    if not low <= value <= high:  # NaN too
+        raise InvalidRequest(f"'{name}' must be a number from {low:g} to {high:g}.", param=name)
+    return value
+
+
+async def _rule_action(
+    request: Request, act: Callable[[EdgeContext, Session, dict[str, str]], Awaitable[None]]
+) -> Response:
+    try:
+        edge, session, form = await _posted(request)
+        await act(edge, session, form)
+    except _SignedOut:
+        return RedirectResponse("/console", 303)
+    except LlmaasError as exc:
+        return _html("error.html", exc.status, message=exc.message, session=None)
+    return RedirectResponse(f"/console/alerts{'?' + request.url.query if request.url.query else ''}", 303)
+
+
+def _rule_tenant(session: Session, form: dict[str, str]) -> str:
+    if session.tenant is not None:
+        return session.tenant
+    tenant = form.get("tenant", "").strip()
+    if not tenant:
+        raise InvalidRequest("Say which tenant the rule is for.", param="tenant")
+    return tenant
+
+
+@router.post("/alerts")
+async def create_alert(request: Request) -> Response:
+    async def act(edge: EdgeContext, session: Session, form: dict[str, str]) -> None:
+        kind = form.get("kind", "")
+        if kind not in alerts.KINDS:
+            raise InvalidRequest(f"'kind' must be one of {', '.join(alerts.KINDS)}.", param="kind")
+        tenant = _rule_tenant(session, form)
+        record = edge.gate.directory.tenant(tenant)
+        if record is None:
+            raise keyring.missing("tenant", tenant)
+        budget = None
+        if kind == "budget_used_pct":
+            tier = edge.gate.tiers.get(record.tier)
+            budget = tier.monthly_budget_eur if tier is not None else None
+            if not budget:
+                raise InvalidRequest("This tenant's tier has no monthly budget to alert on.", param="kind")
+        model = form.get("model", "").strip() or None
+        if model is not None:
+            Filters.of({"model": model}, operator=False)  # the same names as the pages' filters
+        rule = await edge.alerts.add(
+            tenant=tenant,
+            kind=kind,  # checked against KINDS above
+            threshold=_number(form, "threshold", 0, 1e12),
+            window_s=60 * _number(form, "window_min", alerts.MIN_WINDOW_S / 60, alerts.MAX_WINDOW_S / 60),
+            min_requests=int(_number(form, "min_requests", 0, 1e9)),
+            model=model,
+            budget_eur=budget,
+            by=_acting(request, session).name,
+        )
+        actor = _acting(request, session)
+        detail = {"rule": rule.id, "kind": rule.kind, "threshold": f"{rule.threshold:g}"}
+        edge.gate.audit.record(
+            audit.event(actor.name, "alert.create", tenant, "ok", source=actor.source, detail=detail)
+        )
+
+    return await _rule_action(request, act)
+
+
+@router.post("/alerts/{rule_id}/delete")
+async def delete_alert(request: Request, rule_id: str) -> Response:
+    async def act(edge: EdgeContext, session: Session, form: dict[str, str]) -> None:
+        tenant = _rule_tenant(session, form)
+        if not _RULE_ID.fullmatch(rule_id) or not await edge.alerts.remove(tenant, rule_id):
+            raise NotFound(f"No alert rule named '{rule_id[:64]}'.", code="alert_rule_not_found")
+        actor = _acting(request, session)
+        edge.gate.audit.record(
+            audit.event(
+                actor.name, "alert.delete", tenant, "ok", source=actor.source, detail={"rule": rule_id}
+            )
+        )
+
+    return await _rule_action(request, act)
 
 
 @router.get("/static/{name}")

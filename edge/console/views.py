@@ -197,8 +197,8 @@ def keys(all_keys: list[ApiKey], tenant: str | None, now: float) -> list[dict[st
             "name": k.name,
             "state": shown_state(k, now),
             "active": k.state == "active" and k.usable_at(now),
-            "created": _day(k.created_at),
-            "expires": _day(k.expires_at) if k.expires_at else "",
+            "created": day(k.created_at),
+            "expires": day(k.expires_at) if k.expires_at else "",
             "models": ", ".join(k.models) or "all",
             "successor": k.successor or "",
         }
@@ -223,7 +223,7 @@ def models(models_: Catalog) -> list[dict[str, Any]]:
     ]
 
 
-def _day(epoch: float) -> str:
+def day(epoch: float) -> str:
     return dt.datetime.fromtimestamp(epoch, dt.UTC).strftime("%Y-%m-%d %H:%M")
 
 
@@ -262,3 +262,17 @@ async def history(
         row["cost_eur"] = int(row.pop("cost_nano") or 0) / 1e9
     last = page[-1] if rest else None
     return page, f"{last['at_ms']}.{last['request_id']}" if last else None
+
+
+_ALERT_HISTORY = """
+SELECT at, tenant, rule_id, kind, state, value, threshold, model
+FROM alert_events
+WHERE at >= now() - INTERVAL {days} DAY
+ORDER BY at DESC
+LIMIT 100
+"""
+
+
+async def alert_history(pipeline: Pipeline, tenant: str | None, filters: Filters) -> list[dict[str, Any]]:
+    """The last 100 firings and resolutions within the period, newest first."""
+    return await _rows(pipeline, _ALERT_HISTORY.format(days=filters.days), tenant)

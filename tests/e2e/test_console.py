@@ -7,12 +7,16 @@ tenant, or one."""
 
 from __future__ import annotations
 
+import asyncio
+import json
 import shutil
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
 import pytest
+from nats.js.api import DeliverPolicy
 
 from tests.stack import Stack, wait_until
 
@@ -28,7 +32,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
         s.guard()
         s.scheduler()
         s.worker("w1", "--tokens-per-s", "0")
-        s.metering()
+        s.metering(env={"LLMAAS_METERING_ALERTS_EVERY_S": "0.5"})
         s.edge()
         s.wait_for_model(CHAT)
         keys = {"alpha": s.new_key("alpha", tier="tier1"), "beta": s.new_key("beta", tier="tier1")}
@@ -248,6 +252,45 @@ def test_request_history_pages_with_a_cursor_one_query_a_page(stack: dict[str, A
     assert (
         bad is not None and bad.status == 400 and "Invalid time 'yesterday-ish'" in page.inner_text(".error")
     )
+
+
+def test_an_alert_rule_fires_shows_in_the_console_and_on_nats_for_its_tenant_only(
+    stack: dict[str, Any], browser: Any
+) -> None:
+    s = stack["stack"]
+    page = sign_in(browser, s.base_url, stack["keys"]["alpha"])
+    page.goto(f"{s.base_url}/console/alerts")
+    page.select_option("#new-rule select[name=kind]", "tokens_per_hour")
+    page.fill("#new-rule input[name=threshold]", "1")
+    page.fill("#new-rule input[name=min_requests]", "1")
+    page.click("#new-rule button")
+    rule = page.get_attribute("#rules tbody tr[data-rule]", "data-rule")
+    assert rule is not None
+
+    def state() -> str | None:
+        page.goto(f"{s.base_url}/console/alerts")
+        return page.get_attribute(f"#rules tr[data-rule='{rule}']", "data-state")
+
+    wait_until(lambda: state() == "firing", 20, "the rule to fire")  # alpha's tokens of today
+    assert page.locator(f"#alert-history tr[data-rule='{rule}']").count() == 1
+
+    async def published() -> list[dict[str, Any]]:
+        nc = await s.connect()
+        sub = await nc.jetstream().subscribe("llmaas.v1.alerts.alpha", deliver_policy=DeliverPolicy.ALL)
+        found = [json.loads((await sub.next_msg(timeout=5)).data)]
+        await nc.close()
+        return found
+
+    with ThreadPoolExecutor(1) as thread:  # Playwright's sync API holds this thread's event loop
+        event = thread.submit(asyncio.run, published()).result()[0]
+    assert (event["rule_id"], event["state"], event["tenant"]) == (rule, "firing", "alpha")
+
+    other = sign_in(browser, s.base_url, stack["keys"]["beta"])
+    other.goto(f"{s.base_url}/console/alerts")
+    assert other.locator(f"tr[data-rule='{rule}']").count() == 0  # neither the rule nor its history
+
+    page.click(f"#rules tr[data-rule='{rule}'] button[name=delete]")
+    assert page.locator(f"#rules tr[data-rule='{rule}']").count() == 0
 
 
 def test_revoking_the_key_ends_its_console_sessions(stack: dict[str, Any], browser: Any) -> None:

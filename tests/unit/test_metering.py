@@ -14,12 +14,18 @@ from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
+import msgspec
+import nats
 import pytest
+from nats.js.api import DeliverPolicy
 
-from llmaas import catalog
+from llmaas import alerts, catalog, streams, subjects
+from llmaas.alerts import AlertRule
 from llmaas.errors import InvalidRequest, RateLimited
+from llmaas.nats_server import NatsServer
 from llmaas.pricing import PriceList
-from llmaas.wire import SqlQuery, UsageEvent, UsageQuery
+from llmaas.wire import AlertEvent, SqlQuery, UsageEvent, UsageQuery
+from metering.alerts import Evaluator
 from metering.reports import Reports, literal, tenant_filters
 from metering.rows import USAGE_COLUMNS, Pricer, utc
 from metering.service import MeteringService, use_utc
@@ -411,3 +417,65 @@ def test_a_tenants_queries_take_turns_and_a_flood_is_refused() -> None:
     noisy = [e for e in order if e.startswith("n")]
     assert noisy == ["n0+", "n0-", "n1+", "n1-", "n2+", "n2-"]
     assert not service._turns and not service._waiting
+
+
+alert_decoder = msgspec.json.Decoder(AlertEvent)
+
+
+def test_an_alert_rule_fires_and_resolves_once_each_and_says_so(
+    store: Store, pricer: Pricer, server: NatsServer
+) -> None:
+    now = time.time()
+    # 10 requests in the last minute, 3 of them server errors: 30 % over a 5-minute window.
+    store_events(
+        store,
+        pricer,
+        [
+            event(f"alerting-{i}", tenant="alerting", at=now - 60 + i, status="error" if i < 3 else "ok")
+            for i in range(10)
+        ],
+    )
+    rule = AlertRule(
+        id="r1", tenant="alerting", kind="error_rate_pct", threshold=20, window_s=300, min_requests=5
+    )
+    strict = msgspec.structs.replace(rule, id="r2", min_requests=50)  # too few requests to judge
+
+    async def scenario() -> tuple[list[list[AlertEvent]], list[str]]:
+        nc = await nats.connect(server.url)
+        evaluator = Evaluator(store, 1.0, streams.DEFAULT)
+        await evaluator.open(nc)
+        js = nc.jetstream()
+        for r in (rule, strict):
+            await (await js.key_value(streams.ALERT_RULES.bucket)).put(
+                alerts.key(r.tenant, r.id), msgspec.json.encode(r)
+            )
+        rounds = [
+            await evaluator.evaluate(now),  # fires
+            await evaluator.evaluate(now + 1),  # still firing: nothing new
+            await evaluator.evaluate(now + 600),  # the errors are out of the window: resolves
+        ]
+        # A rule deleted (by an edge): its state goes at the next round.
+        await (await js.key_value(streams.ALERT_RULES.bucket)).delete(alerts.key("alerting", "r1"))
+        await evaluator.evaluate(now + 601)
+        states = [key async for key, _ in streams.entries(js, streams.ALERT_STATE, ">")]
+        assert alerts.key("alerting", "r1") not in states
+        sub = await js.subscribe(subjects.alerts("alerting"), deliver_policy=DeliverPolicy.ALL)
+        published = []
+        with contextlib.suppress(TimeoutError):
+            while True:
+                published.append(alert_decoder.decode((await sub.next_msg(timeout=1)).data).state)
+        await nc.close()
+        return rounds, published
+
+    rounds, published = asyncio.run(scenario())
+    assert [[(e.rule_id, e.state) for e in r] for r in rounds] == [
+        [("r1", "firing")],
+        [],
+        [("r1", "resolved")],
+    ]
+    assert rounds[0][0].value == pytest.approx(30.0)
+    assert published == ["firing", "resolved"]
+    history = store.query(
+        "SELECT rule_id, state, value FROM alert_events WHERE tenant = 'alerting' ORDER BY at"
+    ).rows
+    assert [(r[0], r[1]) for r in history] == [("r1", "firing"), ("r1", "resolved")]

@@ -147,6 +147,7 @@ class Consumer:
         self.sink = sink
         self.settings = settings
         self.metrics = metrics
+        metrics.start(sink.name)
 
     async def run(self) -> None:
         s = self.settings
@@ -282,6 +283,8 @@ class Consumer:
         touched = [d.touched for d in decoded.values() if d.touched is not None]
         if touched:
             await store.run(store.recompute_rollups, touched)
+            oldest = min(at for _, _, at in touched).replace(tzinfo=dt.UTC).timestamp()
+            self.metrics.lag.labels(sink.name).set(max(0.0, time.time() - oldest))
         self.metrics.stored.labels(sink.name).inc(len(fresh))
         self.metrics.duplicates.labels(sink.name).inc(len(events) - len(fresh))
         self.metrics.batch_seconds.labels(sink.name).observe(time.perf_counter() - started)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 BATCH_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 
@@ -47,4 +47,17 @@ class MeteringMetrics:
             buckets=BATCH_BUCKETS,
             registry=r,
         )
+        self.lag = Gauge(
+            "llmaas_metering_lag_seconds",
+            "Age of the oldest event of the last batch stored, when it was stored (usage and work records)",
+            ["sink"],
+            registry=r,
+        )
         self.queries = Counter("llmaas_metering_queries", "Report queries answered", ["outcome"], registry=r)
+
+    def start(self, sink: str) -> None:
+        """Every series of ``sink`` present from the start at 0, so that a dashboard or an alert
+        sees "none yet" rather than "no data"."""
+        for family in (self.stored, self.duplicates, self.unreadable, self.set_aside, self.store_failures):
+            family.labels(sink)
+        self.lag.labels(sink)

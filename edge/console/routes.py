@@ -234,15 +234,22 @@ async def _overview(edge: EdgeContext, tenant: str | None, filters: Filters) -> 
 
 async def _usage(edge: EdgeContext, tenant: str | None, filters: Filters) -> dict[str, Any]:
     found = await views.usage_by_day(edge.pipeline, tenant, filters)
-    return {"rows": found, "chart": views.chart(found, "day", "completion_tokens", "tokens", missing=0)}
+    return {
+        "rows": found,
+        "chart": views.chart(
+            found, "day", "completion_tokens", step_s=86_400, points=filters.days, unit="tokens", missing=0
+        ),
+    }
 
 
 async def _latency(edge: EdgeContext, tenant: str | None, filters: Filters) -> dict[str, Any]:
     found = await views.latency(edge.pipeline, tenant, filters)
     return {
         "rows": found,
-        "ttft": views.chart(found, "hour", "ttft_p95_ms", "ms"),
-        "speed": views.chart(found, "hour", "tokens_per_s", "tokens/s"),
+        "ttft": views.chart(found, "hour", "ttft_p95_ms", step_s=3600, points=24 * filters.days, unit="ms"),
+        "speed": views.chart(
+            found, "hour", "tokens_per_s", step_s=3600, points=24 * filters.days, unit="tokens/s"
+        ),
     }
 
 
@@ -252,7 +259,8 @@ async def _keys(edge: EdgeContext, tenant: str | None, filters: Filters) -> dict
 
 
 async def _models(edge: EdgeContext, tenant: str | None, filters: Filters) -> dict[str, Any]:
-    return {"models": views.models(edge.gate.catalog)}
+    record = edge.gate.directory.tenant(tenant) if tenant else None
+    return {"models": views.models(edge.gate.catalog, record), "usable": record is not None}
 
 
 async def _alerts(edge: EdgeContext, tenant: str | None, filters: Filters) -> dict[str, Any]:

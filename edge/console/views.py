@@ -16,12 +16,13 @@ from dataclasses import dataclass
 from typing import Any, get_args
 
 from edge.keyring import shown_state
+from edge.lifecycle import withheld
 from edge.pipeline import Pipeline
 from edge.reports import rows, since_epoch
 from llmaas import catalog
 from llmaas.catalog import Catalog
 from llmaas.errors import InvalidRequest
-from llmaas.tenants import ApiKey
+from llmaas.tenants import ApiKey, Tenant
 from llmaas.wire import SqlQuery, UsageStatus
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,127}")
@@ -146,18 +147,27 @@ async def usage_by_day(pipeline: Pipeline, tenant: str | None, filters: Filters)
 
 
 def chart(
-    found: list[dict[str, Any]], x: str, field: str, unit: str = "", missing: float | None = None
+    found: list[dict[str, Any]],
+    x: str,
+    field: str,
+    *,
+    step_s: int,
+    points: int,
+    unit: str = "",
+    missing: float | None = None,
 ) -> dict[str, Any]:
-    """Series for uPlot: x = each value of column ``x`` (a day or an hour, as epoch seconds), one
-    series per model, ``missing`` where a model has no row (0 for counts; None, a gap, for rates)."""
-    points = sorted({str(r[x]) for r in found})
+    """Series for uPlot over the whole period: the last ``points`` steps of ``step_s`` (days or
+    hours, as epoch seconds, up to the current one), one series per model, ``missing`` where a
+    model has no row (0 for counts; None, a gap, for rates)."""
+    last = int(time.time()) // step_s * step_s
+    xs = [last - step_s * n for n in range(points - 1, -1, -1)]
     names = sorted({str(r["model"]) for r in found})
-    values = {(str(r[x]), str(r["model"])): r[field] for r in found}
+    values = {(int(_utc(str(r[x])).timestamp()), str(r["model"])): r[field] for r in found}
     return {
         "unit": unit,
-        "x": [int(_utc(p).timestamp()) for p in points],
-        "series": [{"label": m, "values": [values.get((p, m), missing) for p in points]} for m in names],
-    }
+        "x": xs,
+        "series": [{"label": m, "values": [values.get((t, m), missing) for t in xs]} for m in names],
+    }  # fmt: skip
 
 
 def _utc(text: str) -> dt.datetime:
@@ -206,21 +216,25 @@ def keys(all_keys: list[ApiKey], tenant: str | None, now: float) -> list[dict[st
     ]
 
 
-def models(models_: Catalog) -> list[dict[str, Any]]:
+def models(models_: Catalog, tenant: Tenant | None) -> list[dict[str, Any]]:
+    """The catalog; for a tenant, whether it may use each (a retired model only if reactivated
+    for it; a key may narrow this further, as the Keys page shows)."""
     today = catalog.today()
-    return [
-        {
+    out = []
+    for m in sorted(models_.models.values(), key=lambda m: m.name):
+        state = m.state(today)
+        out.append({
             "name": m.name,
             "publisher": m.publisher,
             "kind": m.kind or "",
-            "state": m.state(today),
+            "state": state,
             "dsp": m.dsp.isoformat() if m.dsp else "",
             "sunset": m.sunset.isoformat() if m.sunset else "",
             "successor": m.successor or "",
             "context": m.context_length or "",
-        }
-        for m in sorted(models_.models.values(), key=lambda m: m.name)
-    ]
+            "usable": "" if tenant is None else ("no" if withheld(m, state, tenant) else "yes"),
+        })  # fmt: skip
+    return out
 
 
 def day(epoch: float) -> str:

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,6 +23,10 @@ from nats.js.api import DeliverPolicy
 from tests.stack import Stack, wait_until
 
 CHAT = "synthetic-chat"
+ARTIFACTS = Path(
+    os.environ.get("LLMAAS_TEST_ARTIFACTS") or Path(__file__).parents[2] / "build" / "test-artifacts"
+)
+"""Screenshots of the main pages, kept after the run (CI keeps the folder)."""
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 playwright = pytest.importorskip("playwright.sync_api")
 
@@ -68,6 +74,11 @@ def browser() -> Iterator[Any]:
         launched.close()
 
 
+def shot(page: Any, name: str) -> None:
+    (ARTIFACTS / "console").mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "console" / f"{name}.png"), full_page=True)
+
+
 def sign_in(browser: Any, base_url: str, key: str) -> Any:
     page = browser.new_context().new_page()
     page.goto(f"{base_url}/console")
@@ -87,6 +98,7 @@ def test_a_tenant_sees_its_own_usage_only_and_the_browser_never_holds_its_key(
     assert page.inner_text("[data-field=today-requests]") == "3"
     assert page.inner_text("[data-field=month-requests]") == "3"
     assert "of €1000.00" in page.inner_text("[data-field=budget]")
+    shot(page, "overview")
 
     cookies = page.context.cookies()
     session = next(c for c in cookies if c["name"] == "llmaas_console")
@@ -105,10 +117,12 @@ def test_a_tenant_sees_its_own_usage_only_and_the_browser_never_holds_its_key(
     page.wait_for_selector(
         "[data-chart=tokens][data-drawn=true] canvas", timeout=10_000
     )  # console.js ran under it
+    shot(page, "usage")
     cells = page.locator("table.rows tbody tr").all_inner_texts()
     assert len(cells) == 1 and CHAT in cells[0] and "\t3\t" in cells[0]
     page.goto(f"{s.base_url}/console/latency")
     page.wait_for_selector("[data-chart=speed][data-drawn=true] canvas", timeout=10_000)
+    shot(page, "latency")
     hours = page.locator("#latency tbody tr").all_inner_texts()
     assert len(hours) == 1 and CHAT in hours[0] and "\t3\t" in hours[0]  # alpha's 3 answers
     p95 = float(hours[0].split("\t")[4])
@@ -245,6 +259,7 @@ def test_request_history_pages_with_a_cursor_one_query_a_page(stack: dict[str, A
     assert len(first) == 50 and len(second) == 7 and page.locator("a[rel=next]").count() == 0
     assert set(first) | set(second) == set(sent) and not set(first) & set(second)
     assert first[0] == sent[-1]  # newest first
+    shot(page, "history")
 
     page.goto(f"{s.base_url}/console/history?status=error")
     assert page.locator("#history tbody tr[data-request]").count() == 0
@@ -273,6 +288,7 @@ def test_an_alert_rule_fires_shows_in_the_console_and_on_nats_for_its_tenant_onl
 
     wait_until(lambda: state() == "firing", 20, "the rule to fire")  # alpha's tokens of today
     assert page.locator(f"#alert-history tr[data-rule='{rule}']").count() == 1
+    shot(page, "alerts")
 
     async def published() -> list[dict[str, Any]]:
         nc = await s.connect()

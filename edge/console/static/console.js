@@ -14,6 +14,7 @@ function draw(target) {
     axes: [{}, { label: data.unit || "" }],
     series: [{}].concat(data.series.map((s, i) => ({
       label: s.label, stroke: COLOURS[i % COLOURS.length], width: 2, spanGaps: false,
+      points: { show: true, size: 5, fill: COLOURS[i % COLOURS.length] },
     }))),
   };
   new uPlot(options, [data.x].concat(data.series.map((s) => s.values)), target);

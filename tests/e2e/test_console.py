@@ -118,6 +118,11 @@ def test_a_tenant_sees_its_own_usage_only_and_the_browser_never_holds_its_key(
         "[data-chart=tokens][data-drawn=true] canvas", timeout=10_000
     )  # console.js ran under it
     shot(page, "usage")
+    drawn = json.loads(page.text_content("#tokens-data") or "{}")
+    tokens_out = int(
+        stack["stack"].sql("SELECT sum(completion_tokens) AS n FROM usage WHERE tenant = 'alpha'")[0]["n"]
+    )
+    assert sum(v for series in drawn["series"] for v in series["values"]) == tokens_out  # the chart's total
     cells = page.locator("table.rows tbody tr").all_inner_texts()
     assert len(cells) == 1 and CHAT in cells[0] and "\t3\t" in cells[0]
     page.goto(f"{s.base_url}/console/latency")

@@ -35,6 +35,7 @@ PAGES = (
     "/console/latency?days=7",
     "/console/history",
     "/console/history?since=7d&status=error",
+    "/console/alerts",
     "/console/keys",
     "/console/models",
 )

@@ -246,7 +246,9 @@ async def _latency(edge: EdgeContext, tenant: str | None, filters: Filters) -> d
     found = await views.latency(edge.pipeline, tenant, filters)
     return {
         "rows": found,
-        "ttft": views.chart(found, "hour", "ttft_p95_ms", step_s=3600, points=24 * filters.days, unit="ms"),
+        "ttft": views.chart(
+            found, "hour", ("ttft_p50_ms", "ttft_p95_ms"), step_s=3600, points=24 * filters.days, unit="ms"
+        ),
         "speed": views.chart(
             found, "hour", "tokens_per_s", step_s=3600, points=24 * filters.days, unit="tokens/s"
         ),

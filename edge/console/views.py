@@ -149,7 +149,7 @@ async def usage_by_day(pipeline: Pipeline, tenant: str | None, filters: Filters)
 def chart(
     found: list[dict[str, Any]],
     x: str,
-    field: str,
+    fields: str | tuple[str, ...],
     *,
     step_s: int,
     points: int,
@@ -157,17 +157,21 @@ def chart(
     missing: float | None = None,
 ) -> dict[str, Any]:
     """Series for uPlot over the whole period: the last ``points`` steps of ``step_s`` (days or
-    hours, as epoch seconds, up to the current one), one series per model, ``missing`` where a
-    model has no row (0 for counts; None, a gap, for rates)."""
+    hours, as epoch seconds, up to the current one), one series per model and field (labelled with
+    the field's last word when there are several: ``p50 <model>``), ``missing`` where a model has no
+    row (0 for counts; None, a gap, for rates)."""
+    several = (fields,) if isinstance(fields, str) else fields
     last = int(time.time()) // step_s * step_s
     xs = [last - step_s * n for n in range(points - 1, -1, -1)]
     names = sorted({str(r["model"]) for r in found})
-    values = {(int(_utc(str(r[x])).timestamp()), str(r["model"])): r[field] for r in found}
-    return {
-        "unit": unit,
-        "x": xs,
-        "series": [{"label": m, "values": [values.get((t, m), missing) for t in xs]} for m in names],
-    }  # fmt: skip
+    at = {(int(_utc(str(r[x])).timestamp()), str(r["model"])): r for r in found}
+    series = []
+    for field in several:
+        prefix = f"{field.split('_')[1]} " if len(several) > 1 else ""
+        for m in names:
+            values = [at[(t, m)][field] if (t, m) in at else missing for t in xs]
+            series.append({"label": prefix + m, "values": values})
+    return {"unit": unit, "x": xs, "series": series}  # fmt: skip
 
 
 def _utc(text: str) -> dt.datetime:

@@ -74,8 +74,17 @@ def _html(template: str, status: int = 200, **values: Any) -> HTMLResponse:
     return HTMLResponse(body, status, headers={**SECURITY_HEADERS, "cache-control": "no-store"})
 
 
-def _secure(request: Request) -> bool:
-    return request.url.scheme == "https"
+def _cookie(response: Response, request: Request, name: str, value: str, max_age: int) -> None:
+    """Out of reach of the page's scripts and of other sites' requests; Secure over HTTPS."""
+    response.set_cookie(
+        name,
+        value,
+        max_age=max_age,
+        path="/console",
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+    )
 
 
 # --- signing in and out ------------------------------------------------------------------------
@@ -84,15 +93,7 @@ def _secure(request: Request) -> bool:
 def _login_page(request: Request, status: int = 200, error: str | None = None) -> HTMLResponse:
     token = secrets.token_urlsafe(32)
     response = _html("login.html", status, csrf=token, error=error, session=None)
-    response.set_cookie(
-        LOGIN_COOKIE,
-        token,
-        max_age=3600,
-        path="/console",
-        httponly=True,
-        samesite="strict",
-        secure=_secure(request),
-    )
+    _cookie(response, request, LOGIN_COOKIE, token, 3600)
     return response
 
 
@@ -137,15 +138,7 @@ async def login(request: Request) -> Response:
     gate.audit.record(audit.event(actor, "console.login", session.tenant or "*", "ok", source=source))
     response = RedirectResponse("/console/overview", 303)
     response.delete_cookie(LOGIN_COOKIE, path="/console")
-    response.set_cookie(
-        COOKIE,
-        sid,
-        max_age=int(edge.sessions.lifetime_s),
-        path="/console",
-        httponly=True,
-        samesite="strict",
-        secure=_secure(request),
-    )
+    _cookie(response, request, COOKIE, sid, int(edge.sessions.lifetime_s))
     return response
 
 
@@ -278,14 +271,15 @@ def _page(page: str, build: Build) -> Callable[[Request], Awaitable[Response]]:
     return show
 
 
-for _name, _build in {
+_PAGES: dict[str, Build] = {
     "overview": _overview,
     "usage": _usage,
     "latency": _latency,
     "keys": _keys,
     "models": _models,
     "alerts": _alerts,
-}.items():
+}
+for _name, _build in _PAGES.items():
     router.add_api_route(f"/{_name}", _page(_name, _build), methods=["GET"], name=f"console_{_name}")
 
 
@@ -336,10 +330,12 @@ def _own_key(edge: EdgeContext, session: Session, key_id: str) -> ApiKey:
     return key
 
 
-async def _key_action(
-    request: Request, act: Callable[[EdgeContext, Session, dict[str, str]], Awaitable[Any]]
-) -> Response:
-    """Runs ``act`` for a posted form; its result (a new secret, shown once) goes on the keys page."""
+Act = Callable[[EdgeContext, Session, dict[str, str]], Awaitable[dict[str, str] | None]]
+
+
+async def _acted(request: Request, page: str, act: Act) -> Response:
+    """Runs ``act`` for a posted form of ``page`` (its session's CSRF token checked first), then
+    back to the page; what ``act`` returns (a new secret, shown once) goes on it, never in a URL."""
     try:
         edge, session, form = await _posted(request)
         shown = await act(edge, session, form)
@@ -348,8 +344,9 @@ async def _key_action(
     except LlmaasError as exc:
         return _html("error.html", exc.status, message=exc.message, session=None)
     if shown is None:
-        return RedirectResponse(f"/console/keys{'?' + request.url.query if request.url.query else ''}", 303)
-    return await _render(request, edge, session, "keys", _keys, created=shown)
+        query = f"?{request.url.query}" if request.url.query else ""
+        return RedirectResponse(f"/console/{page}{query}", 303)
+    return await _render(request, edge, session, page, _PAGES[page], created=shown)
 
 
 @router.post("/keys")
@@ -371,7 +368,7 @@ async def create_key(request: Request) -> Response:
         )
         return {"id": key.id, "secret": secret, "what": "created"}
 
-    return await _key_action(request, act)
+    return await _acted(request, "keys", act)
 
 
 @router.post("/keys/{key_id}/rotate")
@@ -381,7 +378,7 @@ async def rotate_key(request: Request, key_id: str) -> Response:
         new, secret = await keyring.rotate(edge.gate, _acting(request, session), key_id)
         return {"id": new.id, "secret": secret, "what": f"the successor of {key_id}"}
 
-    return await _key_action(request, act)
+    return await _acted(request, "keys", act)
 
 
 @router.post("/keys/{key_id}/revoke")
@@ -390,7 +387,7 @@ async def revoke_key(request: Request, key_id: str) -> Response:
         _own_key(edge, session, key_id)
         await keyring.revoke(edge.gate, _acting(request, session), key_id)
 
-    return await _key_action(request, act)
+    return await _acted(request, "keys", act)
 
 
 # --- alert rules -------------------------------------------------------------------------------
@@ -406,19 +403,6 @@ def _number(form: dict[str, str], name: str, low: float, high: float) -> float:
     if not low <= value <= high:  # NaN too
         raise InvalidRequest(f"'{name}' must be a number from {low:g} to {high:g}.", param=name)
     return value
-
-
-async def _rule_action(
-    request: Request, act: Callable[[EdgeContext, Session, dict[str, str]], Awaitable[None]]
-) -> Response:
-    try:
-        edge, session, form = await _posted(request)
-        await act(edge, session, form)
-    except _SignedOut:
-        return RedirectResponse("/console", 303)
-    except LlmaasError as exc:
-        return _html("error.html", exc.status, message=exc.message, session=None)
-    return RedirectResponse(f"/console/alerts{'?' + request.url.query if request.url.query else ''}", 303)
 
 
 def _rule_tenant(session: Session, form: dict[str, str]) -> str:
@@ -465,7 +449,7 @@ async def create_alert(request: Request) -> Response:
             audit.event(actor.name, "alert.create", tenant, "ok", source=actor.source, detail=detail)
         )
 
-    return await _rule_action(request, act)
+    return await _acted(request, "alerts", act)
 
 
 @router.post("/alerts/{rule_id}/delete")
@@ -481,7 +465,7 @@ async def delete_alert(request: Request, rule_id: str) -> Response:
             )
         )
 
-    return await _rule_action(request, act)
+    return await _acted(request, "alerts", act)
 
 
 @router.get("/static/{name}")

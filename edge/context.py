@@ -1,5 +1,5 @@
 """What every route needs from the running edge: settings, metrics, pipeline, gate, files, batches,
-console sessions."""
+and the console's sessions and alert rules."""
 
 from __future__ import annotations
 

@@ -18,6 +18,8 @@ from __future__ import annotations
 from typing import Literal, get_args
 
 import msgspec
+from nats.js.errors import KeyDeletedError, KeyNotFoundError
+from nats.js.kv import KeyValue
 
 from llmaas.wire import AlertKind
 
@@ -59,3 +61,12 @@ state_decoder = msgspec.json.Decoder(AlertState)
 
 def key(tenant: str, rule_id: str) -> str:
     return f"{tenant}.{rule_id}"
+
+
+async def read_state(states: KeyValue, rule_key: str) -> tuple[AlertState | None, int | None]:
+    """The rule's state and its revision (for compare-and-set); (None, None) before its first change."""
+    try:
+        entry = await states.get(rule_key)
+    except (KeyNotFoundError, KeyDeletedError):
+        return None, None
+    return state_decoder.decode(entry.value or b""), entry.revision

@@ -24,7 +24,7 @@ from clickhouse_connect.driver.client import Client
 from nats.aio.client import Client as Nats
 from nats.errors import Error as NatsError
 from nats.js import JetStreamContext
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
+from nats.js.errors import KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from llmaas import alerts, streams, subjects
@@ -124,12 +124,7 @@ class Evaluator:
     ) -> AlertEvent | None:
         assert self._state is not None and self._js is not None
         key = alerts.key(rule.tenant, rule.id)
-        try:
-            entry = await self._state.get(key)
-            before = alerts.state_decoder.decode(entry.value or b"")
-            revision: int | None = entry.revision
-        except KeyNotFoundError:
-            before, revision = None, None
+        before, revision = await alerts.read_state(self._state, key)
         was_firing = before is not None and before.state == "firing"
         if now_firing == was_firing:
             return None

@@ -33,16 +33,19 @@ class AlertBook:
         """``tenant``'s rules (every tenant's: None), oldest first, each with its state if evaluated."""
         assert self._js is not None and self._state is not None
         found = []
-        async for _, raw in streams.entries(self._js, streams.ALERT_RULES, f"{tenant}.*" if tenant else ">"):
-            rule = alerts.rule_decoder.decode(raw)
-            try:
-                entry = await self._state.get(alerts.key(rule.tenant, rule.id))
-                state: AlertState | None = alerts.state_decoder.decode(entry.value or b"")
-            except (KeyNotFoundError, KeyDeletedError):
-                state = None
+        for rule in await self._rules_of(tenant):
+            state, _ = await alerts.read_state(self._state, alerts.key(rule.tenant, rule.id))
             found.append((rule, state))
-        found.sort(key=lambda pair: pair[0].created_at)
         return found
+
+    async def _rules_of(self, tenant: str | None) -> list[AlertRule]:
+        assert self._js is not None
+        keys = f"{tenant}.*" if tenant else ">"
+        found = [
+            alerts.rule_decoder.decode(raw)
+            async for _, raw in streams.entries(self._js, streams.ALERT_RULES, keys)
+        ]
+        return sorted(found, key=lambda rule: rule.created_at)
 
     async def add(
         self,
@@ -58,7 +61,7 @@ class AlertBook:
     ) -> AlertRule:
         """A new rule of ``tenant``'s; Conflict past ``alerts.RULES_PER_TENANT``."""
         assert self._rules is not None
-        if len(await self.rules(tenant)) >= alerts.RULES_PER_TENANT:
+        if len(await self._rules_of(tenant)) >= alerts.RULES_PER_TENANT:
             raise Conflict(
                 f"A tenant has at most {alerts.RULES_PER_TENANT} alert rules; delete one first.",
                 code="too_many_alert_rules",

@@ -432,7 +432,7 @@ async def create_alert(request: Request) -> Response:
                 raise InvalidRequest("This tenant's tier has no monthly budget to alert on.", param="kind")
         model = form.get("model", "").strip() or None
         if model is not None:
-            Filters.of({"model": model}, operator=False)  # the same names as the pages' filters
+            views.check_name(model, "model")  # the same names as the pages' filters
         rule = await edge.alerts.add(
             tenant=tenant,
             kind=kind,  # checked against KINDS above

@@ -34,6 +34,13 @@ PAGE_ROWS = 50
 STATUSES = get_args(UsageStatus)
 
 
+def check_name(value: str, param: str) -> str:
+    """``value`` if it is a plain name (a model, tenant or key id) that may go into a page's SQL."""
+    if not _NAME.fullmatch(value):
+        raise InvalidRequest(f"'{param}' is not a valid name.", param=param)
+    return value
+
+
 @dataclass(frozen=True)
 class Filters:
     """The filters in a page's URL, carried from page to page."""
@@ -58,8 +65,8 @@ class Filters:
         tenant = (params.get("tenant") or None) if operator else None
         key = params.get("key") or None
         for name, value in (("model", model), ("tenant", tenant), ("key", key)):
-            if value is not None and not _NAME.fullmatch(value):
-                raise InvalidRequest(f"'{name}' is not a valid name.", param=name)
+            if value is not None:
+                check_name(value, name)
         status = params.get("status") or None
         if status is not None and status not in STATUSES:
             raise InvalidRequest(f"'status' must be one of {', '.join(STATUSES)}.", param="status")

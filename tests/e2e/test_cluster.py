@@ -91,11 +91,12 @@ async def usage_leader(stack: Stack) -> tuple[str, list[str]]:
 
 
 async def caught_up(stack: Stack) -> bool:
-    """Every declared stream has a leader and every replica current."""
+    """Every declared stream, the buckets' own streams included, has a leader and every replica
+    current (a bucket still catching up when the next node goes would lose its quorum)."""
     nc = await stack.connect()
     try:
-        for spec in streams.STREAMS:
-            cluster = (await nc.jetstream(timeout=2).stream_info(spec.name)).cluster
+        for name in [s.name for s in streams.STREAMS] + [b.stream for b in streams.BUCKETS]:
+            cluster = (await nc.jetstream(timeout=2).stream_info(name)).cluster
             if cluster is None or not cluster.leader or len(cluster.replicas or []) != 2:
                 return False
             if not all(r.current for r in cluster.replicas or []):

@@ -1,13 +1,23 @@
-"""Text as the pattern rules see it: obfuscation undone, so that disguises do not defeat the rules.
+r"""Text as the pattern rules see it: obfuscation undone, so that disguises do not defeat the rules.
 
 ``skeleton`` applies NFKC (fullwidth letters, ligatures and compatibility forms become plain ones),
 drops invisible format characters (zero-width spaces and joiners, bidi controls, soft hyphens),
 maps look-alike letters of other scripts to the Latin letters they imitate (the table is data, in
-``rules/confusables.toml``), and folds case. CJK text is unchanged apart from NFKC.
+``rules/confusables.toml``), folds case, and makes each run of white space one space (one newline
+if it holds a line break; white space at either end goes). CJK text is unchanged apart from NFKC.
+
+The last step closes a gap and bounds the rules: "ignore  all\t\tprevious instructions" is seen
+as the rules' words with single spaces, so a phrase a rule needs ("if you", "en cuenta") cannot be
+hidden by padding, and a rule's ``\s+`` spans one character, which bounds how long its matches
+can be (``guard.rules``: searched only around the words they need).
+
+Each step is skipped on text it cannot change (ASCII text is not normalized or translated), which
+is most of the cost: translating 2 000 non-ASCII characters through the table costs ~190 µs.
 """
 
 from __future__ import annotations
 
+import re
 import tomllib
 import unicodedata
 from functools import cache
@@ -41,5 +51,31 @@ def translation() -> dict[int, str | None]:
     return {**invisible, **confusables()}
 
 
+@cache
+def _translated() -> re.Pattern[str]:
+    """A character class of every code point ``translation`` changes: one scan finds those a text
+    holds, and only they are looked up (``str.translate`` looks up every character in the dict)."""
+    points = sorted(translation())
+    ranges: list[str] = []
+    start = end = points[0]
+    for cp in [*points[1:], -1]:
+        if cp == end + 1:
+            end = cp
+            continue
+        ranges.append(re.escape(chr(start)) + ("" if end == start else "-" + re.escape(chr(end))))
+        start = end = cp
+    return re.compile("[" + "".join(ranges) + "]")
+
+
+def _translate(char: re.Match[str]) -> str:
+    return translation()[ord(char.group())] or ""
+
+
 def skeleton(text: str) -> str:
-    return unicodedata.normalize("NFKC", text).translate(translation()).casefold()
+    if not text.isascii():
+        if not unicodedata.is_normalized("NFKC", text):
+            text = unicodedata.normalize("NFKC", text)
+        if not text.isascii():
+            text = _translated().sub(_translate, text)
+    # White space made single: str.split/splitlines in C, ~2x faster than a regex substitution.
+    return "\n".join(filter(None, (" ".join(line.split()) for line in text.casefold().splitlines())))

@@ -38,8 +38,14 @@ _SPEAKS_TO_AI = re.compile(
 _BASE64 = re.compile(r"(?<![A-Za-z0-9+/])[A-Za-z0-9+/]{20,}={0,2}")
 _HEX = re.compile(r"\b(?:[0-9a-fA-F]{2}){12,}\b")
 _ROT13_CUE = re.compile(r"\brot\s*-?\s*13\b|\bcaesar\b|\bc[eé]sar\b")
-_LEET_JOIN = re.compile(r"[a-z][0-9@$]|[0-9@$][a-z]")
-"""A letter beside a digit: six of them in a text (1gn0r3 5y5t3m) and it is read as leetspeak."""
+_LEET_JOIN = re.compile(r"[0-9@$](?:(?<=[a-z][0-9@$])|(?=[a-z]))")
+"""A digit beside a letter (the pattern starts with the digit: the search skips to digits in one
+scan). Six of them within ``_LEET_SPAN`` characters (1gn0r3 5y5t3m) are read as leetspeak, and the
+text around them is screened again with the digits read as letters; ordinary text's scattered
+digits (dates, versions, mp3) do not make a whole long prompt screened twice."""
+_LEET_SPAN = 120
+_LEET_CONTEXT = 200
+"""Characters taken on either side of a leetspeak passage: the rules' phrases around it."""
 _DIGITISH = re.compile(r"[0-9@$]")
 _LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s"})
 _MOST_DECODED = 8
@@ -61,11 +67,11 @@ def _printable(data: bytes) -> str | None:
 def decoded(text: str, seen: str) -> Iterator[tuple[str, str]]:
     """(encoding, skeleton of the decoded text) for each payload ``text`` hides; ``seen`` is the
     skeleton of ``text`` itself."""
-    # Cheap necessary conditions first: each pass below is a scan of the whole text.
+    # Base64 and hex runs hold no white space: only the long words of the text can be one.
+    long_words = [word for word in text.split() if len(word) >= 20]
     has_digits = _DIGITISH.search(seen) is not None  # hex of text always has digits; leetspeak too
-    long_run = any(len(word) >= 20 for word in text.split())
     found = 0
-    for run in _BASE64.finditer(text) if long_run else ():
+    for run in (run for word in long_words for run in _BASE64.finditer(word)):
         blob = run.group()
         try:
             raw = base64.b64decode(blob + "=" * (-len(blob) % 4), validate=False)
@@ -76,7 +82,7 @@ def decoded(text: str, seen: str) -> Iterator[tuple[str, str]]:
             yield "base64", skeleton(plain)
         if found >= _MOST_DECODED:
             return
-    for run in _HEX.finditer(text) if has_digits and long_run else ():
+    for run in (run for word in long_words if has_digits for run in _HEX.finditer(word)):
         if (plain := _printable(bytes.fromhex(run.group()))) is not None:
             found += 1
             yield "hex", skeleton(plain)
@@ -84,8 +90,23 @@ def decoded(text: str, seen: str) -> Iterator[tuple[str, str]]:
             return
     if ("rot" in seen or "sar" in seen) and _ROT13_CUE.search(seen):
         yield "rot13", codecs.encode(seen, "rot13")
-    if has_digits and len(_LEET_JOIN.findall(seen)) >= 6:  # digits for letters: 1gn0r3, 5y5t3m
-        yield "leet", seen.translate(_LEET)
+    if has_digits and (passages := _leet_passages(seen)):  # digits for letters: 1gn0r3, 5y5t3m
+        yield "leet", "\n".join(seen[low:high].translate(_LEET) for low, high in passages)
+
+
+def _leet_passages(seen: str) -> list[tuple[int, int]]:
+    """The spans of ``seen`` around each run of six letter-digit joins within ``_LEET_SPAN``."""
+    joins = [m.start() for m in _LEET_JOIN.finditer(seen)]
+    passages: list[tuple[int, int]] = []
+    for first, sixth in zip(joins, joins[5:], strict=False):
+        if sixth - first > _LEET_SPAN:
+            continue
+        low, high = max(0, first - _LEET_CONTEXT), sixth + _LEET_CONTEXT
+        if passages and low <= passages[-1][1]:
+            passages[-1] = (passages[-1][0], high)
+        else:
+            passages.append((low, high))
+    return passages
 
 
 def _quotations(seen: str) -> list[tuple[int, int]]:
@@ -115,9 +136,9 @@ class PatternLayer:
     def _matching(self, seen: str) -> list[str]:
         hits: list[str] = []
         quotations: list[tuple[int, int]] | None = None
-        present = self.triggers.present(seen)
+        found = self.triggers.find(seen)
         for rule in self.rules:
-            first = rule.search(seen, present)
+            first = rule.search(seen, found)
             if first is None:
                 continue
             if rule.id.startswith(_MENTIONABLE):

@@ -49,6 +49,7 @@ _FULLWIDTH_BESIDE_ASCII = re.compile(
     r"[a-zA-Z][\uff21-\uff3a\uff41-\uff5a]|[\uff21-\uff3a\uff41-\uff5a][a-zA-Z]"
 )
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")
+_INVISIBLE = re.compile(r"[\u200b-\u200f\u2060\ufeff\u00ad\u034f]")
 _INVISIBLE_IN_WORD = re.compile(r"[^\W\d_][\u200b-\u200f\u2060\ufeff\u00ad\u034f]+[^\W\d_]")
 
 
@@ -92,7 +93,7 @@ class StructureLayer:
         stripped = text.lstrip()
         if stripped.startswith("{"):
             found.extend(self._json(stripped))
-        if _INVISIBLE_IN_WORD.search(text):
+        if _INVISIBLE.search(text) and _INVISIBLE_IN_WORD.search(text):  # a scan for the characters first
             found.append("unicode.invisible-in-word")
         # Fullwidth letters are ordinary in Chinese and Japanese writing (ＰＣ, ＵＳＢ); in Latin text,
         # or beside ASCII letters in one word, they are a disguise.

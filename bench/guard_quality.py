@@ -28,7 +28,8 @@ from typing import Any
 import nats
 
 from guard.evaluate import verdicts
-from guard.layers.learned import LearnedLayer
+from guard.layers.learned import SIGNAL_BAR, LearnedLayer
+from guard.screening import Verdict
 from guard.train import public_sets
 
 HARD = Path(__file__).resolve().parent / "data"
@@ -63,10 +64,19 @@ def quality(data: Path, jsonl: Path | None) -> None:
     texts = [i["text"] for i in corpus]
     scores = dict(zip((i["id"] for i in corpus), _scores(layer, texts), strict=True))
     threshold = layer.threshold
-    groups: dict[tuple[str, str, str], list[tuple[bool, bool]]] = defaultdict(list)
+
+    def guard(item: dict[str, Any], bar: float = threshold, signal_bar: float = SIGNAL_BAR) -> bool:
+        """The service's decision (``LearnedLayer.decide``) from the rules' verdict and the score."""
+        said = ruled[item["id"]]
+        rules = Verdict(blocked=said["blocked"], weighed=said["signals"])
+        if not LearnedLayer.judges([item["text"]]):
+            return rules.blocked
+        return layer.decide(rules, scores[item["id"]], bar, signal_bar).blocked
+
+    groups: dict[tuple[str, str, str], list[tuple[bool, bool, bool]]] = defaultdict(list)
     for item in corpus:
         groups[(item["truth"], item["source"], item["lang"])].append(
-            (ruled[item["id"]]["blocked"], scores[item["id"]] >= threshold)
+            (ruled[item["id"]]["blocked"], scores[item["id"]] >= threshold, guard(item))
         )
     print(f"learned layer's threshold: {threshold:.3f} (the shipped head's)")
     print("| truth | source | lang | n | rules | learned alone | guard |")
@@ -74,8 +84,8 @@ def quality(data: Path, jsonl: Path | None) -> None:
     totals: dict[str, list[bool]] = defaultdict(list)
     for (truth, source, lang), hits in sorted(groups.items()):
         n = len(hits)
-        rules, model = sum(r for r, _ in hits), sum(m for _, m in hits)
-        both = [r or m for r, m in hits]
+        rules, model = sum(r for r, _, _ in hits), sum(m for _, m, _ in hits)
+        both = [g for _, _, g in hits]
         totals[truth].extend(both)
         rates = f"{rules / n:.0%} | {model / n:.0%} | {sum(both) / n:.0%}"
         print(f"| {truth} | {source} | {lang} | {n} | {rates} |")
@@ -88,17 +98,24 @@ def quality(data: Path, jsonl: Path | None) -> None:
             rule_counts[rule] += 1
     ranked = sorted(rule_counts.items(), key=lambda x: -x[1])
     print("blocks per rule:", ", ".join(f"{r} {n}" for r, n in ranked))
-    print("\nthe threshold's precision/recall curve (guard = rules, then the model at this threshold):")
-    print("| threshold | guard recall | guard false positives | hard benign blocked |")
-    print("|---|---|---|---|")
     hard = {i["id"] for i in corpus if i["source"].startswith("guard_") and i["truth"] == "benign"}
-    for bar in (0.3, 0.4, 0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95):
-        hit = {i["id"]: ruled[i["id"]]["blocked"] or scores[i["id"]] >= bar for i in corpus}
-        caught = [hit[i["id"]] for i in corpus if i["truth"] == "attack"]
-        flagged = [hit[i["id"]] for i in corpus if i["truth"] == "benign"]
-        hard_hits = sum(hit[h] for h in hard)
-        print(f"| {bar:.2f} | {sum(caught) / len(caught):.1%} | {sum(flagged) / len(flagged):.2%} | "
-              f"{hard_hits}/{len(hard)} |")  # fmt: skip
+
+    def curve(title: str, name: str, bars: tuple[float, ...], at: Any) -> None:
+        print(f"\n{title}")
+        print(f"| {name} | guard recall | guard false positives | hard benign blocked |")
+        print("|---|---|---|---|")
+        for bar in bars:
+            hit = {i["id"]: at(i, bar) for i in corpus}
+            caught = [hit[i["id"]] for i in corpus if i["truth"] == "attack"]
+            flagged = [hit[i["id"]] for i in corpus if i["truth"] == "benign"]
+            print(f"| {bar:.2f} | {sum(caught) / len(caught):.1%} | {sum(flagged) / len(flagged):.2%} | "
+                  f"{sum(hit[h] for h in hard)}/{len(hard)} |")  # fmt: skip
+
+    curve("the threshold's precision/recall curve (signals weighed at the default bar):", "threshold",
+          (0.3, 0.4, 0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95), guard)  # fmt: skip
+    curve(f"the signal bar's curve (threshold {threshold:.3f}; 1.00: signals never block where judged):",
+          "signal bar", (0.1, 0.3, 0.4, 0.5, 0.6, 0.7, 1.0),
+          lambda i, bar: guard(i, threshold, bar))  # fmt: skip
 
 
 def _scores(layer: LearnedLayer, texts: list[str]) -> list[float]:

@@ -35,7 +35,7 @@ def event_of(job: Job, texts: Sequence[str], verdict: Verdict, guard_id: str) ->
         token_id=job.caller.token_id,
         model=job.model,
         layer=verdict.layer,
-        rules=list(verdict.rules),
+        rules=list(verdict.reasons),
         prompt_sha256=prompt_digest(texts),
         guard=guard_id,
     )

@@ -22,6 +22,12 @@ class GuardMetrics:
         self.blocked = Counter(
             "llmaas_guard_blocked", "Blocked jobs, by layer and rule", ["layer", "rule"], registry=r
         )
+        self.weighed = Counter(
+            "llmaas_guard_signals_weighed",
+            "Jobs whose rules found only signals, weighed by the learned layer: blocked or cleared",
+            ["outcome"],
+            registry=r,
+        )
         self.screen_seconds = Histogram(
             "llmaas_guard_screen_seconds",
             "Time to screen one job",

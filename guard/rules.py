@@ -27,7 +27,7 @@ from guard.normalize import RULES_DIR
 
 _FIELDS = {
     "id", "languages", "description", "pattern", "examples", "counter_examples", "across_prompts", "needs",
-    "gate",
+    "gate", "signal",
 }  # fmt: skip
 
 
@@ -74,6 +74,9 @@ class Rule:
     without it is not searched (``[\u4e00-\u9fff]`` skips a CJK rule on Latin text)."""
     width: int | None = None
     """The longest match (``width()``); None: unbounded."""
+    signal: bool = False
+    """A match is a signal, not a verdict: honest prompts say it too (a quoted or translated order,
+    a role-play, a discussion of attacks), so the learned layer weighs it (``guard.screening``)."""
 
     def search(self, seen: str, found: Spans | None = None) -> re.Match[str] | None:
         """A match in ``seen`` if there is one; ``found``: where the ``needs`` words are in
@@ -153,8 +156,9 @@ def load(path: Path = RULES_DIR / "patterns.toml") -> tuple[Rule, ...]:
         needs = entry.get("needs", [])
         if not isinstance(needs, list) or not all(isinstance(w, str) and w == w.casefold() for w in needs):
             raise RuleError(f"{where}: 'needs' must be a list of lower-case strings")
-        if not isinstance(entry.get("across_prompts", True), bool):
-            raise RuleError(f"{where}: 'across_prompts' must be true or false")
+        for flag in ("across_prompts", "signal"):
+            if not isinstance(entry.get(flag, False), bool):
+                raise RuleError(f"{where}: '{flag}' must be true or false")
         if entry["id"] in seen:
             raise RuleError(f"{where}: duplicate id")
         seen.add(entry["id"])
@@ -178,6 +182,7 @@ def load(path: Path = RULES_DIR / "patterns.toml") -> tuple[Rule, ...]:
                 needs=tuple(entry.get("needs", ())),
                 gate=gate,
                 width=width(entry["pattern"]),
+                signal=entry.get("signal", False),
             )
         )
     return tuple(rules)

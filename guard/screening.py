@@ -1,5 +1,10 @@
 """Screening: layers look at a job's text and may block it; the first block decides the verdict.
 
+Some rules are signals rather than verdicts (``Rule.signal``: an order to ignore instructions that
+may be quoted, translated or discussed, a role-play set-up, repeated words, hidden HTML): a block
+made of signals only is ``weighed``, and the learned layer decides it with its score
+(``LearnedLayer.decide``); where the model cannot judge (too short a text, the layer off) it blocks.
+
 The stateless layers (structure, patterns) look at this request alone and run first, cheapest
 first; the behaviour layer, which reads and records the token's history, runs last, so that a
 request already blocked costs no round trip to the history store.
@@ -30,6 +35,17 @@ class Verdict:
     rules: tuple[str, ...] = ()
     score: float | None = None
     """The learned layer's score, where it decided."""
+    bar: float | None = None
+    """The score it was held against, where it decided."""
+    weighed: bool = False
+    """Its rules are all signals: the learned layer weighs them where it can judge the job."""
+
+    @property
+    def reasons(self) -> tuple[str, ...]:
+        """What decided, for the 400's message and the security event."""
+        if self.weighed and self.score is not None and self.bar is not None:
+            return (*self.rules, f"model score {self.score:.2f} ≥ {self.bar:.2f}")
+        return self.rules
 
 
 ALLOW = Verdict(blocked=False)
@@ -77,22 +93,26 @@ class Screener:
         return [layer.name for layer in self.layers] + ([self.behaviour.name] if self.behaviour else [])
 
     async def screen(self, job: Job) -> Verdict:
-        """Raises HistoryUnavailable when the behaviour layer cannot reach its history."""
+        """The first block of a rule that is not a signal; else that of the behaviour layer; else
+        the first block made of signals (``weighed``), or ALLOW. Raises HistoryUnavailable when the
+        behaviour layer cannot reach its history."""
+        weighed: Verdict | None = None
         if self.layers:
             texts = user_texts(job)
-            if sum(len(t) for t in texts) <= SLICE:
-                for verdict in self._verdicts(texts, job):
-                    if verdict.blocked:
+            pieces = [texts] if sum(len(t) for t in texts) <= SLICE else [[piece] for piece in _slices(texts)]
+            for index, piece in enumerate(pieces):
+                if index:
+                    await asyncio.sleep(0)  # the other jobs' turn between slices
+                for verdict in self._verdicts(piece, job):
+                    if verdict.blocked and not verdict.weighed:
                         return verdict
-            else:
-                for piece in _slices(texts):
-                    for verdict in self._verdicts([piece], job):
-                        if verdict.blocked:
-                            return verdict
-                    await asyncio.sleep(0)  # the other jobs' turn
+                    if verdict.blocked and weighed is None:
+                        weighed = verdict
         if self.behaviour is not None:
-            return await self.behaviour.check(job)
-        return ALLOW
+            verdict = await self.behaviour.check(job)
+            if verdict.blocked:
+                return verdict
+        return weighed or ALLOW
 
     def _verdicts(self, texts: Sequence[str], job: Job) -> Iterator[Verdict]:
         for layer in self.layers:

@@ -43,6 +43,7 @@ from llmaas.wire import Job, Screened, SecurityEvent
 log = logging.getLogger(__name__)
 
 _CLEARED = Screened()
+_LEARNED = LearnedLayer.name
 _EVENTS_QUEUED = 10_000  # blocked prompts held while the stream is away: bounded memory
 
 
@@ -174,13 +175,15 @@ class GuardService:
             self.metrics.errors.labels("tenant_share_full").inc()
             await (self._publish(to, Screened(error=exc.to_wire())) if ahead else hops.fail(self.nc, to, exc))
             return
-        if not verdict.blocked and self.learned is not None:
+        # Signals alone (a quoted order, a role-play...) are weighed by the model where it can judge.
+        learned = self.learned
+        if learned is not None and (not verdict.blocked or (verdict.weighed and learned.judges(texts))):
             if job.screening and not ahead:  # the model's milliseconds go beside the engine too
                 if not await self._forward(job, msg, to):
                     return
                 ahead = True
             threshold = tenant.guard_threshold if tenant is not None else None
-            verdict = await self._score(texts, owner, len(msg.data), threshold)
+            verdict = await self._score(texts, owner, len(msg.data), threshold, verdict)
         if ahead:
             await self._conclude(job, to, verdict)
             return
@@ -203,11 +206,11 @@ class GuardService:
         """Ends the job with a 400 that says what decided (the frame a screening edge waits for, or
         a plain failure), and records the security event."""
         self.metrics.screened.labels("blocked").inc()
-        for rule in verdict.rules if verdict.score is None else ("model",):
+        for rule in ("model",) if verdict.layer == _LEARNED else verdict.rules:
             self.metrics.blocked.labels(verdict.layer, rule).inc()
         error = InvalidRequest(
             f"The prompt was rejected by the platform's prompt security policy "
-            f"({verdict.layer}: {', '.join(verdict.rules)}).",
+            f"({verdict.layer}: {', '.join(verdict.reasons)}).",
             code="prompt_rejected",
         )
         if job.screening:
@@ -227,9 +230,12 @@ class GuardService:
             self.metrics.errors.labels("verdict_not_sent").inc()
             log.warning("verdict not sent (%s)", type(exc).__name__)
 
-    async def _score(self, texts: list[str], owner: str, size: int, threshold: float | None) -> Verdict:
-        """The learned layer's verdict, computed in the guard's scoring thread (``guard.scoring``),
-        within the tenant's share of this replica (a tenant's flood waits behind its own jobs)."""
+    async def _score(
+        self, texts: list[str], owner: str, size: int, threshold: float | None, ruled: Verdict
+    ) -> Verdict:
+        """The verdict with the learned layer's score, computed in the guard's scoring thread
+        (``guard.scoring``), within the tenant's share of this replica (a tenant's flood waits
+        behind its own jobs); ``ruled``: what the rule layers said (ALLOW, or signals to weigh)."""
         learned, scorer = self.learned, self._scorer
         assert learned is not None and scorer is not None
         started = time.perf_counter()
@@ -237,12 +243,17 @@ class GuardService:
             async with self.shares.turn(owner, size):
                 score = await scorer.score(texts)
         except RateLimited:
-            # Its rules passed it (and a screening job is already on its way): a full share skips
-            # the model rather than refuse work the rules let through; the metric says so.
+            # A screening job is already on its way: a full share skips the model rather than
+            # refuse work the rules let through (signals then block as they would without a
+            # model); the metric says so.
             self.metrics.errors.labels("learned_skipped").inc()
-            return ALLOW
+            return ruled
         self.metrics.score_seconds.observe(time.perf_counter() - started)
-        return learned.verdict(score, threshold if threshold is not None else self.settings.guard_threshold)
+        threshold = threshold if threshold is not None else self.settings.guard_threshold
+        verdict = learned.decide(ruled, score, threshold, self.settings.guard_signal_bar)
+        if ruled.blocked:
+            self.metrics.weighed.labels("blocked" if verdict.blocked else "cleared").inc()
+        return verdict
 
     async def _forward(self, job: Job, msg: Msg, to: str) -> bool:
         """To a scheduler, which says it took the job; if none does, the edge hears it at once."""

@@ -7,10 +7,15 @@ while the job is already on its way to the engine (``guard.service``).
 
 A job's score is the highest of the scores of the texts it reads: the last message (where a chat's
 new order is) and the longest other text (a document, a system prompt), at most ``TEXTS``.
+
+It also weighs the rules that are signals (``guard.screening``): a job whose rules found only
+signals is blocked if its score reaches ``SIGNAL_BAR`` (a lower bar than the threshold: the rules
+and the model agree), and passes otherwise ("translate: «ignore the previous oven instructions»").
 """
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Sequence
 
@@ -19,6 +24,9 @@ from guard.screening import ALLOW, Verdict
 
 TEXTS = 2
 
+
+SIGNAL_BAR = 0.5
+"""The score at which signals block: the model finds an attack at least as likely as not."""
 
 MIN_WEIGHT = 20
 """A text lighter than this (``weight``) is not scored: a few words ("question 0", "hello world")
@@ -51,6 +59,11 @@ class LearnedLayer:
         """The deployment's default threshold (the head's own, chosen when it was trained)."""
         return self.model.head.threshold
 
+    @staticmethod
+    def judges(texts: Sequence[str]) -> bool:
+        """Whether the model scores a job of these texts (one at least heavy enough)."""
+        return any(weight(text) >= MIN_WEIGHT for text in texts)
+
     def score(self, texts: Sequence[str]) -> float:
         """Blocking: milliseconds of CPU. 0.0 for a job with no text."""
         return self.scores([texts])[0]
@@ -72,4 +85,18 @@ class LearnedLayer:
         if score < bar:
             return ALLOW
         rule = f"model score {score:.2f} ≥ {bar:.2f}"
-        return Verdict(blocked=True, layer=self.name, rules=(rule,), score=score)
+        return Verdict(blocked=True, layer=self.name, rules=(rule,), score=score, bar=bar)
+
+    def decide(
+        self, ruled: Verdict, score: float, threshold: float | None = None, signal_bar: float = SIGNAL_BAR
+    ) -> Verdict:
+        """The verdict on a job the model judged (``judges``) with ``score``, whose rule layers said
+        ``ruled``: a rule's block stands, signals are weighed, else the model decides alone."""
+        if ruled.blocked and not ruled.weighed:
+            return ruled
+        if not ruled.blocked:
+            return self.verdict(score, threshold)
+        bar = min(signal_bar, self.threshold if threshold is None else threshold)
+        if score < bar:
+            return ALLOW
+        return dataclasses.replace(ruled, score=score, bar=bar)

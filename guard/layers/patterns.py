@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import binascii
 import codecs
+import dataclasses
 import re
 from collections.abc import Iterator, Sequence
 
@@ -120,6 +121,7 @@ class PatternLayer:
     def __init__(self, rules: Sequence[rule_data.Rule] | None = None) -> None:
         self.rules = tuple(rules) if rules is not None else rule_data.load()
         self.triggers = rule_data.Triggers(self.rules)
+        self._signals = frozenset(rule.id for rule in self.rules if rule.signal)
         translation()  # built now, at start, not on the first prompt
 
     def matches(self, text: str) -> list[str]:
@@ -153,4 +155,8 @@ class PatternLayer:
         return hits
 
     def check(self, texts: Sequence[str], job: Job) -> Verdict:
-        return verdict_of(self.name, texts, self.matches)
+        verdict = verdict_of(self.name, texts, self.matches)
+        # Decoded payloads are never signals: nobody hides a quotation in base64.
+        if verdict.blocked and all(rule in self._signals for rule in verdict.rules):
+            return dataclasses.replace(verdict, weighed=True)
+        return verdict

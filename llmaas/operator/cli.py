@@ -74,7 +74,9 @@ def cmd_guard_eval(args: argparse.Namespace) -> None:
 
     with open(args.file, encoding="utf-8") as source:
         try:
-            evaluate.run(source, learned=not args.no_learned, threshold=args.threshold)
+            evaluate.run(
+                source, learned=not args.no_learned, threshold=args.threshold, signal_bar=args.signal_bar
+            )
         except ValueError as exc:
             raise SystemExit(f"llmaas guard eval: {args.file}: {exc}") from exc
 
@@ -268,11 +270,17 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "guard":
             actions = p.add_subparsers(dest="guard_command")
             evaluate = actions.add_parser(
-                "eval", help="screen FILE.jsonl offline: {id, blocked, layer, rules, score} per input line"
+                "eval", help="screen FILE.jsonl offline: {id, blocked, layer, rules, signals, score} per line"
             )
             evaluate.add_argument("file", help='JSON lines {"id", "text", "key"?}')
             evaluate.add_argument(
                 "--threshold", type=float, help="the learned layer's threshold (default: the trained head's)"
+            )
+            evaluate.add_argument(
+                "--signal-bar",
+                type=float,
+                default=0.5,
+                help="the score at which signals block (default 0.5, as LLMAAS_GUARD_SIGNAL_BAR)",
             )
             evaluate.add_argument("--no-learned", action="store_true", help="the rule layers only")
             evaluate.set_defaults(func=cmd_guard_eval)

@@ -4,11 +4,13 @@ replicas share each token's history; blocks become security events; an exempted 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import itertools
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
+from types import SimpleNamespace
 
 import msgspec
 import nats
@@ -17,6 +19,7 @@ from nats.js.api import StorageType
 
 from guard import events, history
 from guard.app import create_service
+from guard.layers.learned import LearnedLayer
 from guard.metrics import GuardMetrics
 from guard.screening import Screener, Verdict
 from guard.service import GuardService
@@ -287,3 +290,78 @@ async def wait_until(probe: Callable[[], Awaitable[object]], expected: object, w
     while (seen := await probe()) != expected:
         assert asyncio.get_running_loop().time() < deadline, f"still {seen}"
         await asyncio.sleep(0.05)
+
+
+class SignalWord(BlockWord):
+    """A stand-in rule that is a signal (``Rule.signal``): it blocks only with the model's agreement."""
+
+    def check(self, texts: Sequence[str], job: Job) -> Verdict:
+        verdict = super().check(texts, job)
+        return dataclasses.replace(verdict, weighed=verdict.blocked)
+
+
+class FixedScores(LearnedLayer):
+    """A stand-in model: each job's score is the number its last text ends with, in hundredths."""
+
+    def __init__(self) -> None:  # no encoder: nothing here encodes
+        self.model = SimpleNamespace(
+            encoder=SimpleNamespace(warm=lambda: None), head=SimpleNamespace(threshold=0.84)
+        )
+
+    def scores(self, jobs: Sequence[Sequence[str]]) -> list[float]:
+        return [int(texts[-1].rsplit(" ", 1)[-1]) / 100 for texts in jobs]
+
+
+async def test_signals_block_with_the_models_agreement_or_alone_where_it_cannot_judge(nats_url: str) -> None:
+    # "quoted" is a signal, "forbidden" a rule that blocks alone; the model's score is in the text.
+    screener = Screener((BlockWord("forbidden"), SignalWord("quoted")))
+    metrics = GuardMetrics()
+    guard = GuardService(GuardSettings(nats_url=nats_url), screener, metrics, learned=FixedScores())
+    await guard.start()
+    nc = await nats.connect(nats_url)
+    try:
+        scheduled: asyncio.Queue[str] = asyncio.Queue()
+
+        async def on_scheduled(msg: nats.aio.msg.Msg) -> None:
+            await hops.took(msg)
+            await scheduled.put(codec.job_decoder.decode(msg.data).request_id)
+
+        await nc.subscribe(subjects.SCHEDULER, cb=on_scheduled)
+        long = "a translation request that mentions an order to ignore the rules, quoted:"
+        cases = {
+            "cleared": f"{long} 30",  # the model says benign: a signal alone does not block
+            "agreed": f"{long} 60",  # at the signal bar (0.5) and below the threshold (0.84): blocked
+            "model": "a long enough text with nothing the rules see, scored 90",
+            "short": "quoted 10",  # too few words to be judged: the signal blocks alone
+            "strong": f"{long} and forbidden too 0",  # not a signal: blocked whatever the score
+        }
+        replies: asyncio.Queue[tuple[str, bytes]] = asyncio.Queue()
+
+        async def on_reply(msg: nats.aio.msg.Msg) -> None:
+            await replies.put((msg.subject.rsplit(".", 1)[-1], msg.data))
+
+        await nc.subscribe("test.reply.*", cb=on_reply)
+        for rid, text in cases.items():
+            await nc.publish(subjects.GUARD, codec.encode(job(rid, text)), reply=f"test.reply.{rid}")
+        answers = {}
+        for _ in range(len(cases) - 1):
+            rid, data = await asyncio.wait_for(replies.get(), 5)
+            answers[rid] = codec.frame_decoder.decode(data)
+        assert await asyncio.wait_for(scheduled.get(), 5) == "cleared"
+        await nc.flush()
+        assert scheduled.empty() and replies.empty()
+        messages = {rid: frame.error.message for rid, frame in answers.items() if isinstance(frame, Failed)}
+        assert set(messages) == {"agreed", "model", "short", "strong"}
+        assert "(test: word, model score 0.60 ≥ 0.50)" in messages["agreed"]
+        assert "(learned: model score 0.90 ≥ 0.84)" in messages["model"]
+        assert "(test: word)" in messages["short"] and "(test: word)" in messages["strong"]
+        weighed = {
+            outcome: metrics.registry.get_sample_value(
+                "llmaas_guard_signals_weighed_total", {"outcome": outcome}
+            )
+            for outcome in ("blocked", "cleared")
+        }
+        assert weighed == {"blocked": 1.0, "cleared": 1.0}
+    finally:
+        await nc.close()
+        await guard.stop()

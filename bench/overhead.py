@@ -1,5 +1,14 @@
-"""Pipeline overhead: the whole stack (edge -> guard -> scheduler -> worker over NATS) versus the same
-synthetic engine called directly in one process, at several concurrencies.
+"""The production path's cost, feature by feature: the whole stack (edge -> guard -> scheduler ->
+worker over NATS, then metering) versus the same synthetic engine called in one process, with each
+feature switched on in turn, so that each one's cost is a difference between rows of one run.
+
+Rows per concurrency: ``direct`` (the engine in this process), ``http`` (GET /health on the edge),
+``keys`` (an API key on a tier without limits; the guard passes jobs through unscreened, nothing
+consumes usage events), ``+limits`` (a tier that counts every limit), ``+guard`` (structure,
+patterns and the behaviour layer with its shared history), ``+learned`` (the learned layer too:
+what `llmaas up` runs), ``+metering`` (the metering service writing usage to chDB). Keys cannot be
+switched off (``bench.gate`` times authentication alone: tens of µs). Every request has the same
+system prompt and a distinct question, as a chat application sends them.
 
 Run: ``make bench`` or ``python -m bench.overhead [--tokens 16] [--concurrency 1 16 64] [--seconds 8]``.
 The load generator is aiohttp (an httpx client saturates far earlier on these machines) and runs in
@@ -12,8 +21,10 @@ import argparse
 import asyncio
 import itertools
 import os
+import secrets
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -34,6 +45,8 @@ from workers.engines.synthetic import SyntheticConfig, SyntheticEngine
 
 MODEL = "synthetic-chat"
 PROMPT = "Explain in one paragraph how an event-driven pipeline streams tokens to a client."
+SYSTEM = "You are the documentation assistant of a software company. Answer briefly, in plain English."
+"""Sent with every request, as chat applications do."""
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -141,34 +154,59 @@ class Stack:
         *,
         edge_env: dict[str, str] | None = None,
         worker_args: tuple[str, ...] = ("--tokens-per-s", "0", "--capacity", "1024"),
+        guard_env: dict[str, str] | None = None,
     ) -> None:
+        """``guard_env``: the guard's settings (default: as `llmaas up` runs it)."""
         # As `llmaas up` runs it: every component its own NATS identity, JetStream encrypted.
+        self.root = root
         self.nats = NatsServer(root, port=-1, identities=True, encrypt=True)
         self.nats.start()
         self.port = port
         self.admin_token = tenants.mint_admin_token()
+        billing = {"LLMAAS_BILLING_KEY": secrets.token_hex(32)}  # the edge seals, metering checks
         (root / "tiers.toml").write_text(BENCH_TIERS)
         edge_env = {
             "LLMAAS_ADMIN_TOKEN": self.admin_token,
             "LLMAAS_TIERS_FILE": str(root / "tiers.toml"),
+            **billing,
             **(edge_env or {}),
         }
-        common = ["--nats-url", self.nats.url, "--log-level", "WARNING"]
+        self.billing = billing
+        self.common = ["--nats-url", self.nats.url, "--log-level", "WARNING"]
         worker = [*worker_args, "--completion-tokens", str(tokens), "--worker-id", "bench"]
-
-        def me(name: str) -> list[str]:
-            return ["--nats-credentials", str(self.nats.grant(name))]
-
         self.procs = {
-            "edge": self._start("edge", *common, *me("edge"), "--port", str(port), env=edge_env),
-            "guard": self._start("guard", *common, *me("guard")),
-            "scheduler": self._start("scheduler", *common, *me("scheduler")),
-            "worker": self._start("worker", *common, *me("worker-bench"), *worker),
+            "edge": self._start("edge", *self.common, *self.me("edge"), "--port", str(port), env=edge_env),
+            "guard": self._guard(guard_env or {}),
+            "scheduler": self._start("scheduler", *self.common, *self.me("scheduler")),
+            "worker": self._start("worker", *self.common, *self.me("worker-bench"), *worker),
         }
+
+    def me(self, name: str) -> list[str]:
+        return ["--nats-credentials", str(self.nats.grant(name))]
 
     @staticmethod
     def _start(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         return subprocess.Popen([sys.executable, "-m", "llmaas", *args], env={**os.environ, **(env or {})})
+
+    def _guard(self, env: dict[str, str]) -> subprocess.Popen[bytes]:
+        """A guard, returned once it takes jobs (it serves its metrics from then on)."""
+        port = free_port()
+        proc = self._start("guard", *self.common, *self.me("guard"), "--metrics-port", str(port), env=env)
+        serving(proc, port)
+        return proc
+
+    def guard(self, env: dict[str, str]) -> None:
+        """Replaces the guard by one with these settings (the new one takes jobs before the old goes)."""
+        old, self.procs["guard"] = self.procs["guard"], self._guard(env)
+        old.send_signal(signal.SIGTERM)
+        old.wait(20)
+
+    def metering(self) -> None:
+        port = free_port()
+        env = dict(self.billing)
+        args = ["--data-dir", str(self.root / "metering"), "--metrics-port", str(port)]
+        self.procs["metering"] = self._start("metering", *self.common, *self.me("metering"), *args, env=env)
+        serving(self.procs["metering"], port, within=120)
 
     def key(self, tier: str) -> str:
         """A key of a fresh tenant on ``tier``, made through the admin API."""
@@ -203,6 +241,26 @@ class Stack:
         self.nats.stop()
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def serving(proc: subprocess.Popen[bytes], port: int, within: float = 60) -> None:
+    """Waits until a service serves its metrics on ``port`` (it does once it takes work)."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{proc.args!r} exited with {proc.returncode}")
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            time.sleep(0.1)
+    raise RuntimeError(f"{proc.args!r} not serving after {within:g} s")
+
+
 async def pipeline(
     url: str, key: str, pids: dict[str, int], *, concurrency: int, tokens: int, seconds: float, label: str
 ) -> Result:
@@ -213,7 +271,7 @@ async def pipeline(
         question = f"{PROMPT} ({next(sent)})"
         return {
             "model": MODEL,
-            "messages": [{"role": "user", "content": question}],
+            "messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": question}],
             "max_tokens": tokens,
             "stream": True,
         }
@@ -274,49 +332,78 @@ async def http_floor(url: str, concurrency: int, seconds: float) -> Result:
     return Result("http", concurrency, len(total), elapsed, total, total, 0, {})
 
 
+FEATURES: tuple[tuple[str, str, dict[str, str] | None, bool], ...] = (
+    # (row, tier, guard settings or None to keep the guard, metering on)
+    ("keys", "open", None, False),
+    ("+limits", "limited", None, False),
+    ("+guard", "limited", {"LLMAAS_GUARD_LEARNED": "false"}, False),
+    ("+learned", "limited", {}, False),
+    ("+metering", "limited", None, True),
+)
+"""Each row adds one feature to the row before it."""
+
+
 async def main(args: argparse.Namespace) -> None:
     root = Path(tempfile.mkdtemp(prefix="llmaas-bench-"))
     port = 18000 + os.getpid() % 1000
-    stack = Stack(root, args.tokens, port)
+    stack = Stack(root, args.tokens, port, guard_env={"LLMAAS_GUARD_ENABLED": "false"})
     try:
         stack.wait_ready()
         url = f"http://127.0.0.1:{port}/v1/chat/completions"
-        pids = stack.pids()
-        open_key, limited_key = stack.key("open"), stack.key("limited")
-        await pipeline(url, open_key, pids, concurrency=4, tokens=args.tokens, seconds=1.0, label="warm-up")
-        rows: list[tuple[Result, Result, Result, Result]] = []
+        keys = {tier: stack.key(tier) for tier in ("open", "limited")}
+        await pipeline(url, keys["open"], stack.pids(), concurrency=4, tokens=args.tokens, seconds=1.0,
+                       label="warm-up")  # fmt: skip
+        rows: dict[int, list[Result]] = {c: [] for c in args.concurrency}
         for c in args.concurrency:
-            base = await direct(c, args.tokens, args.seconds)
-            floor = await http_floor(f"http://127.0.0.1:{port}/health", c, args.seconds / 2)
-            same = {"concurrency": c, "tokens": args.tokens, "seconds": args.seconds}
-            piped = await pipeline(url, open_key, pids, **same, label="pipeline")
-            limited = await pipeline(url, limited_key, pids, **same, label="+limits")
-            rows.append((base, floor, piped, limited))
-        print(f"\n{args.tokens} tokens per streamed chat completion, {args.seconds:g} s per row, "
-              f"{os.cpu_count()} CPUs, load generator: aiohttp in the bench process\n")  # fmt: skip
-        print(HEADER)
-        for row in rows:
-            for result in row:
-                print(result.row())
-        print("\n(http: GET /health on the same edge, no NATS: the HTTP round trip under every TTFT;")
-        print(" pipeline: an API key on a tier without limits; +limits: every tier limit counted)")
-        print("\nTTFT added by the pipeline (p50) and CPU per request by process (ms):")
-        for base, _, piped, limited in rows:
-            for run in (piped, limited):
-                added = (statistics.median(run.ttft) - statistics.median(base.ttft)) * 1000
-                split = ", ".join(f"{k} {v / max(run.requests, 1) * 1000:.2f}" for k, v in run.cpu_s.items())
-                print(f"  {run.label:<8} c={run.concurrency:<3} +{added:.2f} ms   {split}")
-        print("\nWhat the limits add (+limits versus pipeline, same run):")
-        for _, _, piped, limited in rows:
-            q_p, q_l = statistics.quantiles(piped.ttft, n=100), statistics.quantiles(limited.ttft, n=100)
-            print(
-                f"  c={piped.concurrency:<3} TTFT p50 +{(q_l[49] - q_p[49]) * 1000:.2f} ms, "
-                f"p99 +{(q_l[98] - q_p[98]) * 1000:.2f} ms; "
-                f"throughput x{limited.requests / limited.seconds / (piped.requests / piped.seconds):.2f}"
-            )
+            rows[c].append(await direct(c, args.tokens, args.seconds))
+            rows[c].append(await http_floor(f"http://127.0.0.1:{port}/health", c, args.seconds / 2))
+        for label, tier, guard, metering in FEATURES:
+            if guard is not None:
+                stack.guard(guard)
+            if metering:
+                stack.metering()
+            for c in args.concurrency:
+                same = {"concurrency": c, "tokens": args.tokens, "seconds": args.seconds}
+                rows[c].append(await pipeline(url, keys[tier], stack.pids(), **same, label=label))
+            print(f"  {label} measured", flush=True)
+        report(rows, args)
     finally:
         stack.close()
         shutil.rmtree(root, ignore_errors=True)
+
+
+PROCESSES = ("edge", "guard", "scheduler", "worker", "metering", "nats-server")
+
+
+def report(rows: dict[int, list[Result]], args: argparse.Namespace) -> None:
+    print(f"\n{args.tokens} tokens per streamed chat completion, {args.seconds:g} s per row, "
+          f"{os.cpu_count()} CPUs, load generator: aiohttp in the bench process\n")  # fmt: skip
+    print(HEADER)
+    for results in rows.values():
+        for result in results:
+            print(result.row())
+    print("\nTTFT added to the engine's (p50), and CPU per request by process (ms), each row adding one")
+    print("feature to the row above it:\n")
+    print("| row | c | TTFT added p50 | " + " | ".join(PROCESSES) + " | all |")
+    print("|---|---|---|" + "---|" * (len(PROCESSES) + 1))
+    for c, results in rows.items():
+        base = statistics.median(results[0].ttft)
+        for run in results[2:]:
+            added = (statistics.median(run.ttft) - base) * 1000
+            per = {k: v / max(run.requests, 1) * 1000 for k, v in run.cpu_s.items()}
+            split = " | ".join(f"{per[k]:.2f}" if k in per else "-" for k in PROCESSES)
+            print(f"| {run.label} | {c} | +{added:.2f} | {split} | {sum(per.values()):.2f} |")
+    print("\nWhat each feature adds (its row against the one above, same run):")
+    for c, results in rows.items():
+        for before, after in itertools.pairwise(results[2:]):
+            q_b, q_a = statistics.quantiles(before.ttft, n=100), statistics.quantiles(after.ttft, n=100)
+            cpu = (sum(after.cpu_s.values()) / max(after.requests, 1)
+                   - sum(before.cpu_s.values()) / max(before.requests, 1)) * 1000  # fmt: skip
+            print(
+                f"  c={c:<3} {after.label:<10} TTFT p50 {(q_a[49] - q_b[49]) * 1000:+.2f} ms, "
+                f"p99 {(q_a[98] - q_b[98]) * 1000:+.2f} ms; CPU {cpu:+.2f} ms/request; "
+                f"throughput x{after.requests / after.seconds / (before.requests / before.seconds):.2f}"
+            )
 
 
 def parse() -> argparse.Namespace:

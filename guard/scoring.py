@@ -23,7 +23,7 @@ class BatchScorer:
     def __init__(self, layer: LearnedLayer, max_batch: int = MAX_BATCH) -> None:
         self.layer = layer
         self.max_batch = max_batch
-        self._waiting: list[tuple[Sequence[str], asyncio.Future[float]]] = []
+        self._waiting: list[tuple[Sequence[str], str, asyncio.Future[float]]] = []
         self._wake = asyncio.Event()
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="guard-score")
         self._task: asyncio.Task[None] | None = None
@@ -42,11 +42,11 @@ class BatchScorer:
         """The encoder's weights (~1 s) read in the scoring thread, before the first job needs them."""
         await asyncio.get_running_loop().run_in_executor(self._thread, self.layer.model.encoder.warm)
 
-    async def score(self, texts: Sequence[str]) -> float:
-        """The job's score (``texts``: its texts); raises what the encoder raised."""
+    async def score(self, texts: Sequence[str], owner: str = "") -> float:
+        """The job's score (``texts``: its texts; ``owner``: its tenant); raises what the encoder raised."""
         assert self._task is not None, "start() first"
         future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
-        self._waiting.append((texts, future))
+        self._waiting.append((texts, owner, future))
         self._wake.set()
         return await future
 
@@ -56,18 +56,18 @@ class BatchScorer:
             await self._wake.wait()
             self._wake.clear()
             while self._waiting:
-                batch = [(t, f) for t, f in self._waiting[: self.max_batch] if not f.done()]
+                batch = [(t, o, f) for t, o, f in self._waiting[: self.max_batch] if not f.done()]
                 del self._waiting[: self.max_batch]
                 if not batch:
                     continue
-                jobs = [texts for texts, _ in batch]
+                jobs, owners = [texts for texts, _, _ in batch], [owner for _, owner, _ in batch]
                 try:
-                    scores = await loop.run_in_executor(self._thread, self.layer.scores, jobs)
+                    scores = await loop.run_in_executor(self._thread, self.layer.scores, jobs, owners)
                 except Exception as exc:  # each waiting job hears it; the thread serves the next batch
-                    for _, future in batch:
+                    for _, _, future in batch:
                         if not future.done():
                             future.set_exception(exc)
                     continue
-                for (_, future), score in zip(batch, scores, strict=True):
+                for (_, _, future), score in zip(batch, scores, strict=True):
                     if not future.done():  # its job was cancelled meanwhile
                         future.set_result(score)

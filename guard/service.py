@@ -241,7 +241,7 @@ class GuardService:
         started = time.perf_counter()
         try:
             async with self.shares.turn(owner, size):
-                score = await scorer.score(texts)
+                score = await scorer.score(texts, owner)
         except RateLimited:
             # A screening job is already on its way: a full share skips the model rather than
             # refuse work the rules let through (signals then block as they would without a

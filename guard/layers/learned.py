@@ -6,7 +6,10 @@ costs milliseconds of CPU, so the guard runs it after the rule layers passed a j
 while the job is already on its way to the engine (``guard.service``).
 
 A job's score is the highest of the scores of the texts it reads: the last message (where a chat's
-new order is) and the longest other text (a document, a system prompt), at most ``TEXTS``.
+new order is) and the longest other text (a document, a system prompt), at most ``TEXTS``. A
+tenant's texts scored lately are remembered by digest (``REMEMBERED``): a chat resends its system
+prompt with every message, and it is encoded once, not once a request. Per tenant, so that how
+fast a verdict comes says nothing about what another tenant sent.
 
 It also weighs the rules that are signals (``guard.screening``): a job whose rules found only
 signals is blocked if its score reaches ``SIGNAL_BAR`` (a lower bar than the threshold: the rules
@@ -16,7 +19,9 @@ and the model agree), and passes otherwise ("translate: «ignore the previous ov
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import re
+from collections import OrderedDict
 from collections.abc import Sequence
 
 from guard.model import Model
@@ -39,6 +44,11 @@ def weight(text: str) -> int:
     return len(text.strip()) + 2 * len(_CJK.findall(text))
 
 
+def _digest(owner: str, text: str) -> bytes:
+    # Tenant names are [a-z0-9_-] (llmaas.tenants): the separator cannot occur in one.
+    return hashlib.blake2b(f"{owner}\x1f{text}".encode(), digest_size=16).digest()
+
+
 def picked(texts: Sequence[str]) -> list[str]:
     """The texts a job is scored on: its last, and its longest other one, of those heavy enough."""
     texts = [t for t in texts if weight(t) >= MIN_WEIGHT]
@@ -48,11 +58,16 @@ def picked(texts: Sequence[str]) -> list[str]:
     return [last, max(rest, key=len)]
 
 
+REMEMBERED = 8192
+"""Scores kept (16-byte digests and a float each: ~1 MB)."""
+
+
 class LearnedLayer:
     name = "learned"
 
     def __init__(self, model: Model | None = None) -> None:
         self.model = model or Model()
+        self._remembered: OrderedDict[bytes, float] = OrderedDict()
 
     @property
     def threshold(self) -> float:
@@ -68,16 +83,28 @@ class LearnedLayer:
         """Blocking: milliseconds of CPU. 0.0 for a job with no text."""
         return self.scores([texts])[0]
 
-    def scores(self, jobs: Sequence[Sequence[str]]) -> list[float]:
-        """Blocking: each job's score (the texts of one job each), in one encoder call: a batch of
-        16 costs ~2.4 ms a text where one alone costs ~5 ms."""
+    def scores(self, jobs: Sequence[Sequence[str]], owners: Sequence[str] | None = None) -> list[float]:
+        """Blocking: each job's score (the texts of one job each; ``owners``: each job's tenant), in
+        one encoder call for the texts not remembered: a batch of 16 costs ~2.4 ms a text where one
+        alone costs ~5 ms. One thread at a time (the guard's scoring thread)."""
         chosen = [picked(texts) for texts in jobs]
-        flat = self.model.scores([text for texts in chosen for text in texts])
-        out: list[float] = []
-        start = 0
-        for texts in chosen:
-            out.append(max(flat[start : start + len(texts)], default=0.0))
-            start += len(texts)
+        tenants = owners if owners is not None else [""] * len(jobs)
+        keys = [
+            [_digest(owner, text) for text in texts] for owner, texts in zip(tenants, chosen, strict=True)
+        ]
+        new: dict[bytes, str] = {}
+        for job_keys, texts in zip(keys, chosen, strict=True):
+            for key, text in zip(job_keys, texts, strict=True):
+                if key not in self._remembered:
+                    new.setdefault(key, text)
+        for key, score in zip(new, self.model.scores(list(new.values())), strict=True):
+            self._remembered[key] = score
+        out = [max((self._remembered[key] for key in job_keys), default=0.0) for job_keys in keys]
+        for job_keys in keys:
+            for key in job_keys:
+                self._remembered.move_to_end(key)
+        while len(self._remembered) > REMEMBERED:
+            self._remembered.popitem(last=False)
         return out
 
     def verdict(self, score: float, threshold: float | None = None) -> Verdict:

@@ -23,7 +23,7 @@ class Recording(LearnedLayer):
         self.gate = threading.Event()
         self.fail = False
 
-    def scores(self, jobs: Sequence[Sequence[str]]) -> list[float]:
+    def scores(self, jobs: Sequence[Sequence[str]], owners: Sequence[str] | None = None) -> list[float]:
         self.gate.wait(5)
         self.calls.append(len(jobs))
         if self.fail:

@@ -308,7 +308,7 @@ class FixedScores(LearnedLayer):
             encoder=SimpleNamespace(warm=lambda: None), head=SimpleNamespace(threshold=0.84)
         )
 
-    def scores(self, jobs: Sequence[Sequence[str]]) -> list[float]:
+    def scores(self, jobs: Sequence[Sequence[str]], owners: Sequence[str] | None = None) -> list[float]:
         return [int(texts[-1].rsplit(" ", 1)[-1]) / 100 for texts in jobs]
 
 

@@ -41,6 +41,8 @@ from metering.settings import MeteringSettings
 from metering.store import Store
 
 log = logging.getLogger(__name__)
+_SWEEP_S = 0.05
+"""How long the second pull of a batch waits when nothing came meanwhile."""
 _SET_ASIDE_S = 300.0
 """How long an event whose row we could not make waits before it is tried again (a fix deployed)."""
 _security_decoder = msgspec.json.Decoder(SecurityEvent)
@@ -225,30 +227,33 @@ class Consumer:
             await asyncio.gather(*(m.in_progress() for m in messages), return_exceptions=True)
 
     async def _next_batch(self, sub: JetStreamContext.PullSubscription) -> list[Msg]:
-        """Up to ``metering_batch_size`` events: those that arrive within ``metering_batch_wait_s``."""
+        """Up to ``metering_batch_size`` events: those that arrive within ``metering_batch_wait_s``
+        of the first. Two pulls a batch: one that waits for the first event, one for what came
+        meanwhile (a pull returns what is there at once, so pulling again and again through the
+        window cost a JetStream request per few events, in this process and in nats-server)."""
         size, wait = self.settings.metering_batch_size, self.settings.metering_batch_wait_s
         out: list[Msg] = []
-        deadline = 0.0
-        while len(out) < size:
-            timeout = wait if not out else deadline - time.monotonic()
-            if out and timeout <= 0:
+        while not out:
+            out = await self._pull(sub, size, wait)
+        deadline = time.monotonic() + wait
+        while len(out) < size and (left := deadline - time.monotonic()) > 0:
+            await asyncio.sleep(left)
+            more = await self._pull(sub, size - len(out), _SWEEP_S)
+            if not more:
                 break
-            try:
-                got = await sub.fetch(size - len(out), timeout=timeout)
-            except TimeoutError:
-                if out:
-                    break
-                continue
-            except NatsError as exc:  # NATS reconnecting: what we hold is still unacknowledged
-                log.warning("%s: fetch failed (%s)", self.sink.name, type(exc).__name__)
-                await asyncio.sleep(0.5)
-                if out:
-                    break
-                continue
-            if not out:
-                deadline = time.monotonic() + wait
-            out += got
+            out += more
         return out
+
+    async def _pull(self, sub: JetStreamContext.PullSubscription, count: int, within: float) -> list[Msg]:
+        """What the stream has for us within ``within`` s (nothing on a timeout or a NATS hiccup)."""
+        try:
+            return await sub.fetch(count, timeout=within)
+        except TimeoutError:
+            return []
+        except NatsError as exc:  # NATS reconnecting: what we hold is still unacknowledged
+            log.warning("%s: fetch failed (%s)", self.sink.name, type(exc).__name__)
+            await asyncio.sleep(0.5)
+            return []
 
     async def _decode(self, messages: list[Msg]) -> list[tuple[Msg, Decoded]]:
         """The messages whose rows could be made, with them; the others dealt with one by one, so

@@ -47,7 +47,7 @@ from edge.schemas import ChatCompletionRequest, CompletionRequest, EmbeddingRequ
 from edge.settings import EdgeSettings
 from edge.uploads import MAX_REQUESTS, FileDesk
 from edge.usage import Tally
-from llmaas import batches, files, streams, usage
+from llmaas import batches, files, retry, streams, usage
 from llmaas.batches import BatchRecord, Counts, Line, LineError, LineResult
 from llmaas.errors import (
     ClientClosed,
@@ -418,20 +418,20 @@ class BatchEngine:
 
     async def _change(self, key: str, change: Callable[[BatchRecord], BatchRecord | None]) -> BatchRecord:
         """The record after ``change`` (None: leave it), applied by compare-and-set, retried on a race."""
-        while True:
+
+        async def attempt() -> BatchRecord:
             entry = await self.records.get(key)
             assert entry.value is not None
             current = batches.record_decoder.decode(entry.value)
             new = change(current)
             if new is None:
                 return current
-            try:
-                revision = await self.records.update(key, msgspec.json.encode(new), last=entry.revision)
-            except KeyWrongLastSequenceError:
-                continue
+            revision = await self.records.update(key, msgspec.json.encode(new), last=entry.revision)
             self._known[key] = (new, revision)
             self._told(new)
             return new
+
+        return await retry.retried(attempt, on=KeyWrongLastSequenceError, backoff=retry.AT_ONCE)
 
     def _told(self, record: BatchRecord) -> None:
         """Whoever follows the batch (the NATS door's progress events) hears of its change."""

@@ -40,7 +40,7 @@ from nats.aio.client import Client
 from nats.errors import Error as NatsError
 from nats.js.client import JetStreamContext
 
-from llmaas import streams, subjects
+from llmaas import retry, streams, subjects
 from llmaas.errors import QuotaExceeded, RateLimited, Unavailable
 from llmaas.pricing import NANO, PriceList
 from llmaas.tenants import ApiKey, Tenant
@@ -50,6 +50,7 @@ from llmaas.wire import Usage
 log = logging.getLogger(__name__)
 
 _SETTLE_RETRY_S = 100.0
+_SETTLE_BACKOFF = retry.Backoff(0.25, 2.0, 8.0)
 """Within the limits stream's duplicate window (120 s), so that a retry is never applied twice."""
 
 
@@ -244,16 +245,11 @@ class Limiter:
 
     async def _retried(self, subject: str, amount: int, msg_id: str) -> int:
         """One increment, retried while NATS is away (for ``_SETTLE_RETRY_S``); applied once."""
-        deadline = time.monotonic() + _SETTLE_RETRY_S
-        wait_s = 0.25
-        while True:
-            try:
-                return (await self._add([(subject, amount)], msg_id=msg_id))[0]
-            except Unavailable:
-                if time.monotonic() + wait_s > deadline:
-                    raise
-                await asyncio.sleep(wait_s)
-                wait_s = min(wait_s * 2, 8.0)
+
+        async def add() -> int:
+            return (await self._add([(subject, amount)], msg_id=msg_id))[0]
+
+        return await retry.retried(add, on=Unavailable, backoff=_SETTLE_BACKOFF, within_s=_SETTLE_RETRY_S)
 
     async def renew(self, now: float) -> None:
         """Carry the requests still running into the next lease period (one increment per key)."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import logging
 import time
@@ -29,7 +30,7 @@ from nats.errors import Error as NatsError
 from nats.js.client import JetStreamContext
 from nats.js.errors import BadRequestError, NotFoundError
 
-from llmaas import streams, subjects
+from llmaas import retry, streams, subjects
 
 log = logging.getLogger(__name__)
 
@@ -130,13 +131,12 @@ class AuditLog:
     async def _drain(self) -> None:
         while True:
             event = await self._queue.get()
-            while True:
-                try:
-                    await self.append(event)
-                    break
-                except (NatsError, TimeoutError) as exc:
-                    log.warning("audit event not yet written (%s); retrying", type(exc).__name__)
-                    await asyncio.sleep(0.5)
+            await retry.retried(
+                functools.partial(self.append, event),
+                on=(NatsError, TimeoutError),
+                what="audit event",
+                logger=log,
+            )
             self._queue.task_done()
 
     async def _append(self, event: AuditEvent, *, checkpoint: bool = False) -> tuple[AuditEvent, int]:

@@ -25,7 +25,7 @@ from nats.errors import Error as NatsError
 from nats.js.errors import InvalidKeyError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
-from llmaas import streams, tenants
+from llmaas import retry, streams, tenants
 from llmaas.tenants import ApiKey, Tenant
 
 log = logging.getLogger(__name__)
@@ -297,7 +297,8 @@ class Directory:
     async def _change(self, bucket: str, name: str, copy: _Copy[R], change: Callable[[R], R]) -> R:
         """Read the record fresh, apply ``change``, write it back unless someone else wrote first."""
         kv = self._kv[bucket]
-        for _ in range(5):
+
+        async def attempt() -> R:
             try:
                 entry = await kv.get(name)
             except (KeyNotFoundError, InvalidKeyError):  # a name that cannot be a KV key names nothing
@@ -310,8 +311,14 @@ class Directory:
             try:
                 await kv.update(name, msgspec.json.encode(updated), last=entry.revision)
             except KeyWrongLastSequenceError:
-                continue
+                raise  # someone else wrote first: read again, change again
             except (NatsError, TimeoutError) as exc:
                 raise StoreUnavailable(str(exc)) from None
             return updated
-        raise Conflict(name)
+
+        try:
+            return await retry.retried(
+                attempt, on=KeyWrongLastSequenceError, backoff=retry.AT_ONCE, attempts=5
+            )
+        except KeyWrongLastSequenceError:
+            raise Conflict(name) from None

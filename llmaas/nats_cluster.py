@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import time
 from pathlib import Path
 from typing import Any
 
 import nats
 
-from llmaas import identities, natsconn, private
+from llmaas import identities, natsconn, private, retry
 from llmaas.nats_server import NatsServer, NatsServerError, Peering
 from llmaas.tls import LocalPki
 
@@ -99,15 +98,14 @@ class NatsCluster:
         async def ready() -> None:
             nc = await nats.connect(natsconn.servers(self.url), **self.connect_options())
             try:
-                deadline = time.monotonic() + timeout_s
-                while True:
-                    try:
-                        await nc.jetstream(timeout=1).account_info()
-                        return
-                    except (nats.errors.Error, TimeoutError):
-                        if time.monotonic() > deadline:
-                            raise NatsServerError(f"no JetStream meta leader after {timeout_s} s") from None
-                        await asyncio.sleep(0.2)
+                await retry.retried(
+                    nc.jetstream(timeout=1).account_info,
+                    on=(nats.errors.Error, TimeoutError),
+                    backoff=retry.Backoff(0.2, 1.0, 0.2),
+                    within_s=timeout_s,
+                )
+            except (nats.errors.Error, TimeoutError):
+                raise NatsServerError(f"no JetStream meta leader after {timeout_s} s") from None
             finally:
                 await nc.close()
 

@@ -4,8 +4,9 @@ and the console's sessions and alert rules."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
+from fastapi import Depends
 from starlette.requests import Request
 
 from edge.console.alerting import AlertBook
@@ -43,6 +44,18 @@ class EdgeContext:
 def of(request: Request) -> EdgeContext:
     edge: EdgeContext = request.app.state.edge
     return edge
+
+
+async def admin_actor(request: Request) -> str:
+    """The admin token's holder (the audit actor "admin"), checked before an admin route runs: a
+    dependency of the admin router (so that no route of it can forget the check) and of each admin
+    route elsewhere (async: FastAPI would run a plain function in a thread). Raises Unauthenticated,
+    RateLimited, PermissionDenied (admin API disabled)."""
+    return of(request).gate.check_admin(request)
+
+
+Admin = Annotated[str, Depends(admin_actor)]
+"""A route parameter: the admin actor, checked (FastAPI runs a request's dependency once)."""
 
 
 def request_id(request: Request) -> str:

@@ -175,10 +175,11 @@ class GuardService:
             self.metrics.errors.labels("tenant_share_full").inc()
             await (self._publish(to, Screened(error=exc.to_wire())) if ahead else hops.fail(self.nc, to, exc))
             return
-        # Signals alone (a quoted order, a role-play...) are weighed by the model where it can judge.
+        # Signals alone (a quoted order, a role-play...) are weighed by the model where it can judge;
+        # such a job waits here for the score (an engine sees it only if the model clears it).
         learned = self.learned
         if learned is not None and (not verdict.blocked or (verdict.weighed and learned.judges(texts))):
-            if job.screening and not ahead:  # the model's milliseconds go beside the engine too
+            if job.screening and not ahead and not verdict.blocked:  # the model's time beside the engine's
                 if not await self._forward(job, msg, to):
                     return
                 ahead = True

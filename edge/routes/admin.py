@@ -11,7 +11,7 @@ import time
 from typing import Annotated, Literal
 
 import msgspec
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 from starlette.responses import Response
@@ -23,7 +23,8 @@ from llmaas import audit, directory, tenants
 from llmaas.errors import Conflict, InvalidRequest
 from llmaas.tenants import DEFAULT_GRACE_S, ApiKey, Tenant
 
-router = APIRouter(prefix="/admin/v1", include_in_schema=False)
+router = APIRouter(prefix="/admin/v1", include_in_schema=False, dependencies=[Depends(context.admin_actor)])
+"""Every route behind the admin token (a dependency of the router: none can forget the check)."""
 
 
 class _Body(BaseModel):
@@ -104,9 +105,8 @@ def _actor(request: Request, name: str) -> keyring.Actor:
 
 
 @router.post("/tenants")
-async def create_tenant(request: Request) -> Response:
+async def create_tenant(request: Request, actor: context.Admin) -> Response:
     edge = context.of(request)
-    actor = edge.gate.check_admin(request)
     req = await body.parse(request, TenantCreate, 64 * 1024)
     try:
         tenants.check_name(req.name)
@@ -129,15 +129,13 @@ async def create_tenant(request: Request) -> Response:
 @router.get("/tenants")
 async def list_tenants(request: Request) -> Response:
     edge = context.of(request)
-    edge.gate.check_admin(request)
     records = edge.gate.directory.tenants_copy.records
     return _json({"data": [records[name] for name in sorted(records)]})
 
 
 @router.patch("/tenants/{name}")
-async def change_tenant(request: Request, name: str) -> Response:
+async def change_tenant(request: Request, actor: context.Admin, name: str) -> Response:
     edge = context.of(request)
-    actor = edge.gate.check_admin(request)
     req = await body.parse(request, TenantChange, 64 * 1024)
     changes: dict[str, object] = {}
     if req.tier is not None:
@@ -177,9 +175,8 @@ async def change_tenant(request: Request, name: str) -> Response:
 
 
 @router.post("/keys")
-async def create_key(request: Request) -> Response:
+async def create_key(request: Request, actor: context.Admin) -> Response:
     edge = context.of(request)
-    actor = edge.gate.check_admin(request)
     req = await body.parse(request, KeyCreate, 64 * 1024)
     now = time.time()
     key, secret = await keyring.create(
@@ -198,7 +195,6 @@ async def create_key(request: Request) -> Response:
 @router.get("/keys")
 async def list_keys(request: Request) -> Response:
     edge = context.of(request)
-    edge.gate.check_admin(request)
     wanted = request.query_params.get("tenant")
     now = time.time()
     keys = [k for k in edge.gate.directory.keys_copy.records.values() if wanted in (None, k.tenant)]
@@ -207,19 +203,17 @@ async def list_keys(request: Request) -> Response:
 
 
 @router.post("/keys/{key_id}/rotate")
-async def rotate_key(request: Request, key_id: str) -> Response:
+async def rotate_key(request: Request, actor: context.Admin, key_id: str) -> Response:
     """A successor with the same tenant, models and schedule; the old key lives ``grace_s`` more."""
     edge = context.of(request)
-    actor = edge.gate.check_admin(request)
     req = await body.parse(request, KeyRotate, 64 * 1024)
     new, secret = await keyring.rotate(edge.gate, _actor(request, actor), key_id, req.grace_s)
     return _json(_view(new, time.time(), secret), 201)
 
 
 @router.post("/keys/{key_id}/revoke")
-async def revoke_key(request: Request, key_id: str) -> Response:
+async def revoke_key(request: Request, actor: context.Admin, key_id: str) -> Response:
     edge = context.of(request)
-    actor = edge.gate.check_admin(request)
     key = await keyring.revoke(edge.gate, _actor(request, actor), key_id)
     return _json(_view(key, time.time()))
 
@@ -227,7 +221,6 @@ async def revoke_key(request: Request, key_id: str) -> Response:
 @router.get("/audit/verify")
 async def verify_audit(request: Request) -> Response:
     edge = context.of(request)
-    edge.gate.check_admin(request)
     js = edge.pipeline.jetstream()
     return _json(await audit.verify(js))
 

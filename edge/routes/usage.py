@@ -12,7 +12,7 @@ import time
 from typing import Literal
 
 import msgspec
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.requests import Request
 from starlette.responses import Response
@@ -21,6 +21,7 @@ from edge import body, context, reports
 from llmaas.errors import InvalidRequest
 from llmaas.wire import Query, SqlQuery, UsageQuery
 
+_ADMIN = [Depends(context.admin_actor)]
 router = APIRouter()
 
 
@@ -67,15 +68,13 @@ async def tenant_sql(request: Request) -> Response:
     return await _ask(request, SqlQuery(sql=sql.query, tenant=principal.tenant.name))
 
 
-@router.get("/admin/v1/usage", include_in_schema=False, response_class=Response)
+@router.get("/admin/v1/usage", include_in_schema=False, response_class=Response, dependencies=_ADMIN)
 async def admin_usage(request: Request) -> Response:
-    context.of(request).gate.check_admin(request)
     return await _ask(request, _usage_query(request, request.query_params.get("tenant") or None))
 
 
-@router.post("/admin/v1/sql", include_in_schema=False, response_class=Response)
+@router.post("/admin/v1/sql", include_in_schema=False, response_class=Response, dependencies=_ADMIN)
 async def admin_sql(request: Request) -> Response:
     edge = context.of(request)
-    edge.gate.check_admin(request)
     sql = await body.parse(request, SqlBody, edge.settings.max_body_bytes)
     return await _ask(request, SqlQuery(sql=sql.query))

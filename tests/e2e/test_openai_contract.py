@@ -211,8 +211,10 @@ def test_guard_eval_screens_a_file_offline(tmp_path) -> None:  # type: ignore[no
     )
     lines = [json.loads(line) for line in done.stdout.splitlines()]
     scores = [line.pop("score") for line in lines]  # the learned layer's, on every line
+    # An order to ignore instructions is a signal: blocked with the model's agreement, which it names.
     assert lines == [
-        {"id": "a", "blocked": True, "layer": "patterns", "rules": ["override.en"]},
-        {"id": "b", "blocked": False, "layer": None, "rules": []},
-    ]
+        {"id": "a", "blocked": True, "layer": "patterns", "signals": True,
+         "rules": ["override.en", f"model score {scores[0]:.2f} ≥ 0.50"]},
+        {"id": "b", "blocked": False, "layer": None, "rules": [], "signals": False},
+    ]  # fmt: skip
     assert all(isinstance(s, float) and 0 <= s <= 1 for s in scores) and scores[0] > scores[1]

@@ -67,9 +67,13 @@ class Supervisor:
         ready_timeout_s: float = 60.0,
         ca: Path | None = None,
         door: NatsServer | None = None,
+        probes: Sequence[str] = (),
     ) -> None:
         """``ca``: the CA of the edge's certificate, when it serves HTTPS; ``door``: the NATS door's
-        server (llmaas.nats_door), restarted if lost, stopped last like the bus."""
+        server (llmaas.nats_door), restarted if lost, stopped last like the bus; ``probes``: local
+        URLs that answer once a service takes work (the guard's and scheduler's metrics), all of
+        them before the stack is announced ready."""
+        self.probes = tuple(probes)
         self.children = children
         self.nats = nats
         self.door = door
@@ -111,7 +115,7 @@ class Supervisor:
         next_note = started + 10
         while not self._stopping and time.monotonic() - started < self.ready_timeout_s:
             served = self._served()
-            if served and self.models <= served:
+            if served and self.models <= served and all(map(_answers, self.probes)):
                 base = self.health_url.removesuffix("/health")
                 log.info(
                     "ready: %s (models: %s; console: %s/console)",
@@ -124,10 +128,12 @@ class Supervisor:
                     log.info("TLS 1.3 from a local CA: clients trust %s (SSL_CERT_FILE=%s)", self.ca, self.ca)
                 return
             if time.monotonic() >= next_note:
-                missing = sorted(self.models - (served or frozenset())) or ["any"]
-                log.info(
-                    "waiting for workers to serve %s (%.0f s)", ", ".join(missing), time.monotonic() - started
-                )
+                missing = sorted(self.models - (served or frozenset()))
+                if missing or not served:
+                    what = f"workers to serve {', '.join(missing or ['any'])}"
+                else:
+                    what = "the guard and the scheduler to take jobs"
+                log.info("waiting for %s (%.0f s)", what, time.monotonic() - started)
                 next_note += 10
             self._watch(time.monotonic())
             time.sleep(0.2)
@@ -172,3 +178,11 @@ class Supervisor:
         if self.door is not None:
             self.door.stop()
         log.info("stopped")
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=1) as response:
+            return bool(response.status == 200)
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return False

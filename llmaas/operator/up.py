@@ -12,6 +12,7 @@ import argparse
 import asyncio
 import logging
 import os
+import socket
 from pathlib import Path
 
 import nats as nats_client
@@ -90,7 +91,8 @@ def run(args: argparse.Namespace) -> None:
     pki = tls.local_pki(data_dir) if args.tls else None
     bus = Bus(args, data_dir, pki)
     door = _door(args, data_dir, pki) if bus.server is not None and args.nats_door_port != 0 else None
-    children = _services(args, bus, data_dir, pki, door)
+    probes: list[str] = []
+    children = _services(args, bus, data_dir, pki, door, probes=probes)
     models = _workers(args, bus, data_dir, children)
     host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
     health = f"{'http' if pki is None else 'https'}://{host}:{args.port}/health"
@@ -103,6 +105,7 @@ def run(args: argparse.Namespace) -> None:
         ready_timeout_s=ready_timeout_s,
         ca=pki.ca if pki else None,
         door=door,
+        probes=probes,
     ).run()
 
 
@@ -116,8 +119,15 @@ def _door(args: argparse.Namespace, data_dir: Path, pki: tls.LocalPki | None) ->
 
 
 def _services(
-    args: argparse.Namespace, bus: Bus, data_dir: Path, pki: tls.LocalPki | None, door: DoorServer | None
+    args: argparse.Namespace,
+    bus: Bus,
+    data_dir: Path,
+    pki: tls.LocalPki | None,
+    door: DoorServer | None,
+    *,
+    probes: list[str],
 ) -> list[Child]:
+    """The edge, guard, scheduler and metering; ``probes`` gets what must answer before ready."""
     token, created = admin.ensure_token(data_dir, OperatorSettings().admin_token)
     if created:
         # On the terminal, not through logging: log lines may be shipped elsewhere, secrets must not.
@@ -143,10 +153,21 @@ def _services(
     metering += _metering_account(args.metering_user, data_dir, clickhouse_url is None)
     return [
         Child("edge", edge, env={"LLMAAS_ADMIN_TOKEN": token, **billing}),
-        Child("guard", ["guard", *base, *bus.identity("guard")]),
-        Child("scheduler", ["scheduler", *base, *bus.identity("scheduler")]),
+        Child("guard", ["guard", *base, *bus.identity("guard"), *_metrics_on(probes)]),
+        Child("scheduler", ["scheduler", *base, *bus.identity("scheduler"), *_metrics_on(probes)]),
         Child("metering", metering, env=clickhouse_env),
     ]
+
+
+def _metrics_on(probes: list[str]) -> list[str]:
+    """``--metrics-port`` on a free local port, whose URL joins ``probes``: a guard or a scheduler
+    serves its metrics once it takes jobs, so the stack is announced ready only when it does (the
+    first request would otherwise meet "no consumer" while the guard still reads its model)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    probes.append(f"http://127.0.0.1:{port}/metrics")
+    return ["--metrics-port", str(port)]
 
 
 def _metering_account(name: str | None, data_dir: Path, embedded: bool) -> list[str]:

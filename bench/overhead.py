@@ -47,6 +47,9 @@ MODEL = "synthetic-chat"
 PROMPT = "Explain in one paragraph how an event-driven pipeline streams tokens to a client."
 SYSTEM = "You are the documentation assistant of a software company. Answer briefly, in plain English."
 """Sent with every request, as chat applications do."""
+_SENT = itertools.count()
+"""Numbers each question: no two of a run are the same (the guard blocks the 30th identical prompt
+in a row from one key, and remembers the scores of texts it has seen)."""
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -264,11 +267,8 @@ def serving(proc: subprocess.Popen[bytes], port: int, within: float = 60) -> Non
 async def pipeline(
     url: str, key: str, pids: dict[str, int], *, concurrency: int, tokens: int, seconds: float, label: str
 ) -> Result:
-    sent = itertools.count()
-
     def body() -> dict[str, object]:
-        # Numbered: the guard blocks the 30th identical prompt in a row from one key.
-        question = f"{PROMPT} ({next(sent)})"
+        question = f"{PROMPT} ({next(_SENT)})"
         return {
             "model": MODEL,
             "messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": question}],
@@ -362,6 +362,9 @@ async def main(args: argparse.Namespace) -> None:
                 stack.guard(guard)
             if metering:
                 stack.metering()
+            if guard is not None or metering:  # a fresh process's first requests cost it more
+                await pipeline(url, keys[tier], stack.pids(), concurrency=4, tokens=args.tokens, seconds=2.0,
+                               label="warm-up")  # fmt: skip
             for c in args.concurrency:
                 same = {"concurrency": c, "tokens": args.tokens, "seconds": args.seconds}
                 rows[c].append(await pipeline(url, keys[tier], stack.pids(), **same, label=label))

@@ -24,7 +24,6 @@ import os
 import secrets
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -37,7 +36,7 @@ import aiohttp
 import httpx
 import uvloop
 
-from llmaas import tenants
+from llmaas import ports, tenants
 from llmaas.nats_server import NatsServer
 from llmaas.operator import admin
 from llmaas.wire import ChatMessage, Delta, GenerateJob, SamplingParams
@@ -193,7 +192,7 @@ class Stack:
 
     def _guard(self, env: dict[str, str]) -> subprocess.Popen[bytes]:
         """A guard, returned once it takes jobs (it serves its metrics from then on)."""
-        port = free_port()
+        port = ports.free_port()
         proc = self._start("guard", *self.common, *self.me("guard"), "--metrics-port", str(port), env=env)
         serving(proc, port)
         return proc
@@ -205,7 +204,7 @@ class Stack:
         old.wait(20)
 
     def metering(self) -> None:
-        port = free_port()
+        port = ports.free_port()
         env = dict(self.billing)
         args = ["--data-dir", str(self.root / "metering"), "--metrics-port", str(port)]
         self.procs["metering"] = self._start("metering", *self.common, *self.me("metering"), *args, env=env)
@@ -242,12 +241,6 @@ class Stack:
         for proc in self.procs.values():
             proc.wait(20)
         self.nats.stop()
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
 
 
 def serving(proc: subprocess.Popen[bytes], port: int, within: float = 60) -> None:

@@ -9,22 +9,14 @@ traffic. Streams and buckets need ``LLMAAS_NATS_REPLICAS=3`` to survive a node.
 from __future__ import annotations
 
 import asyncio
-import socket
 from pathlib import Path
 from typing import Any
 
 import nats
 
-from llmaas import identities, natsconn, private, retry
+from llmaas import identities, natsconn, ports, private, retry
 from llmaas.nats_server import NatsServer, NatsServerError, Peering
 from llmaas.tls import LocalPki
-
-
-def _free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 class NatsCluster:
@@ -42,7 +34,7 @@ class NatsCluster:
         self.root = root
         self.identities: Path = root / "identities"
         secret = private.secret(root / "routes.secret")
-        routes = tuple(_free_port(host) for _ in range(size))
+        routes = tuple(ports.free_port(host) for _ in range(size))
         ports = client_ports or tuple(-1 for _ in range(size))
         self.nodes = [
             NatsServer(

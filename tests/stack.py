@@ -10,7 +10,6 @@ import contextlib
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,7 +22,7 @@ import nats as nats_client
 from nats.aio.client import Client
 from prometheus_client.parser import text_string_to_metric_families
 
-from llmaas import identities, natsconn, tenants
+from llmaas import identities, natsconn, ports, tenants
 from llmaas.nats_cluster import NatsCluster
 from llmaas.nats_door import DoorServer
 from llmaas.nats_server import NatsServer
@@ -55,11 +54,7 @@ concurrent_per_key = 2
 """
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
+free_port = ports.free_port
 
 
 def wait_until(predicate: Callable[[], Any], timeout_s: float, what: str, logs: Path | None = None) -> Any:

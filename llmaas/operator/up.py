@@ -12,12 +12,11 @@ import argparse
 import asyncio
 import logging
 import os
-import socket
 from pathlib import Path
 
 import nats as nats_client
 
-from llmaas import identities, natsconn, private, privileges, streams, tls
+from llmaas import identities, natsconn, ports, private, privileges, streams, tls
 from llmaas.nats_cluster import NatsCluster
 from llmaas.nats_door import DoorServer
 from llmaas.nats_server import NatsServer
@@ -163,9 +162,7 @@ def _metrics_on(probes: list[str]) -> list[str]:
     """``--metrics-port`` on a free local port, whose URL joins ``probes``: a guard or a scheduler
     serves its metrics once it takes jobs, so the stack is announced ready only when it does (the
     first request would otherwise meet "no consumer" while the guard still reads its model)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = int(probe.getsockname()[1])
+    port = ports.free_port()
     probes.append(f"http://127.0.0.1:{port}/metrics")
     return ["--metrics-port", str(port)]
 

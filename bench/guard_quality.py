@@ -28,8 +28,8 @@ from typing import Any
 import nats
 
 from guard.evaluate import verdicts
-from guard.layers.learned import SIGNAL_BAR, LearnedLayer
-from guard.screening import Verdict
+from guard.layers.learned import LearnedLayer
+from guard.screening import SIGNAL_BAR, Verdict
 from guard.train import public_sets
 
 HARD = Path(__file__).resolve().parent / "data"
@@ -69,7 +69,7 @@ def quality(data: Path, jsonl: Path | None) -> None:
         """The service's decision (``LearnedLayer.decide``) from the rules' verdict and the score."""
         said = ruled[item["id"]]
         rules = Verdict(blocked=said["blocked"], weighed=said["signals"])
-        if not LearnedLayer.judges([item["text"]]):
+        if not layer.weighs(rules, [item["text"]]):
             return rules.blocked
         return layer.decide(rules, scores[item["id"]], bar, signal_bar).blocked
 

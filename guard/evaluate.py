@@ -22,8 +22,8 @@ from typing import IO, Any
 
 from guard.app import default_screener
 from guard.history import MemoryHistory
-from guard.layers.learned import SIGNAL_BAR, LearnedLayer
-from guard.screening import user_texts
+from guard.layers.learned import LearnedLayer
+from guard.screening import SIGNAL_BAR, user_texts
 from llmaas.wire import Caller, ChatMessage, GenerateJob
 
 
@@ -62,7 +62,7 @@ def verdicts(
             if model is not None:
                 texts = user_texts(job)
                 score = model.score(texts)
-                if model.judges(texts) and (not verdict.blocked or verdict.weighed):
+                if model.weighs(verdict, texts):
                     verdict = model.decide(verdict, score, threshold, signal_bar)
             yield {"id": item.get("id"), "blocked": verdict.blocked, "layer": verdict.layer or None,
                    "rules": list(verdict.reasons), "signals": verdict.blocked and verdict.weighed,

@@ -50,6 +50,10 @@ class Verdict:
 
 ALLOW = Verdict(blocked=False)
 
+SIGNAL_BAR = 0.5
+"""The learned layer's score at which signals block by default (LLMAAS_GUARD_SIGNAL_BAR): the model
+finds an attack at least as likely as not."""
+
 SLICE = 8192
 OVERLAP = 512
 
@@ -99,7 +103,8 @@ class Screener:
         weighed: Verdict | None = None
         if self.layers:
             texts = user_texts(job)
-            pieces = [texts] if sum(len(t) for t in texts) <= SLICE else [[piece] for piece in _slices(texts)]
+            # Sliced lazily: a megabyte prompt is never copied whole, and a block ends the slicing.
+            pieces = iter([texts]) if sum(map(len, texts)) <= SLICE else ([piece] for piece in _slices(texts))
             for index, piece in enumerate(pieces):
                 if index:
                     await asyncio.sleep(0)  # the other jobs' turn between slices

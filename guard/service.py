@@ -177,8 +177,7 @@ class GuardService:
             return
         # Signals alone (a quoted order, a role-play...) are weighed by the model where it can judge;
         # such a job waits here for the score (an engine sees it only if the model clears it).
-        learned = self.learned
-        if learned is not None and (not verdict.blocked or (verdict.weighed and learned.judges(texts))):
+        if self.learned is not None and self.learned.weighs(verdict, texts):
             if job.screening and not ahead and not verdict.blocked:  # the model's time beside the engine's
                 if not await self._forward(job, msg, to):
                     return

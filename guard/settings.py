@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
+from guard.screening import SIGNAL_BAR
 from llmaas.settings import ServiceSettings
 
 
@@ -17,7 +18,7 @@ class GuardSettings(ServiceSettings):
     """The learned layer's score at which a prompt is blocked; unset: the trained head's own
     (chosen for at most 0.5 % false positives on the benign training prompts). An administrator sets
     one tenant's with `llmaas tenants set-guard-threshold NAME X`."""
-    guard_signal_bar: float = Field(default=0.5, gt=0, le=1)
+    guard_signal_bar: float = Field(default=SIGNAL_BAR, gt=0, le=1)
     """The learned layer's score at which rules that are signals (a quoted order, a role-play…,
     ``signal`` in guard/rules/patterns.toml) block a prompt; below it they let it pass."""
     guard_series_chars: int = Field(default=2048, ge=0)

@@ -25,13 +25,10 @@ from collections import OrderedDict
 from collections.abc import Sequence
 
 from guard.model import Model
-from guard.screening import ALLOW, Verdict
+from guard.screening import ALLOW, SIGNAL_BAR, Verdict
 
 TEXTS = 2
 
-
-SIGNAL_BAR = 0.5
-"""The score at which signals block: the model finds an attack at least as likely as not."""
 
 MIN_WEIGHT = 20
 """A text lighter than this (``weight``) is not scored: a few words ("question 0", "hello world")
@@ -79,6 +76,11 @@ class LearnedLayer:
         """Whether the model scores a job of these texts (one at least heavy enough)."""
         return any(weight(text) >= MIN_WEIGHT for text in texts)
 
+    def weighs(self, ruled: Verdict, texts: Sequence[str]) -> bool:
+        """Whether the model has a say on a job whose rule layers said ``ruled``: they passed it,
+        or found only signals in texts it can judge (``decide`` then gives the verdict)."""
+        return not ruled.blocked or (ruled.weighed and self.judges(texts))
+
     def score(self, texts: Sequence[str]) -> float:
         """Blocking: milliseconds of CPU. 0.0 for a job with no text."""
         return self.scores([texts])[0]
@@ -117,8 +119,8 @@ class LearnedLayer:
     def decide(
         self, ruled: Verdict, score: float, threshold: float | None = None, signal_bar: float = SIGNAL_BAR
     ) -> Verdict:
-        """The verdict on a job the model judged (``judges``) with ``score``, whose rule layers said
-        ``ruled``: a rule's block stands, signals are weighed, else the model decides alone."""
+        """The verdict on a job the model has a say on (``weighs``) with ``score``, whose rule layers
+        said ``ruled``: a rule's block stands, signals are weighed, else the model decides alone."""
         if ruled.blocked and not ruled.weighed:
             return ruled
         if not ruled.blocked:

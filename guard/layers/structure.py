@@ -49,8 +49,9 @@ _FULLWIDTH_BESIDE_ASCII = re.compile(
     r"[a-zA-Z][\uff21-\uff3a\uff41-\uff5a]|[\uff21-\uff3a\uff41-\uff5a][a-zA-Z]"
 )
 _CJK = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af]")
-_INVISIBLE = re.compile(r"[\u200b-\u200f\u2060\ufeff\u00ad\u034f]")
-_INVISIBLE_IN_WORD = re.compile(r"[^\W\d_][\u200b-\u200f\u2060\ufeff\u00ad\u034f]+[^\W\d_]")
+_INVISIBLE_CHARS = r"[\u200b-\u200f\u2060\ufeff\u00ad\u034f]"
+_INVISIBLE = re.compile(_INVISIBLE_CHARS)
+_INVISIBLE_IN_WORD = re.compile(rf"[^\W\d_]{_INVISIBLE_CHARS}+[^\W\d_]")
 
 
 def _disguised(word: str, lookalikes: dict[int, str]) -> bool:

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from guard import train
-from guard.layers.learned import SIGNAL_BAR, LearnedLayer, picked, weight
+from guard.layers.learned import LearnedLayer, picked, weight
 from guard.model import HEAD, TAIL, Head, Model, sample
-from guard.screening import ALLOW, Verdict
+from guard.screening import ALLOW, SIGNAL_BAR, Verdict
 
 # Written for this test, in the shipped languages; none is in the training data.
 ATTACKS = [

@@ -72,13 +72,26 @@ def cmd_guard(args: argparse.Namespace) -> None:
 def cmd_guard_eval(args: argparse.Namespace) -> None:
     from guard import evaluate
 
-    with open(args.file, encoding="utf-8") as source:
-        try:
+    try:
+        with open(args.file, encoding="utf-8") as source:
             evaluate.run(
                 source, learned=not args.no_learned, threshold=args.threshold, signal_bar=args.signal_bar
             )
-        except ValueError as exc:
-            raise SystemExit(f"llmaas guard eval: {args.file}: {exc}") from exc
+    except OSError as exc:
+        raise SystemExit(f"llmaas guard eval: {args.file}: {exc.strerror or exc}") from exc
+    except ValueError as exc:
+        raise SystemExit(f"llmaas guard eval: {args.file}: {exc}") from exc
+
+
+def _score(value: str) -> float:
+    """A score bar: a number in (0, 1], as the guard's settings take."""
+    try:
+        score = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number") from None
+    if not 0 < score <= 1:
+        raise argparse.ArgumentTypeError(f"{value} is not in (0, 1]")
+    return score
 
 
 def cmd_guard_train(args: argparse.Namespace) -> None:
@@ -274,13 +287,15 @@ def build_parser() -> argparse.ArgumentParser:
             )
             evaluate.add_argument("file", help='JSON lines {"id", "text", "key"?}')
             evaluate.add_argument(
-                "--threshold", type=float, help="the learned layer's threshold (default: the trained head's)"
+                "--threshold", type=_score, help="the learned layer's threshold (default: the trained head's)"
             )
+            from guard.screening import SIGNAL_BAR  # light: the guard's model is read on `eval` only
+
             evaluate.add_argument(
                 "--signal-bar",
-                type=float,
-                default=0.5,
-                help="the score at which signals block (default 0.5, as LLMAAS_GUARD_SIGNAL_BAR)",
+                type=_score,
+                default=SIGNAL_BAR,
+                help=f"the score at which signals block (default {SIGNAL_BAR:g}, as LLMAAS_GUARD_SIGNAL_BAR)",
             )
             evaluate.add_argument("--no-learned", action="store_true", help="the rule layers only")
             evaluate.set_defaults(func=cmd_guard_eval)

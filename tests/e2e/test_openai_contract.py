@@ -218,3 +218,25 @@ def test_guard_eval_screens_a_file_offline(tmp_path) -> None:  # type: ignore[no
         {"id": "b", "blocked": False, "layer": None, "rules": [], "signals": False},
     ]  # fmt: skip
     assert all(isinstance(s, float) and 0 <= s <= 1 for s in scores) and scores[0] > scores[1]
+
+
+def test_guard_eval_says_what_is_wrong_with_its_input(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import subprocess
+    import sys
+
+    def run(*argv: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "llmaas", "guard", "eval", *argv],
+            check=False,
+            capture_output=True,
+            text=True,
+        )
+
+    missing = run(str(tmp_path / "none.jsonl"))
+    assert missing.returncode == 1 and "none.jsonl: No such file or directory" in missing.stderr
+    assert "Traceback" not in missing.stderr
+    source = tmp_path / "p.jsonl"
+    source.write_text('{"id": 1, "text": "hello"}\n', encoding="utf-8")
+    for flag, value in (("--signal-bar", "0"), ("--threshold", "1.5"), ("--signal-bar", "x")):
+        bad = run(str(source), flag, value)
+        assert bad.returncode == 2 and f"argument {flag}" in bad.stderr

@@ -35,12 +35,12 @@ class NatsCluster:
         self.identities: Path = root / "identities"
         secret = private.secret(root / "routes.secret")
         routes = tuple(ports.free_port(host) for _ in range(size))
-        ports = client_ports or tuple(-1 for _ in range(size))
+        listen = client_ports or tuple(-1 for _ in range(size))
         self.nodes = [
             NatsServer(
                 root / f"node-{i}",
                 host=host,
-                port=ports[i],
+                port=listen[i],
                 identities_dir=self.identities,
                 tls=tls,
                 encrypt=encrypt,

@@ -36,11 +36,11 @@ class Bus:
         replicas = args.nats_replicas or (3 if args.cluster > 1 and url is None else 1)
         mutual = bool(args.mtls and pki is not None)
         if url is None and args.cluster > 1:
-            ports = None if args.nats_port < 0 else tuple(args.nats_port + i for i in range(args.cluster))
+            listen = None if args.nats_port < 0 else tuple(args.nats_port + i for i in range(args.cluster))
             self.server = NatsCluster(
                 data_dir / "nats-cluster",
                 args.cluster,
-                client_ports=ports,
+                client_ports=listen,
                 tls=pki,
                 encrypt=True,
                 mutual=mutual,

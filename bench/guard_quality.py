@@ -43,8 +43,9 @@ def items(data: Path) -> Iterator[dict[str, Any]]:
     for public in public_sets(data):
         yield {"id": public.id, "text": public.text, "source": public.source, "lang": public.lang,
                "truth": public.truth, "trained": public.trained}  # fmt: skip
-    for name in ("guard_hard", "guard_heldout"):
-        for line in (HARD / f"{name}.jsonl").read_text(encoding="utf-8").splitlines():
+    for path in sorted(HARD.glob("guard_*.jsonl")):
+        name = path.stem
+        for line in path.read_text(encoding="utf-8").splitlines():
             row = json.loads(line)
             yield {"id": row["id"], "text": row["text"], "source": name, "lang": row["lang"],
                    "truth": row["truth"], "trained": False}  # fmt: skip

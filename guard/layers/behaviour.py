@@ -80,8 +80,15 @@ class BehaviourLayer:
             verdict = Verdict(blocked=True, layer=self.name, rules=("repetition.prompts",))
             return verdict, Record(tails=record.tails, last=digest, repeats=repeats)
         if record.tails:
-            joined = " ".join(record.tails)[-self.policy.chars :] + " " + head
-            hits = tuple(f"fragmentation/{rule.id}" for rule in self.rules if rule.search(joined))
+            before = " ".join(record.tails)[-self.policy.chars :] + " "
+            joined, seam = before + head, len(before)
+            # A match must cross the seam: one wholly inside the earlier prompts was theirs (a
+            # signal the model cleared there, an e-mail that says "disregard my last message").
+            hits = tuple(
+                f"fragmentation/{rule.id}"
+                for rule in self.rules
+                if any(m.start() < seam - 1 and m.end() > seam for m in rule.regex.finditer(joined))
+            )
             if hits:  # the kept fragments are spent: the next prompt starts afresh
                 verdict = Verdict(blocked=True, layer=self.name, rules=hits)
                 return verdict, Record(last=digest, repeats=repeats)

@@ -8,7 +8,8 @@ Two refinements make the rules precise without making them blind:
   a quotation ("translate: «ignore the previous invoice»", a moderator asking about users who type
   "ignore previous instructions") is a quotation, not an order — unless the quotation speaks to an
   AI (assistant, model, prompt, …): then it is an indirect injection, and counts.
-- **Decoded payloads.** A prompt that hides its words in base64, hex, ROT13 or leetspeak is screened
+- **Decoded payloads.** A prompt that hides its words in base64, hex, ROT13, leetspeak or letters
+  spaced out (``i g n o r e``) is screened
   again as decoded; a rule that matches there is reported as ``<rule>@<encoding>``.
 """
 
@@ -49,6 +50,11 @@ _LEET_CONTEXT = 200
 """Characters taken on either side of a leetspeak passage: the rules' phrases around it."""
 _DIGITISH = re.compile(r"[0-9@$]")
 _LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s"})
+_SPACED = re.compile(r"(?<!\S)(?:\w {1,3}){7,}\w(?!\S)")
+"""Words written a letter at a time (``i g n o r e   a l l``): eight or more single characters in a
+row, each followed by up to three spaces. Read back by joining the letters; a wider gap is a space."""
+_LETTER_GAP = re.compile(r"(?<=\w) (?=\w)")
+_WORD_GAP = re.compile(r" {2,}")
 _MOST_DECODED = 8
 """Encoded runs screened per text: enough for any honest attack, bounded for a flood of them."""
 
@@ -62,7 +68,8 @@ def _printable(data: bytes) -> str | None:
     if len(text) < 8:
         return None
     plain = sum(ch.isalpha() or ch.isspace() for ch in text)
-    return text if plain >= 0.8 * len(text) and " " in text else None
+    # Words are spaced in Latin scripts; Chinese and Japanese are written without spaces.
+    return text if plain >= 0.8 * len(text) and (" " in text or not text.isascii()) else None
 
 
 def decoded(text: str, seen: str) -> Iterator[tuple[str, str]]:
@@ -91,8 +98,15 @@ def decoded(text: str, seen: str) -> Iterator[tuple[str, str]]:
             return
     if ("rot" in seen or "sar" in seen) and _ROT13_CUE.search(seen):
         yield "rot13", codecs.encode(seen, "rot13")
+    if "  " in text and (runs := [m.group() for m in _SPACED.finditer(text)]):
+        yield "spaced", skeleton("\n".join(_unspaced(run) for run in runs))
     if has_digits and (passages := _leet_passages(seen)):  # digits for letters: 1gn0r3, 5y5t3m
         yield "leet", "\n".join(seen[low:high].translate(_LEET) for low, high in passages)
+
+
+def _unspaced(run: str) -> str:
+    """``i g n o r e   a l l`` -> ``ignore all``: a single space joins letters, a wider one is a space."""
+    return " ".join(_LETTER_GAP.sub("", word) for word in _WORD_GAP.split(run))
 
 
 def _leet_passages(seen: str) -> list[tuple[int, int]]:

@@ -18,9 +18,11 @@ still running to the next one (one increment per key), and a request admitted af
 itself to both. A request that ends takes itself back from the periods it holds. Whatever a dead
 edge held is counted in no period two periods later (``LLMAAS_LEASES`` then drops the old counters).
 
-Settlements are retried for up to ``_SETTLE_RETRY_S`` while NATS is away, each change with its own
-message id, so that a retried increment whose first ack was lost is applied once (the stream's
-duplicate window).
+Increments go through ``edge.counters``: those of one counter that meet while one is in flight go
+as one message, each still learning its own total (a busy tenant's requests share round trips).
+Settlements are retried for up to ``_SETTLE_RETRY_S`` while NATS is away, each message with its own
+id, so that a retried increment whose first ack was lost is applied once (the stream's duplicate
+window).
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from nats.aio.client import Client
 from nats.errors import Error as NatsError
 from nats.js.client import JetStreamContext
 
+from edge.counters import Counters
 from llmaas import retry, streams, subjects
 from llmaas.errors import QuotaExceeded, RateLimited, Unavailable
 from llmaas.pricing import NANO, PriceList
@@ -73,7 +76,6 @@ class Grant:
     counters: list[_Counter]
     headers: list[tuple[bytes, bytes]] = field(default_factory=list)
     settled: bool = False
-    id: str = field(default_factory=lambda: secrets.token_hex(8))
     lease: _Lease | None = None
     batch: bool = False
     """A batch line's: settled at the batch price."""
@@ -101,11 +103,15 @@ class Limiter:
         self._tasks: set[asyncio.Task[None]] = set()
         self._leased: set[_Lease] = set()
         self._renewer: asyncio.Task[None] | None = None
+        self._counters = Counters()
+        self._settlements = Counters(durable=_SETTLE_BACKOFF, within_s=_SETTLE_RETRY_S)
 
     async def open(self, nc: Client, policy: streams.Policy = streams.DEFAULT, *, renew: bool = True) -> None:
         """``renew=False``: the caller carries leases over itself (``renew``), as tests do."""
         self._nc = nc
         self._js = nc.jetstream()
+        self._counters.open(nc)
+        self._settlements.open(nc)
         await asyncio.gather(
             streams.ensure(self._js, streams.LIMITS, policy), streams.ensure(self._js, streams.LEASES, policy)
         )
@@ -117,6 +123,7 @@ class Limiter:
             self._renewer.cancel()
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=2)
+        await asyncio.gather(self._counters.close(), self._settlements.close())
 
     @property
     def in_flight(self) -> int:
@@ -165,12 +172,12 @@ class Limiter:
             if self._late(now):  # the running ones were carried over already: join them
                 grant.lease.periods.add(period + 1)
                 changes.append((grant.lease.subject(period + 1), 1))
-        totals = await self._add(changes)
+        totals = await self._counted(changes)
         grant.headers = _headers(counters, totals[: len(counters)], now)
         over = [c for c, total in zip(counters, totals, strict=False) if total > c.limit]
         if over:
             # Taken back before the refusal is sent, so the caller's next request sees the window as is.
-            await self._spawn(self._add([(s, -n) for s, n in changes]))
+            await self._spawn(self._counted([(s, -n) for s, n in changes]))
             grant.settled = True
             refusal = _refusal(over, reserve, now)
             refusal.headers = tuple(grant.headers)
@@ -202,7 +209,7 @@ class Limiter:
             for c in _counters(tenant.name, "", tier, reserve=0, reserve_nano=0, now=now, period=0)
             if c.measure == "budget"
         ]
-        (spent,) = await self._add([(counter.subject, 0)])
+        (spent,) = await self._counted([(counter.subject, 0)])
         return counter.limit - spent
 
     def settle(
@@ -238,10 +245,14 @@ class Limiter:
         changes = [(s, n) for s, n in changes if n]
         if not changes:
             return None
-        return self._spawn(self._settle(grant.id, changes))
+        return self._spawn(self._settle(changes))
 
-    async def _settle(self, grant_id: str, changes: list[tuple[str, int]]) -> list[int]:
-        return await asyncio.gather(*(self._retried(s, n, f"{grant_id}:{s}") for s, n in changes))
+    async def _settle(self, changes: list[tuple[str, int]]) -> list[int]:
+        return await asyncio.gather(*(self._settlements.add(s, n) for s, n in changes))
+
+    async def _counted(self, changes: list[tuple[str, int]]) -> list[int]:
+        """Each change's total after it, all at once (each counter's in a shared message)."""
+        return await asyncio.gather(*(self._counters.add(s, n) for s, n in changes))
 
     async def _retried(self, subject: str, amount: int, msg_id: str) -> int:
         """One increment, retried while NATS is away (for ``_SETTLE_RETRY_S``); applied once."""

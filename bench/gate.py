@@ -1,7 +1,7 @@
 """What authentication and limits cost per request, in the edge's own code against a real nats-server.
 
 Run: ``python -m bench.gate [--requests 3000]``. Times, one request after another:
-``authenticate`` (the key looked up in the directory's local copy, its secret hashed and compared),
+``identify`` (the key looked up in the directory's local copy, its secret hashed and compared),
 ``admit`` on a tier with every limit (five shared counters: requests/minute, output tokens/hour and
 /day, budget, in-flight; set far above the load so none refuses) and ``settle`` (the reservation
 replaced by the usage), and the same on a tier without limits. The end-to-end view (TTFT and
@@ -24,10 +24,10 @@ from pathlib import Path
 
 import nats
 from pydantic import SecretStr
-from starlette.requests import Request
 
 from bench.overhead import BENCH_TIERS, cpu_seconds
 from edge.gate import Gate
+from edge.limits import Grant
 from edge.settings import EdgeSettings
 from llmaas import tenants
 from llmaas.nats_server import NatsServer
@@ -35,16 +35,10 @@ from llmaas.tenants import Tenant
 from llmaas.wire import Usage
 
 
-def request_with(key: str) -> Request:
-    scope = {
-        "type": "http",
-        "method": "POST",
-        "path": "/v1/chat/completions",
-        "headers": [(b"authorization", f"Bearer {key}".encode())],
-        "client": ("127.0.0.1", 1),
-        "state": {},
-    }
-    return Request(scope)
+async def admitted(gate: Gate, key: str) -> Grant:
+    """What a request does before it is published: its key identified, its limits' share taken."""
+    p = await gate.identify(key, "127.0.0.1", "/v1/chat/completions")
+    return await gate.limiter.admit(p.tenant, p.key, p.tier, 16, time.time())
 
 
 def row(label: str, samples: list[float]) -> str:
@@ -85,13 +79,12 @@ async def one_by_one(gate: Gate, keys: dict[str, str], usage: Usage, requests: i
     print(f"\n{requests} requests, one after another, {nats.__name__}-py to nats-server on loopback\n")
     print(f"| {'step':<34} | p50 (µs) | p99 (µs) |\n|{'-' * 36}|----------|----------|")
     for tier, key in keys.items():
-        request = request_with(key)
         auth, admit, settle = [], [], []
         for _ in range(requests):
             t0 = time.perf_counter()
-            principal = await gate.authenticate(request)
+            p = await gate.identify(key, "127.0.0.1", "/v1/chat/completions")
             t1 = time.perf_counter()
-            grant = await gate.admit(request, principal, 16)
+            grant = await gate.limiter.admit(p.tenant, p.key, p.tier, 16, time.time())
             t2 = time.perf_counter()
             task = gate.limiter.settle(grant, usage, 16)
             if task is not None:
@@ -100,17 +93,16 @@ async def one_by_one(gate: Gate, keys: dict[str, str], usage: Usage, requests: i
             auth.append(t1 - t0)
             admit.append(t2 - t1)
             settle.append(t3 - t2)
-        print(row(f"{tier}: authenticate", auth))
+        print(row(f"{tier}: identify", auth))
         print(row(f"{tier}: admit", admit))
         print(row(f"{tier}: settle (off the answer)", settle))
 
 
-async def calls(gate: Gate, request: Request, usage: Usage, until: float) -> int:
+async def calls(gate: Gate, key: str, usage: Usage, until: float) -> int:
     """One caller's requests, one after another, until ``until``: how many it made."""
     done = 0
     while time.perf_counter() < until:
-        principal = await gate.authenticate(request)
-        grant = await gate.admit(request, principal, 16)
+        grant = await admitted(gate, key)
         task = gate.limiter.settle(grant, usage, 16)
         if task is not None:
             await task
@@ -127,10 +119,9 @@ async def concurrent(
     print("|---|---|---|---|---|---|")
     for n in callers:
         for tier, key in keys.items():
-            request = request_with(key)
-            await asyncio.gather(*(calls(gate, request, usage, time.perf_counter() + 0.5) for _ in range(n)))
+            await asyncio.gather(*(calls(gate, key, usage, time.perf_counter() + 0.5) for _ in range(n)))
             cpu0, srv0, t0 = cpu_seconds(me), cpu_seconds(nats_pid), time.perf_counter()
-            done = sum(await asyncio.gather(*(calls(gate, request, usage, t0 + seconds) for _ in range(n))))
+            done = sum(await asyncio.gather(*(calls(gate, key, usage, t0 + seconds) for _ in range(n))))
             rate = done / (time.perf_counter() - t0)
             mine, theirs = (cpu_seconds(me) - cpu0) / done * 1e3, (cpu_seconds(nats_pid) - srv0) / done * 1e3
             print(f"| {tier} | {n} | {rate:.0f} | {mine:.3f} | {theirs:.3f} | {mine + theirs:.3f} |")

@@ -8,12 +8,13 @@ and the guard's verdict (or a stage's ``Failed``), so a rejected or unplaceable 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 
 from starlette.requests import Request
 from starlette.responses import Response
 
-from edge.context import EdgeContext
+from edge.context import EdgeContext, answer_with
 from edge.errors import error_body
 from edge.gate import Principal
 from edge.metrics import EdgeMetrics
@@ -43,7 +44,9 @@ class Exchange:
         output tokens admitted; raises what refused or failed the request, the tally settled."""
         edge, tally = self.edge, self.tally
         try:
-            tally.grant = await edge.gate.admit(self.request, self.principal, reserve)
+            p = self.principal
+            tally.grant = await edge.gate.limiter.admit(p.tenant, p.key, p.tier, reserve, time.time())
+            answer_with(self.request, tally.grant.headers)
             frames = await edge.pipeline.submit(self.job)
             self.watcher = tally.watch_client(self.request, edge.pipeline.cancel)
             tally.worker = (await frames.started()).worker_id

@@ -1,9 +1,12 @@
 """Who may call, and how much: API keys, per-model permissions, tier limits and the admin token.
 
-Every ``/v1`` request passes here before anything is published: ``authenticate`` finds the key in
-the directory's local copy (no network on the hot path), ``check_model`` applies its permissions and
-``admit`` takes its share of the tier's limits. Authentication failures become audit events; error
-messages and logs name a key by its public id only, never by its secret.
+Every ``/v1`` request passes here before anything is published: ``identify`` finds the key in the
+directory's local copy (no network on the hot path), ``resolve_model`` applies its permissions and
+the model's lifecycle, and the limiter takes its share of the tier's limits. Each is a function of
+what the caller presented and where from, returning values (a principal, a model and its notices,
+a grant and its headers): the HTTP routes (``edge.context``) and the NATS door put them on their
+answers. Authentication failures become audit events; error messages and logs name a key by its
+public id only, never by its secret.
 """
 
 from __future__ import annotations
@@ -16,11 +19,10 @@ from dataclasses import dataclass, field
 
 import msgspec
 from nats.aio.client import Client
-from starlette.requests import Request
 
 from edge import lifecycle
 from edge.auth_failures import FailedLogins
-from edge.limits import Grant, Limiter
+from edge.limits import Limiter
 from edge.settings import EdgeSettings
 from llmaas import audit, catalog, directory, streams, tenants, tiers, wire
 from llmaas.audit import AuditLog
@@ -47,22 +49,16 @@ class Principal:
     secret: str = field(repr=False, default="")
     """The presented secret, kept for this request only (it opens a sealed successor key)."""
 
+    @property
+    def notices(self) -> list[tuple[bytes, bytes]]:
+        """Headers for the holder, on every answer: a successor key waits (GET /v1/keys/current)."""
+        successor = self.key.successor
+        return [(b"x-llmaas-key-successor", successor.encode())] if successor else []
+
 
 def caller(principal: Principal) -> wire.Caller:
     """Who the job is for, as the rest of the pipeline (guard, metering) sees it."""
     return wire.Caller(tenant=principal.tenant.name, token_id=principal.key.id)
-
-
-def source_of(request: Request) -> str:
-    return request.client.host if request.client else "unknown"
-
-
-def bearer(request: Request) -> str | None:
-    header = request.headers.get("authorization")
-    if not header:
-        return None
-    scheme, _, value = header.partition(" ")
-    return value.strip() if scheme.lower() == "bearer" and value.strip() else None
 
 
 class Gate:
@@ -103,19 +99,10 @@ class Gate:
 
     # --- tenants' keys ---------------------------------------------------------------------------
 
-    async def authenticate(self, request: Request) -> Principal:
-        """The caller's key, tenant and tier; raises Unauthenticated (401), RateLimited (429: too
-        many failures from this address) or Unavailable (503)."""
-        principal = await self.identify(bearer(request), source_of(request), request.url.path)
-        if principal.key.successor:
-            # Tell the holder, on every answer, that a successor waits (GET /v1/keys/current has it).
-            notice = (b"x-llmaas-key-successor", principal.key.successor.encode())
-            request.scope["state"].setdefault("headers", []).append(notice)
-        return principal
-
     async def identify(self, presented: str | None, source: str, where: str) -> Principal:
         """The holder of the API key ``presented`` from ``source`` (an address) to ``where`` (a
-        route, or the NATS door): as ``authenticate``, for either door."""
+        route, or the NATS door): its key, tenant and tier. Raises Unauthenticated (401),
+        RateLimited (429: too many failures from this address) or Unavailable (503)."""
         self.failures.check(source)
         if presented is None:
             raise self._refuse(source, where, "missing", _MISSING, code="missing_api_key")
@@ -185,14 +172,6 @@ class Gate:
         )
         return Unauthenticated(message, code=code)
 
-    def check_model(self, request: Request, principal: Principal, model: str) -> str:
-        """The model that answers ``model`` for this caller (an alias's target), after the key's
-        permissions and the catalog's lifecycle; a deprecated model's headers go on the response."""
-        name, notices = self.resolve_model(principal, model)
-        if notices:
-            request.scope["state"].setdefault("headers", []).extend(notices)
-        return name
-
     def resolve_model(self, principal: Principal, model: str) -> tuple[str, list[tuple[bytes, bytes]]]:
         """The model that answers ``model`` for this caller and the lifecycle's notices (headers);
         raises PermissionDenied, NotFound or Gone."""
@@ -245,23 +224,13 @@ class Gate:
             cap = min(cap, known.context_length)
         return cap
 
-    async def admit(self, request: Request, principal: Principal, max_tokens: int) -> Grant:
-        """Take the request's share of its tier's limits; the rate-limit headers go on the response."""
-        p = principal
-        grant = await self.limiter.admit(p.tenant, p.key, p.tier, max_tokens, time.time())
-        request.scope["state"].setdefault("headers", []).extend(grant.headers)
-        return grant
-
     # --- administrators --------------------------------------------------------------------------
 
-    def check_admin(self, request: Request) -> str:
-        """The audit actor of the admin token's holder: ``admin``, from the token, never from what
-        the caller says (the operator's name it sends is a detail of the event). Raises
-        Unauthenticated for a wrong admin token, RateLimited after too many from one address."""
-        return self.admin(bearer(request), source_of(request), request.url.path)
-
     def admin(self, presented: str | None, source: str, where: str) -> str:
-        """As ``check_admin``, for the token ``presented`` from ``source`` to ``where``."""
+        """The audit actor of the holder of the admin token ``presented`` from ``source`` to
+        ``where``: ``admin``, from the token, never from what the caller says (the operator's name
+        it sends is a detail of the event). Raises Unauthenticated for a wrong admin token,
+        RateLimited after too many from one address, PermissionDenied where the admin API is off."""
         if self._admin_digest is None:
             raise PermissionDenied(
                 "The admin API is disabled on this edge: start it with LLMAAS_ADMIN_TOKEN set.",

@@ -32,8 +32,7 @@ from edge.body import read_body
 from edge.console import views
 from edge.console.sessions import Session
 from edge.console.views import Filters
-from edge.context import EdgeContext
-from edge.gate import source_of
+from edge.context import EdgeContext, source_of
 from llmaas import alerts, audit
 from llmaas.errors import InvalidRequest, LlmaasError, NotFound, PermissionDenied, Unavailable
 from llmaas.tenants import ApiKey

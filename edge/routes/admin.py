@@ -17,8 +17,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from edge import body, context, keyring
-from edge.context import EdgeContext
-from edge.gate import source_of
+from edge.context import EdgeContext, source_of
 from llmaas import audit, directory, tenants
 from llmaas.errors import Conflict, InvalidRequest
 from llmaas.tenants import DEFAULT_GRACE_S, ApiKey, Tenant

@@ -30,7 +30,7 @@ class CreateBatch(BaseModel):
 @router.post("/v1/batches", summary="Create a batch over an uploaded input file")
 async def create_batch(request: Request) -> Response:
     edge = context.of(request)
-    principal = await edge.gate.authenticate(request)
+    principal = await context.authenticated(request)
     req = await body.parse(request, CreateBatch, edge.settings.max_body_bytes)
     record = await edge.batches.create(
         principal,
@@ -45,7 +45,7 @@ async def create_batch(request: Request) -> Response:
 @router.get("/v1/batches/{batch_id}", summary="One batch, with its progress")
 async def retrieve_batch(request: Request, batch_id: str) -> Response:
     edge = context.of(request)
-    principal = await edge.gate.authenticate(request)
+    principal = await context.authenticated(request)
     record = await edge.batches.get(principal.tenant.name, batch_id)
     if record is None:
         raise NotFound(f"No such Batch object: {batch_id[:64]}", param="batch_id")
@@ -55,7 +55,7 @@ async def retrieve_batch(request: Request, batch_id: str) -> Response:
 @router.get("/v1/batches", summary="The tenant's batches, newest first (after, limit)")
 async def list_batches(request: Request) -> Response:
     edge = context.of(request)
-    principal = await edge.gate.authenticate(request)
+    principal = await context.authenticated(request)
     limit = pages.limit(request.query_params.get("limit", "20"), 100)
     found = edge.batches.of_tenant(principal.tenant.name)
     after = request.query_params.get("after")
@@ -65,5 +65,5 @@ async def list_batches(request: Request) -> Response:
 @router.post("/v1/batches/{batch_id}/cancel", summary="Cancel a batch (cancelling, then cancelled)")
 async def cancel_batch(request: Request, batch_id: str) -> Response:
     edge = context.of(request)
-    principal = await edge.gate.authenticate(request)
+    principal = await context.authenticated(request)
     return JSONResponse((await edge.batches.cancel(principal.tenant.name, batch_id)).to_openai())

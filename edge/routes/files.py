@@ -23,7 +23,7 @@ def _missing(file_id: str) -> NotFound:
 @router.post("/v1/files", summary="Upload a batch input file (multipart: file, purpose=batch)")
 async def create_file(request: Request) -> Response:
     edge = context.of(request)
-    principal = await edge.gate.authenticate(request)
+    principal = await context.authenticated(request)
     record = await edge.files.upload(principal.tenant.name, request)
     return JSONResponse(record.to_openai())
 
@@ -31,7 +31,7 @@ async def create_file(request: Request) -> Response:
 @router.get("/v1/files", summary="The tenant's files, newest first (after, limit, order, purpose)")
 async def list_files(request: Request) -> Response:
     edge = context.of(request)
-    principal = await edge.gate.authenticate(request)
+    principal = await context.authenticated(request)
     params = request.query_params
     limit = pages.limit(params.get("limit", "10000"), 10_000)
     order = params.get("order", "desc")
@@ -48,7 +48,7 @@ async def list_files(request: Request) -> Response:
 @router.get("/v1/files/{file_id}", summary="One file")
 async def retrieve_file(request: Request, file_id: str) -> Response:
     edge = context.of(request)
-    principal = await edge.gate.authenticate(request)
+    principal = await context.authenticated(request)
     record = await edge.files.store.record(principal.tenant.name, file_id)
     if record is None:
         raise _missing(file_id)
@@ -58,7 +58,7 @@ async def retrieve_file(request: Request, file_id: str) -> Response:
 @router.get("/v1/files/{file_id}/content", summary="A file's bytes", response_class=Response)
 async def file_content(request: Request, file_id: str) -> Response:
     edge = context.of(request)
-    principal = await edge.gate.authenticate(request)
+    principal = await context.authenticated(request)
     store = edge.files.store
     tenant = principal.tenant.name
     record = await store.record(tenant, file_id)
@@ -87,7 +87,7 @@ def _attachment(record: files.FileRecord) -> str:
 @router.delete("/v1/files/{file_id}", summary="Delete a file")
 async def delete_file(request: Request, file_id: str) -> Response:
     edge = context.of(request)
-    principal = await edge.gate.authenticate(request)
+    principal = await context.authenticated(request)
     if not await edge.files.store.delete(principal.tenant.name, file_id):
         raise _missing(file_id)
     return JSONResponse({"id": file_id, "object": "file", "deleted": True})

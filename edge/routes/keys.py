@@ -32,7 +32,7 @@ class CurrentKey(msgspec.Struct, kw_only=True):
 
 @router.get("/v1/keys/current", summary="The API key in use, and its successor", response_class=Response)
 async def current_key(request: Request) -> Response:
-    principal = await context.of(request).gate.authenticate(request)
+    principal = await context.authenticated(request)
     key = principal.key
     opened = tenants.open_successor(principal.secret, key.sealed_successor) if key.sealed_successor else None
     body = CurrentKey(

@@ -60,7 +60,7 @@ def _visible(edge: EdgeContext, principal: Principal, served: dict[str, float]) 
 async def list_models(request: Request) -> Response:
     """The models served right now that the caller's key may use."""
     edge = context.of(request)
-    principal = await edge.gate.authenticate(request)
+    principal = await context.authenticated(request)
     shown = _visible(edge, principal, _served(request))
     data = [shown[name] for name in sorted(shown)]
     return Response(r.encode(r.ModelList(data=data)), media_type="application/json")
@@ -74,7 +74,7 @@ async def list_models(request: Request) -> Response:
 )
 async def retrieve_model(request: Request, model_id: str) -> Response:
     edge = context.of(request)
-    principal = await edge.gate.authenticate(request)
+    principal = await context.authenticated(request)
     shown = _visible(edge, principal, _served(request))
     if model_id not in shown:
         raise NotFound(f"The model '{model_id}' does not exist", param="model", code="model_not_found")

@@ -56,14 +56,14 @@ def _usage_query(request: Request, tenant: str | None) -> UsageQuery:
 
 @router.get("/v1/usage", summary="Tokens, euros and kWh of the caller's tenant", response_class=Response)
 async def tenant_usage(request: Request) -> Response:
-    principal = await context.of(request).gate.authenticate(request)
+    principal = await context.authenticated(request)
     return await _ask(request, _usage_query(request, principal.tenant.name))
 
 
 @router.post("/v1/sql", summary="Read-only SQL over the caller's tenant's usage", response_class=Response)
 async def tenant_sql(request: Request) -> Response:
     edge = context.of(request)
-    principal = await edge.gate.authenticate(request)
+    principal = await context.authenticated(request)
     sql = await body.parse(request, SqlBody, edge.settings.max_body_bytes)
     return await _ask(request, SqlQuery(sql=sql.query, tenant=principal.tenant.name))
 

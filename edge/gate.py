@@ -150,7 +150,7 @@ class Gate:
                 new, _ = await self.directory.rotate_key(key_id, grace_s=key.grace_s, old_secret=secret)
             except directory.Conflict:
                 return  # another edge rotated it first
-            except (directory.StoreUnavailable, KeyError) as exc:
+            except (directory.StoreUnavailable, directory.Missing) as exc:
                 log.warning("automatic rotation of key %s failed (%s); retried on its next use", key_id, exc)
                 return
             finally:

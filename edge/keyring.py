@@ -79,7 +79,7 @@ async def rotate(gate: Gate, by: Actor, key_id: str, grace_s: float = DEFAULT_GR
     """A successor with the same tenant, models and schedule; the old key lives ``grace_s`` more."""
     try:
         new, secret = await gate.directory.rotate_key(key_id, grace_s=grace_s)
-    except KeyError:
+    except directory.Missing:
         raise missing("key", key_id) from None
     except directory.Conflict:
         raise Conflict(
@@ -95,7 +95,7 @@ async def rotate(gate: Gate, by: Actor, key_id: str, grace_s: float = DEFAULT_GR
 async def revoke(gate: Gate, by: Actor, key_id: str) -> ApiKey:
     try:
         key = await gate.directory.change_key(key_id, lambda k: msgspec.structs.replace(k, state="revoked"))
-    except KeyError:
+    except directory.Missing:
         raise missing("key", key_id) from None
     except (directory.StoreUnavailable, directory.Conflict):
         raise unreachable() from None

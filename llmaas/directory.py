@@ -46,6 +46,10 @@ class StoreUnavailable(Exception):
     """The KV store could not be reached."""
 
 
+class Missing(Exception):
+    """No tenant or key has that name (or id)."""
+
+
 class _Copy(Generic[R]):
     """One bucket's records, kept current by a watch (writes read the record fresh from KV)."""
 
@@ -245,13 +249,13 @@ class Directory:
         old key live ``grace_s`` more. With ``old_secret`` (automatic rotation), the successor is
         also sealed into the old key's record for its holder to collect.
 
-        Raises KeyError (no such key), Conflict (revoked, expired or already rotated: exactly one
+        Raises Missing (no such key), Conflict (revoked, expired or already rotated: exactly one
         rotation wins when several edges try at once) and StoreUnavailable.
         """
         old = self.key(key_id) or await self.fetch_key(key_id)
         now = time.time()
         if old is None:
-            raise KeyError(key_id)
+            raise Missing(key_id)
         if not old.usable_at(now) or old.successor:
             raise Conflict(key_id)
         lifetime = old.expires_at - old.created_at if old.expires_at else None
@@ -302,11 +306,11 @@ class Directory:
             try:
                 entry = await kv.get(name)
             except (KeyNotFoundError, InvalidKeyError):  # a name that cannot be a KV key names nothing
-                raise KeyError(name) from None
+                raise Missing(name) from None
             except (NatsError, TimeoutError) as exc:
                 raise StoreUnavailable(str(exc)) from None
             if not entry.value:
-                raise KeyError(name)
+                raise Missing(name)
             updated = change(copy.decoder.decode(entry.value))
             try:
                 await kv.update(name, msgspec.json.encode(updated), last=entry.revision)

@@ -165,7 +165,7 @@ async def change_tenant(request: Request, actor: context.Admin, name: str) -> Re
             detail[field] = ",".join(models)
     try:
         tenant = await edge.gate.directory.change_tenant(name, change)
-    except KeyError:
+    except directory.Missing:
         raise keyring.missing("tenant", name) from None
     except (directory.StoreUnavailable, directory.Conflict):
         raise keyring.unreachable() from None

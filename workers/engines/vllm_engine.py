@@ -14,7 +14,7 @@ import asyncio
 import json
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -33,6 +33,7 @@ from llmaas.wire import (
     Usage,
 )
 from workers.engines.base import CacheSink, EngineLoad
+from workers.engines.control_tokens import Shield
 from workers.engines.digest import CacheDigest
 from workers.engines.reasoning import ReasoningSplitter, load_parser
 from workers.engines.tool_calls import ToolCallReader, call_id, load_parser_class, openai_tools
@@ -186,6 +187,7 @@ class VllmEngine:
         log.info("starting vLLM for %s from %s (%s)", spec.model, spec.path, "CPU" if on_cpu else "GPU")
         self._llm = AsyncLLM.from_engine_args(args, stat_loggers=[_stat_logger_factory(self._load)])
         self._tokenizer = self._llm.get_tokenizer()
+        self._shield = Shield(self._tokenizer)
         # Unknown parser names fail here, at start, not on a request.
         if spec.reasoning_parser:
             load_parser(spec.reasoning_parser, self._tokenizer)
@@ -248,13 +250,17 @@ class VllmEngine:
             ids: list[int] = self._tokenizer.encode(job.prompt)
         else:
             tools = openai_tools(job.tools) if job.tools and job.tool_choice != "none" else None
-            ids = self._tokenizer.apply_chat_template(
-                [_template_message(m) for m in job.messages],
-                tools=tools,
-                add_generation_prompt=True,
-                tokenize=True,
-                return_dict=False,
-            )
+            hidden: list[str] = []  # control tokens' text written inside the messages (see Shield)
+            messages = [_template_message(m, lambda t: self._shield.hide(t, hidden)) for m in job.messages]
+            if hidden:
+                rendered = self._tokenizer.apply_chat_template(
+                    messages, tools=tools, add_generation_prompt=True, tokenize=False
+                )
+                ids = self._shield.encode(rendered, hidden)
+            else:
+                ids = self._tokenizer.apply_chat_template(
+                    messages, tools=tools, add_generation_prompt=True, tokenize=True, return_dict=False
+                )
         wanted = job.sampling.max_tokens or 0
         if len(ids) + wanted > self._max_model_len or len(ids) >= self._max_model_len:
             where = "prompt" if job.kind == "completion" else "messages"
@@ -403,15 +409,16 @@ class VllmEngine:
         return Embeddings(vectors=list(vectors), usage=Usage(prompt_tokens=sum(map(len, prompts))))
 
 
-def _template_message(message: ChatMessage) -> dict[str, Any]:
-    """A wire message as chat templates expect it (tool-call arguments as objects, not text)."""
-    out: dict[str, Any] = {"role": message.role, "content": message.content}
+def _template_message(message: ChatMessage, text: Callable[[str], str] = str) -> dict[str, Any]:
+    """A wire message as chat templates expect it (tool-call arguments as objects, not text), its
+    free text passed through ``text`` (the control-token shield)."""
+    out: dict[str, Any] = {"role": message.role, "content": text(message.content)}
     if message.tool_calls:
         out["tool_calls"] = [
             {
                 "id": c.id,
                 "type": "function",
-                "function": {"name": c.name, "arguments": _arguments(c.arguments)},
+                "function": {"name": c.name, "arguments": _arguments(text(c.arguments))},
             }
             for c in message.tool_calls
         ]

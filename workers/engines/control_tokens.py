@@ -15,8 +15,11 @@ is rendered and tokenized in one call, exactly as before.
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 _PLACEHOLDER = re.compile("\ue000([0-9]+)\ue001")
 """Private-use characters around the index of the hidden text: nothing a template adds or reads."""
@@ -32,6 +35,12 @@ class Shield:
         # Longest first: "<|im_start|>" must not be found as a shorter token's text inside it.
         alternatives = sorted(controls, key=len, reverse=True)
         self._controls = re.compile("|".join(map(re.escape, alternatives))) if alternatives else None
+        if self._controls is not None:
+            try:
+                tokenizer.encode("<x>", add_special_tokens=False, split_special_tokens=True)
+            except TypeError:  # a tokenizer that cannot read text as text (not Hugging Face's)
+                log.error("%s cannot tokenize control tokens as text: messages are not shielded", tokenizer)
+                self._controls = None
 
     def hide(self, text: str, hidden: list[str]) -> str:
         """``text`` with each control token's text (and any look-alike placeholder) replaced by a

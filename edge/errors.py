@@ -64,7 +64,8 @@ async def _on_http_error(request: Request, exc: Exception) -> Response:
 
 async def _on_unexpected(request: Request, exc: Exception) -> Response:
     # Details go to the log only: an error body must never leak internals (or secrets).
-    log.exception("unhandled error on %s %s", request.method, request.url.path)
+    rid = request.scope.get("state", {}).get("request_id", "-")
+    log.exception("unhandled error on %s %s (request %s)", request.method, request.url.path, rid)
     request.app.state.edge.metrics.errors.labels("internal_error").inc()
     return Response(
         error_body(

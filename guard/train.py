@@ -12,7 +12,11 @@ The data (provenance in ``guard/training/PROVENANCE.md``):
   The other halves, and ``bench/data/guard_*.jsonl``, are never trained on: they are what the
   guard is measured on (``bench/guard_quality.py``; ``held_out`` says which half is which).
 
-The head is scikit-learn's logistic regression (balanced classes) on the encoder's embeddings.
+The head is scikit-learn's multi-layer perceptron (one hidden layer of ``UNITS`` ReLU units, L2
+``ALPHA``, a fixed seed) on the encoder's embeddings. It was a logistic regression; cross-validated
+at the same false-positive target the network catches more (recall 0.78 against 0.67), and on the
+hard sets of ``bench/data`` (model alone) 67 % of the attacks against 56 % with 1 false positive of
+328 against 3.
 The default threshold is the lowest score at which at most ``TARGET_FP`` of the benign training
 prompts, in cross-validation, would be blocked: a false positive costs a customer's work, a miss
 still meets the rule layers.
@@ -41,8 +45,9 @@ TARGET_FP = 0.0025
 hard sets written for measuring (``bench/data``) the false-positive rate ran at 3-5 times the
 cross-validated one; with 0.5 % the head blocked 8 of their 287 ordinary prompts (0.804), with
 0.25 % 4 (0.886), for 2 % less recall on the public held-out attacks (91.5 -> 90.2 %)."""
-C = 4.0
-"""Inverse regularisation; chosen by cross-validation on the training data (1, 4, 16 tried)."""
+UNITS = 128
+ALPHA = 1e-2
+"""The hidden layer's width and its L2 penalty (the logistic head's C was 4, by cross-validation)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,14 +171,22 @@ def _role_only(text: str) -> bool:
     return bool(_ROLE.search(text)) and not _OVERRIDE.search(text)
 
 
-def fit(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, float]:
+def fit(x: np.ndarray, y: np.ndarray, threshold: float = 0.5, about: str = "") -> Head:
     try:
-        from sklearn.linear_model import LogisticRegression  # noqa: PLC0415 - for training only
+        from sklearn.neural_network import MLPClassifier  # noqa: PLC0415 - for training only
     except ImportError as exc:  # a serving install has no need of it
         raise SystemExit("llmaas guard train needs scikit-learn: pip install 'llmaas[train]'") from exc
-    classifier = LogisticRegression(C=C, class_weight="balanced", max_iter=2000)
-    classifier.fit(x, y)
-    return classifier.coef_[0].astype(np.float32), float(classifier.intercept_[0])
+    network = MLPClassifier((UNITS,), alpha=ALPHA, max_iter=400, random_state=0)
+    network.fit(x, y)
+    (hidden, out), (hidden_bias, out_bias) = network.coefs_, network.intercepts_
+    return Head(
+        weights=out[:, 0].astype(np.float32),
+        bias=float(out_bias[0]),
+        threshold=threshold,
+        about=about,
+        hidden=hidden.astype(np.float32),
+        hidden_bias=hidden_bias.astype(np.float32),
+    )
 
 
 def cross_scores(x: np.ndarray, y: np.ndarray, folds: int = 5) -> np.ndarray:
@@ -181,8 +194,7 @@ def cross_scores(x: np.ndarray, y: np.ndarray, folds: int = 5) -> np.ndarray:
     scores = np.zeros(len(y), dtype=np.float64)
     for fold in range(folds):
         test = np.arange(len(y)) % folds == fold
-        weights, bias = fit(x[~test], y[~test])
-        scores[test] = 1.0 / (1.0 + np.exp(-(x[test] @ weights + bias)))
+        scores[test] = fit(x[~test], y[~test]).scores(x[test])
     return scores
 
 
@@ -209,12 +221,12 @@ def train(out: Path = HEAD_FILE, report: IO[str] = sys.stderr) -> Head:
     report.write(
         f"threshold {threshold:.3f}: cross-validated recall {caught:.1%}, false positives {flagged:.1%}\n"
     )
-    weights, bias = fit(x, y)
     about = (
-        f"logistic head on USE multilingual v3; {attacks} attacks, {len(examples) - attacks} benign; "
-        f"C={C}; threshold {threshold:.3f} (cv recall {caught:.3f}, cv false positives {flagged:.3f})"
+        f"MLP head ({UNITS} ReLU units, alpha {ALPHA:g}) on USE multilingual v3; {attacks} attacks, "
+        f"{len(examples) - attacks} benign; threshold {threshold:.3f} (cv recall {caught:.3f}, "
+        f"cv false positives {flagged:.3f})"
     )
-    head = Head(weights=weights, bias=bias, threshold=threshold, about=about)
+    head = fit(x, y, threshold, about)
     head.save(out)
     report.write(f"wrote {out}\n")
     return head

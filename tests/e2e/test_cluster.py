@@ -80,6 +80,23 @@ class Traffic:
             t.join(40)
 
 
+def unhandled(logs: Path) -> str:
+    """What the services logged of their unhandled errors (a 500's traceback, with its request id)."""
+    found = []
+    for log in sorted(logs.glob("*.log")):
+        text = log.read_text(errors="replace")
+        found += [f"--- {log.name}\n{text[at : at + 4000]}" for at in _starts(text, "unhandled error")]
+    return "\n".join(found) or "(no unhandled error logged)"
+
+
+def _starts(text: str, needle: str) -> list[int]:
+    starts, at = [], text.find(needle)
+    while at >= 0:
+        starts.append(at)
+        at = text.find(needle, at + 1)
+    return starts
+
+
 async def usage_leader(stack: Stack) -> tuple[str, list[str]]:
     nc = await stack.connect()
     try:
@@ -195,7 +212,7 @@ def test_node_losses_and_a_full_restart_lose_nothing_and_double_nothing(fleet: S
     by_phase = Counter((phase, status) for phase, status, _ in traffic.seen)
     statuses = {status for _, status, _ in traffic.seen}
     assert traffic.hung == 0, by_phase
-    assert statuses <= {200, 429, 503}, by_phase
+    assert statuses <= {200, 429, 503}, f"{by_phase}\n{unhandled(fleet.logs)}"
     for phase in ("steady", "leader lost", "follower lost", "after"):
         assert by_phase[(phase, 200)] > 0, by_phase
 

@@ -157,7 +157,9 @@ def test_the_models_verdict_comes_while_the_engine_runs_and_a_block_lets_nothing
     prompt = "Write a long story about a lighthouse keeper and the storm of 1953."
     score = LearnedLayer().score([prompt])
     key = metered.new_key("judged")
-    metered.admin("PATCH", "/tenants/judged", {"guard_threshold": round(max(score - 0.005, 0.001), 4)})
+    # Half its score, then twice it: margins whatever the head (a network scores ordinary prose ~0.001).
+    lower, higher = score / 2, min(score * 2 + 0.005, 1.0)
+    metered.admin("PATCH", "/tenants/judged", {"guard_threshold": lower})
     body = {"model": SLOW, "messages": [{"role": "user", "content": prompt}], "stream": True}
     headers = {"authorization": f"Bearer {key}"}
     url = f"{metered.base_url}/v1/chat/completions"
@@ -181,7 +183,7 @@ def test_the_models_verdict_comes_while_the_engine_runs_and_a_block_lets_nothing
     assert event["layer"] == "learned" and event["tenant"] == "judged"
 
     # An administrator lets the prompt through by raising the tenant's threshold (audited).
-    metered.admin("PATCH", "/tenants/judged", {"guard_threshold": round(min(score + 0.005, 1.0), 4)})
+    metered.admin("PATCH", "/tenants/judged", {"guard_threshold": higher})
 
     def answered() -> httpx.Response | None:
         short = {**body, "model": CHAT, "stream": False}
@@ -191,10 +193,7 @@ def test_the_models_verdict_comes_while_the_engine_runs_and_a_block_lets_nothing
     assert wait_until(answered, 20, "the raised threshold", metered.logs).json()["choices"][0]["message"]
     audit = [json.loads(m) for m in metered.stream_messages("LLMAAS_AUDIT")]
     changes = [a for a in audit if a["action"] == "tenant.change" and a["target"] == "judged"]
-    assert [c["detail"]["guard_threshold"] for c in changes][-2:] == [
-        str(round(max(score - 0.005, 0.001), 4)),
-        str(round(min(score + 0.005, 1.0), 4)),
-    ]
+    assert [c["detail"]["guard_threshold"] for c in changes][-2:] == [str(lower), str(higher)]
 
 
 def test_a_long_prompt_is_screened_beside_the_engine_and_a_block_still_lets_nothing_out(

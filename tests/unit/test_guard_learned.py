@@ -90,6 +90,18 @@ def test_a_head_survives_its_file(tmp_path: Path) -> None:
     assert again.scores(np.zeros((1, 512), dtype=np.float32)) == [pytest.approx(1 / (1 + np.exp(1.5)))]
 
 
+def test_a_head_with_a_hidden_layer_survives_its_file_and_scores_through_it(tmp_path: Path) -> None:
+    hidden = np.zeros((512, 2), dtype=np.float32)
+    hidden[0, 0], hidden[1, 1] = 1.0, -1.0  # unit 0 sees the first dimension, unit 1 minus the second
+    head = Head(np.array([2.0, 3.0], dtype=np.float32), -1.0, 0.9, "net", hidden, np.zeros(2, np.float32))
+    head.save(tmp_path / "head.npz")
+    again = Head.load(tmp_path / "head.npz")
+    assert again.hidden is not None and np.array_equal(again.hidden, hidden)
+    x = np.zeros((2, 512), dtype=np.float32)
+    x[0, 0], x[1, 1] = 1.0, 1.0  # the second's unit is cut to 0 by the ReLU: its logit is the bias
+    assert again.scores(x) == [pytest.approx(1 / (1 + np.exp(-1.0))), pytest.approx(1 / (1 + np.exp(1.0)))]
+
+
 def test_the_threshold_allows_the_target_share_of_benign_training_prompts() -> None:
     benign = np.linspace(0.0, 0.95, 200)
     y = np.array([0] * 200 + [1] * 10)

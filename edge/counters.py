@@ -102,18 +102,25 @@ class Counters:
         return await retry.retried(publish, on=Unavailable, backoff=self._durable, within_s=self._within_s)
 
     async def _publish(self, subject: str, amount: int, msg_id: str | None) -> int:
-        nc, js = self._nc, self._js
-        if nc is None or js is None:
+        if self._nc is None or self._js is None:
             raise RuntimeError("Counters.open was not called")
-        if not nc.is_connected:
-            raise Unavailable("The platform's message bus is unreachable; retry shortly.", retry_after_s=1)
-        headers = {"Nats-Incr": f"{amount:+d}"}
-        if msg_id is not None:
-            headers["Nats-Msg-Id"] = msg_id
-        try:
-            ack = await js.publish(subject, b"", headers=headers)
-        except (NatsError, TimeoutError) as exc:
-            raise Unavailable(
-                "The platform cannot check this tenant's limits right now; retry shortly.", retry_after_s=1
-            ) from exc
-        return int(ack.val or 0)
+        return await increment(self._nc, self._js, subject, amount, msg_id)
+
+
+async def increment(
+    nc: Client, js: JetStreamContext, subject: str, amount: int, msg_id: str | None = None
+) -> int:
+    """One increment of the counter ``subject``, alone; its total after it. Raises Unavailable
+    when NATS cannot be reached (``msg_id``: applied once however often it is sent)."""
+    if not nc.is_connected:
+        raise Unavailable("The platform's message bus is unreachable; retry shortly.", retry_after_s=1)
+    headers = {"Nats-Incr": f"{amount:+d}"}
+    if msg_id is not None:
+        headers["Nats-Msg-Id"] = msg_id
+    try:
+        ack = await js.publish(subject, b"", headers=headers)
+    except (NatsError, TimeoutError) as exc:
+        raise Unavailable(
+            "The platform cannot check this tenant's limits right now; retry shortly.", retry_after_s=1
+        ) from exc
+    return int(ack.val or 0)

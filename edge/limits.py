@@ -39,10 +39,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from nats.aio.client import Client
-from nats.errors import Error as NatsError
 from nats.js.client import JetStreamContext
 
-from edge.counters import Counters
+from edge.counters import Counters, increment
 from llmaas import retry, streams, subjects
 from llmaas.errors import QuotaExceeded, RateLimited, Unavailable
 from llmaas.pricing import NANO, PriceList
@@ -291,22 +290,11 @@ class Limiter:
             await asyncio.sleep(max(0.0, (period + 1.5) * self.lease_s - time.time()))
 
     async def _add(self, changes: list[tuple[str, int]], msg_id: str | None = None) -> list[int]:
+        """Each change sent alone, not coalesced (``msg_id``: renewals and releases, applied once)."""
         js, nc = self._js, self._nc
         if js is None or nc is None:
             raise RuntimeError("Limiter.open was not called")
-        if not nc.is_connected:
-            raise Unavailable("The platform's message bus is unreachable; retry shortly.", retry_after_s=1)
-
-        def headers(n: int) -> dict[str, str]:
-            return {"Nats-Incr": f"{n:+d}", **({"Nats-Msg-Id": msg_id} if msg_id else {})}
-
-        try:
-            acks = await asyncio.gather(*(js.publish(s, b"", headers=headers(n)) for s, n in changes))
-        except (NatsError, TimeoutError) as exc:
-            raise Unavailable(
-                "The platform cannot check this tenant's limits right now; retry shortly.", retry_after_s=1
-            ) from exc
-        return [int(ack.val or 0) for ack in acks]
+        return await asyncio.gather(*(increment(nc, js, s, n, msg_id) for s, n in changes))
 
     def _spawn(self, work: Coroutine[Any, Any, list[int]]) -> asyncio.Task[None]:
         async def run() -> None:

@@ -6,6 +6,7 @@ is down takes effect, and each node that comes back catches up."""
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 import time
 import uuid
@@ -85,16 +86,11 @@ def unhandled(logs: Path) -> str:
     found = []
     for log in sorted(logs.glob("*.log")):
         text = log.read_text(errors="replace")
-        found += [f"--- {log.name}\n{text[at : at + 4000]}" for at in _starts(text, "unhandled error")]
+        found += [
+            f"--- {log.name}\n{text[m.start() : m.start() + 4000]}"
+            for m in re.finditer("unhandled error", text)
+        ]
     return "\n".join(found) or "(no unhandled error logged)"
-
-
-def _starts(text: str, needle: str) -> list[int]:
-    starts, at = [], text.find(needle)
-    while at >= 0:
-        starts.append(at)
-        at = text.find(needle, at + 1)
-    return starts
 
 
 async def usage_leader(stack: Stack) -> tuple[str, list[str]]:

@@ -37,7 +37,7 @@ from llmaas.wire import Usage
 
 async def admitted(gate: Gate, key: str) -> Grant:
     """What a request does before it is published: its key identified, its limits' share taken."""
-    p = await gate.identify(key, "127.0.0.1", "/v1/chat/completions")
+    p = await gate.keys.identify(key, "127.0.0.1", "/v1/chat/completions")
     return await gate.limiter.admit(p.tenant, p.key, p.tier, 16, time.time())
 
 
@@ -82,7 +82,7 @@ async def one_by_one(gate: Gate, keys: dict[str, str], usage: Usage, requests: i
         auth, admit, settle = [], [], []
         for _ in range(requests):
             t0 = time.perf_counter()
-            p = await gate.identify(key, "127.0.0.1", "/v1/chat/completions")
+            p = await gate.keys.identify(key, "127.0.0.1", "/v1/chat/completions")
             t1 = time.perf_counter()
             grant = await gate.limiter.admit(p.tenant, p.key, p.tier, 16, time.time())
             t2 = time.perf_counter()

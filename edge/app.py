@@ -74,7 +74,7 @@ def create_app(settings: EdgeSettings) -> FastAPI:
         )
 
     pipeline = Pipeline(settings, metrics, edge_id=edge_id, attach=attach, on_up=on_reconnect)
-    gate.fleet = pipeline.fleet
+    gate.models.fleet = pipeline.fleet
     engine = BatchEngine(
         edge_id=edge_id, settings=settings, gate=gate, pipeline=pipeline, desk=desk, metrics=metrics
     )

@@ -38,8 +38,9 @@ from nats.js.kv import KeyValue
 
 from edge import body, exchange, rendering
 from edge.errors import error_body
-from edge.gate import Gate, Principal, caller
+from edge.gate import Gate
 from edge.jobs import chat_job, completion_job, embed_job
+from edge.keys import Principal, caller
 from edge.metrics import EdgeMetrics
 from edge.pipeline import Pipeline, Stream
 from edge.rendering import ChatRenderer, Renderer, TextRenderer
@@ -593,12 +594,12 @@ class BatchEngine:
             return 0
         asked = request.get("max_completion_tokens", request.get("max_tokens"))
         valid = isinstance(asked, int) and not isinstance(asked, bool) and asked >= 0
-        return self.gate.reserve_for(str(request.get("model")), asked if valid else None)
+        return self.gate.models.reserve_for(str(request.get("model")), asked if valid else None)
 
     async def _reserve_budget(self, key: str, record: BatchRecord, tokens: int) -> BatchRecord:
         """The budget its lines may cost, taken at the batch price as it starts (QuotaExceeded if it
         does not fit): each line then settles its part, and the end gives back what never ran."""
-        p = self.gate.acting_for(record.token_id)
+        p = self.gate.keys.acting_for(record.token_id)
         grant = await self.gate.limiter.admit(p.tenant, p.key, p.tier, tokens, time.time(), batch=True)
         subject = next((c.subject for c in grant.counters if c.measure == "budget"), "")
         return await self._change(
@@ -758,7 +759,7 @@ class BatchEngine:
     async def _answer(self, record: BatchRecord, line: Line, request_id: str) -> LineResult:
         """Run one line as the request it is; a refusal is its result (a 4xx in the error file)."""
         try:
-            principal = self.gate.acting_for(record.token_id)
+            principal = self.gate.keys.acting_for(record.token_id)
             job, answer = self._job(record, line, principal, request_id)
         except LlmaasError as exc:
             return _refused(line, request_id, exc)
@@ -813,7 +814,7 @@ class BatchEngine:
         kind = batches.ENDPOINTS[record.endpoint]
         if kind == "embedding":
             embed = body.validate(raw, EmbeddingRequest)
-            model, _ = self.gate.resolve_model(principal, embed.model)
+            model, _ = self.gate.models.answering(principal, embed.model)
 
             async def vectors(frames: Stream, tally: Tally) -> bytes:
                 result = rendering.embeddings_of(await frames.next())
@@ -826,16 +827,16 @@ class BatchEngine:
         if kind == "chat":
             chat = body.validate(raw, ChatCompletionRequest)
             _no_stream(chat.stream)
-            model, _ = self.gate.resolve_model(principal, chat.model)
+            model, _ = self.gate.models.answering(principal, chat.model)
             job = chat_job(chat, model, request_id, created, who)
             renderer = ChatRenderer(request_id, model, created, False)
         else:
             text = body.validate(raw, CompletionRequest)
             _no_stream(text.stream)
-            model, _ = self.gate.resolve_model(principal, text.model)
+            model, _ = self.gate.models.answering(principal, text.model)
             job = completion_job(text, model, request_id, created, who)
             renderer = TextRenderer(request_id, model, created, False)
-        job = msgspec.structs.replace(self.gate.bounded(job), priority=1)  # below interactive work
+        job = msgspec.structs.replace(self.gate.models.bounded(job), priority=1)  # below interactive work
 
         async def whole(frames: Stream, tally: Tally) -> bytes:
             collected, done = await exchange.collect(self.metrics, job, frames, tally)

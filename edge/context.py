@@ -13,7 +13,8 @@ from starlette.requests import Request
 
 from edge.console.alerting import AlertBook
 from edge.console.sessions import Sessions
-from edge.gate import Gate, Principal
+from edge.gate import Gate
+from edge.keys import Principal
 from edge.metrics import EdgeMetrics
 from edge.pipeline import Pipeline
 from edge.settings import EdgeSettings
@@ -67,17 +68,17 @@ def answer_with(request: Request, headers: Iterable[tuple[bytes, bytes]]) -> Non
 
 
 async def authenticated(request: Request) -> Principal:
-    """The caller of an API route (``Gate.identify`` on its bearer key); a successor key's notice
+    """The caller of an API route (``Keys.identify`` on its bearer key); a successor key's notice
     goes on the answer."""
-    principal = await of(request).gate.identify(bearer(request), source_of(request), request.url.path)
+    principal = await of(request).gate.keys.identify(bearer(request), source_of(request), request.url.path)
     answer_with(request, principal.notices)
     return principal
 
 
 def model_for(request: Request, principal: Principal, model: str) -> str:
-    """The model that answers ``model`` for this caller (``Gate.resolve_model``); a deprecated
+    """The model that answers ``model`` for this caller (``Models.answering``); a deprecated
     model's notices go on the answer."""
-    name, notices = of(request).gate.resolve_model(principal, model)
+    name, notices = of(request).gate.models.answering(principal, model)
     answer_with(request, notices)
     return name
 
@@ -87,7 +88,7 @@ async def admin_actor(request: Request) -> str:
     dependency of the admin router (so that no route of it can forget the check) and of each admin
     route elsewhere (async: FastAPI would run a plain function in a thread). Raises Unauthenticated,
     RateLimited, PermissionDenied (admin API disabled)."""
-    return of(request).gate.admin(bearer(request), source_of(request), request.url.path)
+    return of(request).gate.admins.actor(bearer(request), source_of(request), request.url.path)
 
 
 Admin = Annotated[str, Depends(admin_actor)]

@@ -46,7 +46,8 @@ from pydantic import BaseModel, ConfigDict, Field
 from edge import body, pages
 from edge.batches import BatchEngine
 from edge.errors import error_body
-from edge.gate import Gate, Principal
+from edge.gate import Gate
+from edge.keys import Principal
 from edge.metrics import EdgeMetrics
 from edge.settings import EdgeSettings
 from edge.uploads import FileDesk
@@ -191,7 +192,7 @@ class Door:
         presented = options.get("auth_token") or options.get("pass")
         source = f"nats:{(asked.get('client_info') or {}).get('host', '')}"
         try:
-            principal = await self.gate.identify(presented, source, "nats-door")
+            principal = await self.gate.keys.identify(presented, source, "nats-door")
         except LlmaasError as exc:
             self.metrics.door_logins.labels("refused").inc()
             answer = natsjwt.authorization_response(user_nkey, server_id, error=exc.message)
@@ -279,7 +280,7 @@ class Door:
             return
         self._busy[key_id] = self._busy.get(key_id, 0) + 1
         try:
-            principal = self.gate.acting_for(key_id)
+            principal = self.gate.keys.acting_for(key_id)
             answer = await self._route(principal, what, msg.data)
         except LlmaasError as exc:
             answer = _error(exc)

@@ -16,7 +16,7 @@ from starlette.responses import Response
 
 from edge.context import EdgeContext, answer_with
 from edge.errors import error_body
-from edge.gate import Principal
+from edge.keys import Principal
 from edge.metrics import EdgeMetrics
 from edge.pipeline import OUT_OF_ORDER, Stream
 from edge.rendering import DONE_EVENT, Collected, Renderer, event
@@ -84,7 +84,7 @@ async def answer(
     include_usage: bool,
 ) -> Response:
     """The answer to one generation request, streamed or whole."""
-    job = edge.gate.bounded(job)
+    job = edge.gate.models.bounded(job)
     exchange = Exchange(request, edge, job, principal)
     reserve = job.sampling.max_tokens
     assert reserve is not None  # bounded() gave every job one

@@ -43,8 +43,9 @@ PUBLIC = TRAINING / "public.jsonl"
 TARGET_FP = 0.0025
 """A quarter of the aim of 1 %: the benign training prompts are easier than a customer's. On the
 hard sets written for measuring (``bench/data``) the false-positive rate ran at 3-5 times the
-cross-validated one; with 0.5 % the head blocked 8 of their 287 ordinary prompts (0.804), with
-0.25 % 4 (0.886), for 2 % less recall on the public held-out attacks (91.5 -> 90.2 %)."""
+cross-validated one. Chosen with the logistic head (0.5 %: 8 of their 287 ordinary prompts blocked,
+0.25 %: 4, for 2 % less recall on the public held-out attacks); the network head trained at 0.25 %
+(threshold 0.977) blocks 2 of the 328 hard ordinary prompts now in ``bench/data``."""
 UNITS = 128
 ALPHA = 1e-2
 """The hidden layer's width and its L2 penalty (the logistic head's C was 4, by cross-validation)."""

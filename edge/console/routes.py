@@ -123,11 +123,11 @@ async def login(request: Request) -> Response:
         return _login_page(request, 403, "The sign-in form expired; try again.")
     gate, source, presented = edge.gate, source_of(request), form.get("key", "").strip() or None
     try:
-        if presented is not None and gate.is_admin_token(presented):
-            actor = gate.admin(presented, source, request.url.path)
+        if presented is not None and gate.admins.matches(presented):
+            actor = gate.admins.actor(presented, source, request.url.path)
             sid, session = await edge.sessions.create("operator", None, actor)
         else:
-            principal = await gate.identify(presented, source, request.url.path)
+            principal = await gate.keys.identify(presented, source, request.url.path)
             actor = f"key:{principal.key.id}"
             sid, session = await edge.sessions.create("tenant", principal.tenant.name, principal.key.id)
     except LlmaasError as exc:

@@ -10,8 +10,8 @@ from starlette.responses import Response
 
 from edge import body, context, rendering
 from edge.exchange import Exchange
-from edge.gate import caller
 from edge.jobs import embed_job
+from edge.keys import caller
 from edge.routes.docs import json_body, reply
 from edge.schemas import EmbeddingRequest
 

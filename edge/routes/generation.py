@@ -10,8 +10,8 @@ from starlette.responses import Response
 
 from edge import body, context
 from edge.exchange import answer
-from edge.gate import caller
 from edge.jobs import chat_job, completion_job
+from edge.keys import caller
 from edge.rendering import ChatRenderer, TextRenderer
 from edge.routes.docs import json_body, reply
 from edge.schemas import ChatCompletionRequest, CompletionRequest

@@ -13,7 +13,7 @@ from starlette.responses import Response
 from edge import context, lifecycle
 from edge import responses as r
 from edge.context import EdgeContext
-from edge.gate import Principal
+from edge.keys import Principal
 from edge.routes.docs import reply
 from llmaas import catalog
 from llmaas.errors import NotFound

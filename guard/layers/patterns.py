@@ -8,8 +8,8 @@ Two refinements make the rules precise without making them blind:
   a quotation ("translate: «ignore the previous invoice»", a moderator asking about users who type
   "ignore previous instructions") is a quotation, not an order — unless the quotation speaks to an
   AI (assistant, model, prompt, …): then it is an indirect injection, and counts.
-- **Decoded payloads.** A prompt that hides its words in base64, hex, ROT13, leetspeak or letters
-  spaced out (``i g n o r e``) is screened
+- **Decoded payloads.** A prompt that hides its words in base64, hex, ROT13, leetspeak, letters
+  spaced out (``i g n o r e``) or invisible characters (``normalize.hidden``) is screened
   again as decoded; a rule that matches there is reported as ``<rule>@<encoding>``.
 """
 
@@ -23,7 +23,7 @@ import re
 from collections.abc import Iterator, Sequence
 
 from guard import rules as rule_data
-from guard.normalize import skeleton, translation
+from guard.normalize import hidden, skeleton, translation
 from guard.screening import Verdict, verdict_of
 from llmaas.wire import Job
 
@@ -100,6 +100,9 @@ def decoded(text: str, seen: str) -> Iterator[tuple[str, str]]:
         yield "rot13", codecs.encode(seen, "rot13")
     if "  " in text and (runs := [m.group() for m in _SPACED.finditer(text)]):
         yield "spaced", skeleton("\n".join(_unspaced(run) for run in runs))
+    for encoding, plain in hidden(text):  # the skeleton dropped them: invisible, yet read by engines
+        if encoding != "zero-width":
+            yield encoding, skeleton(plain)
     if has_digits and (passages := _leet_passages(seen)):  # digits for letters: 1gn0r3, 5y5t3m
         yield "leet", "\n".join(seen[low:high].translate(_LEET) for low, high in passages)
 

